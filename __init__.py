@@ -1,0 +1,1 @@
+"""ComfyUI entry point of the HRInversion node pack (V3 schema). The nodes live in ``nodes/``."""

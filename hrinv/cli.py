@@ -1,0 +1,77 @@
+"""The ``hrinv`` command line: headless and batch use of the library.
+
+Each sub-command lives in its own module under :mod:`hrinv.commands` and exposes ``HELP`` (one line),
+``add_arguments(parser)`` and ``run(args) -> int``. Modules are imported only when their command runs, so
+``hrinv --help`` is instant and a broken optional part only breaks its own command.
+"""
+
+import argparse
+import importlib
+import logging
+import sys
+
+from . import __version__
+from .errors import HRInvError
+
+# command name -> module under hrinv.commands
+COMMANDS = {
+    "convert": "convert",
+    "fit-inr": "fit_inr",
+    "invert": "invert",
+    "stylize": "stylize",
+    "render": "render",
+    "id-retrieval": "id_retrieval",
+}
+
+# One-line help shown by `hrinv --help` without importing the modules.
+_SUMMARY = {
+    "convert": "convert a StyleGAN2 checkpoint (.pkl, .pt, .safetensors) into our .safetensors format",
+    "fit-inr": "give a StyleGAN2 checkpoint an INR head (distilled from its own output) for any-resolution rendering",
+    "invert": "invert images into a generator's W+ (+noise) space with the HRInversion loss",
+    "stylize": "content + reference + source/target generators -> invert, lerp, LSO, render",
+    "render": "render a saved latent at any width x height",
+    "id-retrieval": "ID-retrieval accuracy of stylised faces against their content faces",
+}
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="hrinv", description="HRInversion: high-resolution GAN inversion and "
+                                     "cross-domain face stylisation.")
+    parser.add_argument("--version", action="version", version=f"hrinv {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        sub.add_parser(name, help=_SUMMARY[name], add_help=False)
+    return parser
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    # Parse only the global options and the command name first; the command module adds its own arguments.
+    args, rest = parser.parse_known_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        module = importlib.import_module(f"hrinv.commands.{COMMANDS[args.command]}")
+    except ImportError as e:
+        print(f"hrinv {args.command}: this command is not available ({e}).", file=sys.stderr)
+        return 2
+    sub = argparse.ArgumentParser(prog=f"hrinv {args.command}", description=getattr(module, "HELP", None))
+    module.add_arguments(sub)
+    sub_args = sub.parse_args(rest)
+    sub_args.verbose = args.verbose
+    try:
+        return int(module.run(sub_args) or 0)
+    except HRInvError as e:
+        print(f"hrinv {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"hrinv {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""Typed errors raised by :mod:`hrinv`.
+
+Every message says what was expected, what was received, and what to do about it. The ComfyUI nodes let these
+propagate unchanged, so the message a user sees in the host's error dialog is the one written here.
+"""
+
+__all__ = [
+    "HRInvError",
+    "CheckpointError",
+    "CheckpointFormatError",
+    "UnsafeCheckpointError",
+    "CheckpointCorruptError",
+    "IncompatibleGeneratorsError",
+    "ShapeError",
+    "WeightsNotFoundError",
+]
+
+
+class HRInvError(Exception):
+    """Base class of every error raised on purpose by hrinv."""
+
+
+class CheckpointError(HRInvError, ValueError):
+    """A checkpoint file could not be turned into a network."""
+
+
+class CheckpointFormatError(CheckpointError):
+    """The file is readable but its layout is not one we understand (or is a layout we refuse, e.g. TF pickles)."""
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """The file asks to run code or to import something outside the allow-list. Nothing from it was executed."""
+
+
+class CheckpointCorruptError(CheckpointError):
+    """The file is truncated or damaged."""
+
+
+class IncompatibleGeneratorsError(HRInvError, ValueError):
+    """Two generators (or latents) cannot be combined: different architecture, shapes or key sets."""
+
+
+class ShapeError(HRInvError, ValueError):
+    """A tensor argument has the wrong shape, range or dtype."""
+
+
+class WeightsNotFoundError(HRInvError, FileNotFoundError):
+    """A weights file that the operation needs is missing."""
