@@ -13,6 +13,8 @@ __all__ = [
     "IncompatibleGeneratorsError",
     "ShapeError",
     "WeightsNotFoundError",
+    "ImageReadError",
+    "DatasetLayoutError",
 ]
 
 
@@ -46,3 +48,11 @@ class ShapeError(HRInvError, ValueError):
 
 class WeightsNotFoundError(HRInvError, FileNotFoundError):
     """A weights file that the operation needs is missing."""
+
+
+class ImageReadError(HRInvError, ValueError):
+    """An image file is missing, not an image, or truncated/corrupt."""
+
+
+class DatasetLayoutError(HRInvError, ValueError):
+    """A folder of images does not have the expected layout (empty folder, unmatched names, images too small)."""
