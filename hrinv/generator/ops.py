@@ -1,0 +1,301 @@
+"""Pure-PyTorch building blocks of the StyleGAN2 generator.
+
+These reproduce the *semantics* of NVIDIA stylegan2-ada-pytorch's ``upfirdn2d``, ``bias_act``, ``conv2d_resample``
+and ``modulated_conv2d`` (their reference, non-CUDA code paths), written from the maths with plain ``torch``
+operations. Nothing here is compiled, so everything runs on any device and dtype torch supports.
+
+Conventions (as NVIDIA):
+    * Filters are 2-D ``[fh, fw]`` tensors made by :func:`setup_filter` (normalised to sum 1).
+    * ``padding`` is ``[x0, x1, y0, y1]`` (or one int for all four); negative padding crops.
+    * ``flip_weight=True`` means correlation (what ``F.conv2d`` does); ``False`` means true convolution.
+"""
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "setup_filter",
+    "upfirdn2d",
+    "upsample2d",
+    "downsample2d",
+    "bias_act",
+    "conv2d_resample",
+    "modulated_conv2d",
+    "normalize_2nd_moment",
+    "ACT_GAIN",
+]
+
+# Default gain applied after each activation so that the output keeps unit variance (NVIDIA ``def_gain``).
+ACT_GAIN = {"linear": 1.0, "relu": math.sqrt(2), "lrelu": math.sqrt(2), "tanh": 1.0, "sigmoid": 1.0,
+            "elu": 1.0, "selu": 1.0, "softplus": 1.0, "swish": math.sqrt(2)}
+
+
+def setup_filter(f, device=None, dtype=None, normalize=True):
+    """Build a 2-D FIR filter: separable outer product for a 1-D list, normalised to sum 1.
+
+    Args:
+        f: Sequence or tensor of taps (1-D) or a 2-D kernel. ``None`` means ``[1]``.
+        device, dtype: Of the returned tensor (default CPU / float32).
+        normalize: Divide by the sum of the taps.
+
+    Returns:
+        Tensor ``[fh, fw]``.
+    """
+    if f is None:
+        f = [1]
+    f = torch.as_tensor(f, dtype=torch.float32)
+    if f.ndim == 0:
+        f = f[None]
+    if f.ndim == 1:
+        f = f[:, None] * f[None, :]  # [fh, fw]
+    if f.ndim != 2:
+        raise ValueError(f"setup_filter: expected a 1-D or 2-D filter, got shape {tuple(f.shape)}")
+    if normalize:
+        f = f / f.sum()
+    return f.to(device=device, dtype=dtype if dtype is not None else torch.float32)
+
+
+def _parse_padding(padding):
+    if isinstance(padding, int):
+        return [padding] * 4
+    padding = [int(p) for p in padding]
+    if len(padding) == 2:
+        return [padding[0], padding[0], padding[1], padding[1]]
+    if len(padding) != 4:
+        raise ValueError(f"padding must be an int, [px, py] or [x0, x1, y0, y1]; got {padding}")
+    return padding
+
+
+def upfirdn2d(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1):
+    """Upsample (zero insertion), pad, FIR-filter and downsample a batch of 2-D images.
+
+    Args:
+        x: Input ``[N, C, H, W]``.
+        f: Filter ``[fh, fw]`` or ``None`` (identity).
+        up, down: Integer factors (same in x and y).
+        padding: ``int`` or ``[x0, x1, y0, y1]``, applied after upsampling; negative values crop.
+        flip_filter: ``False`` = convolution (the filter is flipped, as in signal processing), ``True`` = correlation.
+        gain: Overall scale applied to the filter.
+
+    Returns:
+        Tensor ``[N, C, H', W']`` with ``H' = (H * up + y0 + y1 - fh + 1) // down`` (ceil division as NVIDIA).
+    """
+    if f is None:
+        f = torch.ones([1, 1], dtype=torch.float32, device=x.device)
+    px0, px1, py0, py1 = _parse_padding(padding)
+    n, c, h, w = x.shape
+    if up > 1:  # zero insertion: every sample followed by (up - 1) zeros in both directions
+        x = x.reshape(n, c, h, 1, w, 1)
+        x = F.pad(x, [0, up - 1, 0, 0, 0, up - 1])
+        x = x.reshape(n, c, h * up, w * up)  # [N, C, H*up, W*up]
+    x = F.pad(x, [max(px0, 0), max(px1, 0), max(py0, 0), max(py1, 0)])
+    x = x[:, :, max(-py0, 0): x.shape[2] - max(-py1, 0), max(-px0, 0): x.shape[3] - max(-px1, 0)]
+    f = f.to(device=x.device, dtype=x.dtype) * gain
+    if not flip_filter:
+        f = f.flip([0, 1])
+    weight = f[None, None].repeat(c, 1, 1, 1)  # [C, 1, fh, fw] depthwise
+    x = F.conv2d(x, weight, groups=c)
+    if down > 1:
+        x = x[:, :, ::down, ::down]
+    return x
+
+
+def _filter_size(f):
+    return (1, 1) if f is None else (int(f.shape[-1]), int(f.shape[-2]))
+
+
+def upsample2d(x, f, up=2, padding=0, flip_filter=False, gain=1):
+    """2x (or ``up``x) upsampling with an FIR low-pass, output size exactly ``up`` times the input."""
+    fw, fh = _filter_size(f)
+    px0, px1, py0, py1 = _parse_padding(padding)
+    p = [px0 + (fw + up - 1) // 2, px1 + (fw - up) // 2, py0 + (fh + up - 1) // 2, py1 + (fh - up) // 2]
+    return upfirdn2d(x, f, up=up, padding=p, flip_filter=flip_filter, gain=gain * up * up)
+
+
+def downsample2d(x, f, down=2, padding=0, flip_filter=False, gain=1):
+    """FIR low-pass then ``down``x decimation, output size exactly ``1 / down`` of the input."""
+    fw, fh = _filter_size(f)
+    px0, px1, py0, py1 = _parse_padding(padding)
+    p = [px0 + (fw - down + 1) // 2, px1 + (fw - down) // 2, py0 + (fh - down + 1) // 2, py1 + (fh - down) // 2]
+    return upfirdn2d(x, f, down=down, padding=p, flip_filter=flip_filter, gain=gain)
+
+
+_ACTS = {
+    "linear": lambda x, a: x,
+    "relu": lambda x, a: F.relu(x),
+    "lrelu": lambda x, a: F.leaky_relu(x, a),
+    "tanh": lambda x, a: torch.tanh(x),
+    "sigmoid": lambda x, a: torch.sigmoid(x),
+    "elu": lambda x, a: F.elu(x),
+    "selu": lambda x, a: F.selu(x),
+    "softplus": lambda x, a: F.softplus(x),
+    "swish": lambda x, a: torch.sigmoid(x) * x,
+}
+
+
+def bias_act(x, b=None, dim=1, act="linear", alpha=None, gain=None, clamp=None):
+    """Bias add, activation, gain and optional clamp, in that order (NVIDIA ``bias_act`` semantics).
+
+    Args:
+        x: Input tensor.
+        b: Optional bias ``[x.shape[dim]]``.
+        dim: Dimension of ``x`` that ``b`` runs along.
+        act: ``linear | relu | lrelu | tanh | sigmoid | elu | selu | softplus | swish``.
+        alpha: Negative slope of ``lrelu`` (default 0.2).
+        gain: Output scale; ``None`` = the activation's default gain (``sqrt(2)`` for lrelu).
+        clamp: Clamp the output to ``[-clamp, clamp]``; ``None`` = no clamp.
+
+    Returns:
+        Tensor like ``x``.
+    """
+    if act not in _ACTS:
+        raise ValueError(f"bias_act: unknown activation {act!r}; expected one of {sorted(_ACTS)}")
+    if b is not None:
+        shape = [1] * x.ndim
+        shape[dim] = -1
+        x = x + b.to(x.dtype).reshape(shape)
+    x = _ACTS[act](x, 0.2 if alpha is None else float(alpha))
+    gain = ACT_GAIN[act] if gain is None else float(gain)
+    if gain != 1:
+        x = x * gain
+    if clamp is not None and clamp >= 0:
+        x = x.clamp(-clamp, clamp)
+    return x
+
+
+def _conv(x, w, stride=1, padding=0, groups=1, transpose=False, flip_weight=True):
+    if not flip_weight:
+        w = w.flip([2, 3])
+    if transpose:
+        return F.conv_transpose2d(x, w, stride=stride, padding=padding, groups=groups)
+    return F.conv2d(x, w, stride=stride, padding=padding, groups=groups)
+
+
+def conv2d_resample(x, w, f=None, up=1, down=1, padding=0, groups=1, flip_weight=True, flip_filter=False):
+    """2-D convolution with optional FIR up/downsampling, laid out as NVIDIA ``conv2d_resample`` does.
+
+    Args:
+        x: Input ``[N, C_in * groups?, H, W]`` (``C_in`` per group as in ``F.conv2d``).
+        w: Weight ``[C_out, C_in / groups, kh, kw]``.
+        f: Low-pass filter from :func:`setup_filter` (needed when ``up`` or ``down`` > 1).
+        up, down: Integer resampling factors.
+        padding: Padding with respect to the upsampled image (int or ``[x0, x1, y0, y1]``).
+        groups: Convolution groups.
+        flip_weight: ``True`` = correlation (``F.conv2d``), ``False`` = convolution.
+        flip_filter: Passed to :func:`upfirdn2d`.
+
+    Returns:
+        Tensor ``[N, C_out, H * up / down, W * up / down]`` (for ``padding = k // 2``).
+    """
+    out_c, in_c, kh, kw = w.shape
+    fw, fh = _filter_size(f)
+    px0, px1, py0, py1 = _parse_padding(padding)
+    if up > 1:
+        px0 += (fw + up - 1) // 2
+        px1 += (fw - up) // 2
+        py0 += (fh + up - 1) // 2
+        py1 += (fh - up) // 2
+    if down > 1:
+        px0 += (fw - down + 1) // 2
+        px1 += (fw - down) // 2
+        py0 += (fh - down + 1) // 2
+        py1 += (fh - down) // 2
+
+    if kw == 1 and kh == 1 and down > 1 and up == 1:  # 1x1 conv after downsampling (cheaper)
+        x = upfirdn2d(x, f, down=down, padding=[px0, px1, py0, py1], flip_filter=flip_filter)
+        return _conv(x, w, groups=groups, flip_weight=flip_weight)
+    if kw == 1 and kh == 1 and up > 1 and down == 1:  # 1x1 conv before upsampling (cheaper)
+        x = _conv(x, w, groups=groups, flip_weight=flip_weight)
+        return upfirdn2d(x, f, up=up, padding=[px0, px1, py0, py1], gain=up * up, flip_filter=flip_filter)
+    if down > 1 and up == 1:  # filter, then strided conv
+        x = upfirdn2d(x, f, padding=[px0, px1, py0, py1], flip_filter=flip_filter)
+        return _conv(x, w, stride=down, groups=groups, flip_weight=flip_weight)
+    if up > 1:  # transposed strided conv, then filter
+        if groups == 1:
+            w = w.transpose(0, 1)  # [C_in, C_out, kh, kw]
+        else:
+            w = w.reshape(groups, out_c // groups, in_c, kh, kw).transpose(1, 2)
+            w = w.reshape(groups * in_c, out_c // groups, kh, kw)
+        px0 -= kw - 1
+        px1 -= kw - up
+        py0 -= kh - 1
+        py1 -= kh - up
+        pxt = max(min(-px0, -px1), 0)
+        pyt = max(min(-py0, -py1), 0)
+        x = _conv(x, w, stride=up, padding=[pyt, pxt], groups=groups, transpose=True, flip_weight=not flip_weight)
+        x = upfirdn2d(x, f, padding=[px0 + pxt, px1 + pxt, py0 + pyt, py1 + pyt], gain=up * up,
+                      flip_filter=flip_filter)
+        if down > 1:
+            x = upfirdn2d(x, f, down=down, flip_filter=flip_filter)
+        return x
+    if up == 1 and down == 1 and px0 == px1 and py0 == py1 and px0 >= 0 and py0 >= 0:  # plain conv
+        return _conv(x, w, padding=[py0, px0], groups=groups, flip_weight=flip_weight)
+    # General case (not used by the generator): explicit upfirdn2d, conv, decimate.
+    x = upfirdn2d(x, f if up > 1 else None, up=up, padding=[px0, px1, py0, py1], gain=up * up,
+                  flip_filter=flip_filter)
+    x = _conv(x, w, groups=groups, flip_weight=flip_weight)
+    if down > 1:
+        x = upfirdn2d(x, f, down=down, flip_filter=flip_filter)
+    return x
+
+
+def modulated_conv2d(x, weight, styles, noise=None, up=1, down=1, padding=0, resample_filter=None, demodulate=True,
+                     flip_weight=True, fused_modconv=True):
+    """StyleGAN2 modulated (and demodulated) convolution.
+
+    Args:
+        x: Input ``[N, I, H, W]``.
+        weight: ``[O, I, kh, kw]`` (already the effective weight; gains are folded into ``styles``).
+        styles: Per-sample input-channel scales ``[N, I]``.
+        noise: Optional tensor added to the output (broadcastable to ``[N, O, H', W']``).
+        up, down, padding, resample_filter, flip_weight: As :func:`conv2d_resample`.
+        demodulate: Normalise each output channel's per-sample weight to unit L2 norm.
+        fused_modconv: ``True`` = one grouped conv with per-sample weights (batch as groups); ``False`` = scale the
+            activations before and after one shared conv. Mathematically equal.
+
+    Returns:
+        Tensor ``[N, O, H', W']``.
+    """
+    n = x.shape[0]
+    out_c, in_c, kh, kw = weight.shape
+    if styles.shape != (n, in_c):
+        raise ValueError(f"modulated_conv2d: styles must be [{n}, {in_c}], got {tuple(styles.shape)}")
+
+    if x.dtype == torch.float16 and demodulate:  # pre-normalise to avoid fp16 overflow (result is scale-invariant)
+        weight = weight * (1 / math.sqrt(in_c * kh * kw) / weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True))
+        styles = styles / styles.norm(float("inf"), dim=1, keepdim=True)
+
+    w = None
+    dcoefs = None
+    if demodulate or fused_modconv:
+        w = weight.unsqueeze(0) * styles.reshape(n, 1, -1, 1, 1)  # [N, O, I, kh, kw]
+    if demodulate:
+        dcoefs = (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()  # [N, O]
+    if demodulate and fused_modconv:
+        w = w * dcoefs.reshape(n, -1, 1, 1, 1)  # [N, O, I, kh, kw]
+
+    if not fused_modconv:
+        x = x * styles.to(x.dtype).reshape(n, -1, 1, 1)  # [N, I, H, W]
+        x = conv2d_resample(x, weight.to(x.dtype), f=resample_filter, up=up, down=down, padding=padding,
+                            flip_weight=flip_weight)  # [N, O, H', W']
+        if demodulate:
+            x = x * dcoefs.to(x.dtype).reshape(n, -1, 1, 1)
+        if noise is not None:
+            x = x + noise.to(x.dtype)
+        return x
+
+    x = x.reshape(1, -1, *x.shape[2:])  # [1, N*I, H, W]
+    w = w.reshape(-1, in_c, kh, kw)  # [N*O, I, kh, kw]
+    x = conv2d_resample(x, w.to(x.dtype), f=resample_filter, up=up, down=down, padding=padding, groups=n,
+                        flip_weight=flip_weight)  # [1, N*O, H', W']
+    x = x.reshape(n, -1, *x.shape[2:])  # [N, O, H', W']
+    if noise is not None:
+        x = x + noise.to(x.dtype)
+    return x
+
+
+def normalize_2nd_moment(x, dim=1, eps=1e-8):
+    """Scale ``x`` to unit mean square along ``dim`` (the mapping network's input normalisation)."""
+    return x * (x.square().mean(dim=dim, keepdim=True) + eps).rsqrt()
