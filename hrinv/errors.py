@@ -56,3 +56,7 @@ class ImageReadError(HRInvError, ValueError):
 
 class DatasetLayoutError(HRInvError, ValueError):
     """A folder of images does not have the expected layout (empty folder, unmatched names, images too small)."""
+
+
+class InvalidSettingError(HRInvError, ValueError):
+    """A setting (a λ schedule, a row selection, an option value) is malformed or out of range."""
