@@ -15,6 +15,7 @@ __all__ = [
     "WeightsNotFoundError",
     "ImageReadError",
     "DatasetLayoutError",
+    "InvalidSettingError",
 ]
 
 
