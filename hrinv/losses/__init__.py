@@ -1,0 +1,7 @@
+"""Perceptual losses: the HRInversion VGG16 conv-feature loss (d_conv, d_h) and its VGG16 trunk + weight loaders."""
+
+from hrinv.losses.perceptual import PRESETS, PerceptualLoss, TargetFeatures, measure_calibration, tile_halo
+from hrinv.losses.vgg import CAFFE, TORCHVISION, InputConvention, VGG16Conv, load_vgg16
+
+__all__ = ["PerceptualLoss", "TargetFeatures", "PRESETS", "measure_calibration", "tile_halo", "VGG16Conv",
+           "load_vgg16", "InputConvention", "TORCHVISION", "CAFFE"]

@@ -1,0 +1,431 @@
+"""HRInversion perceptual loss: VGG16 conv features at full resolution (paper Eq. 3 / 4).
+
+``d_conv(x̂, x) = Σ_l ||λ_l c_l [φ_l(x̂) − φ_l(x)]||²`` summed over all channels and positions (the authors'
+``mse_loss(reduction='sum')`` over λ-scaled flattened features), per sample, with φ_l the pre-ReLU outputs of
+conv1_2, conv2_2, conv3_3, conv4_3, conv5_3 (torchvision ops 2, 7, 14, 21, 28) and **no down-sampling**. ``d_h`` uses
+only taps 21 and 28. ``c_l`` is the per-tap calibration of the weight set (1 for torchvision/timm weights; see
+``docs/perceptual-loss.md`` for the Caffe weights).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint as _checkpoint
+
+from hrinv.errors import ShapeError
+from hrinv.losses.vgg import CONV_INDICES, POOL_INDICES, RELU_INDICES, VGG16Conv, tap_reduction
+
+__all__ = ["PerceptualLoss", "TargetFeatures", "PRESETS", "KNOWN_CALIBRATIONS", "measure_calibration",
+           "tile_halo"]
+
+log = logging.getLogger("HRInv")
+
+# Published λ sets (reference-spec §1.1 and §1.3). Keys are conv op indices; the kind says whether the tap is the conv
+# output itself ("conv") or the ReLU right after it ("relu", op index + 1).
+PRESETS = {
+    "vgg16_conv_1024": ("conv", {2: 2e-4, 7: 1e-4, 14: 1e-4, 21: 2e-4, 28: 5e-4}),  # HRInversion d_conv
+    "vgg16_conv_256": ("conv", {2: 1e-3, 7: 6e-4, 14: 5e-4, 21: 5e-4, 28: 1e-3}),
+    "vgg16_relu_1024": ("relu", {2: 6e-4, 7: 4e-4, 14: 4e-4, 21: 7e-4, 28: 7e-3}),
+    "vgg16_relu_256": ("relu", {2: 1e-3, 7: 1e-3, 14: 1e-3, 21: 2e-3, 28: 1e-2}),
+    "high": ("conv", {21: 2e-4, 28: 5e-4}),  # HRInversion d_h (Eq. 4), used by LSO
+    "relu_high": ("relu", {21: 7e-4, 28: 7e-3}),
+}
+_HIGH_TAPS = (21, 28)
+
+# Per-tap calibration of known weight sets, keyed by the weights' fingerprint (see vgg._fingerprint). Scales are keyed
+# by op index (conv taps and their ReLUs). Produced by benchmarks/measure_calibration.py; see docs/perceptual-loss.md.
+KNOWN_CALIBRATIONS: dict = {}
+
+
+@dataclass
+class TargetFeatures:
+    """Features of a target image, computed once (no grad) by :meth:`PerceptualLoss.target`.
+
+    Attributes:
+        feats: ``{op index: tensor [B, C, h, w]}`` raw VGG features (not yet scaled by λ·c).
+        size: (H, W) of the target image.
+        config: the loss configuration they were computed for (checked on use).
+    """
+
+    feats: dict
+    size: tuple
+    config: tuple = field(repr=False)
+
+    @property
+    def batch(self) -> int:
+        return next(iter(self.feats.values())).shape[0]
+
+    def to(self, *args, **kwargs) -> "TargetFeatures":
+        return TargetFeatures({k: v.to(*args, **kwargs) for k, v in self.feats.items()}, self.size, self.config)
+
+
+def _rf_margin(last_op: int) -> int:
+    """Receptive-field margin (input pixels, one side) of the output of op ``last_op``."""
+    margin = 0
+    for i in range(last_op + 1):
+        r = tap_reduction(i - 1)  # reduction of this op's input
+        if i in CONV_INDICES or i in POOL_INDICES:
+            margin += r
+    return margin
+
+
+def tile_halo(last_op: int) -> int:
+    """Smallest halo (input pixels) that makes tiling exact up to op ``last_op``: the receptive-field margin rounded
+    up to the pooling alignment. 112 for conv5_3 (op 28), 24 for conv3_3 (op 14)."""
+    align = tap_reduction(last_op)
+    return int(math.ceil(_rf_margin(last_op) / align) * align)
+
+
+_default_halo = tile_halo
+
+
+class PerceptualLoss(nn.Module):
+    """The HRInversion VGG16 conv-feature loss, per sample.
+
+    Args:
+        vgg: a :class:`VGG16Conv` (from :func:`load_vgg16`). It is frozen (``eval``, ``requires_grad_(False)``).
+        layers: ``"conv"`` (Eq. 3, d_conv), ``"high"`` (Eq. 4, d_h: taps 21/28 only), a preset name from
+            :data:`PRESETS` (``vgg16_conv_256``, ``vgg16_relu_1024``, ...), or ``{conv op index: λ}``.
+        downsample: ``None`` (default, the paper: full resolution); an int ``s`` area-resizes the normalised input to
+            ``s × s`` as the reference's ``downsample_size`` (ablation / baseline); a ``(h, w)`` tuple resizes to that.
+        taps: ``"conv"`` (pre-ReLU, the paper) or ``"relu"`` (post-ReLU, the CIPS-3D++ variant). ``None``: from the
+            preset (``"conv"`` for dicts). With ``layers="conv"``/``"high"`` and ``taps="relu"`` the CIPS-3D++
+            ``vgg16_relu_1024`` λ's are used.
+        calibration: ``"auto"`` (the weight set's own calibration when it carries one, else none), ``"none"``, or
+            ``{op index: scale}``. Features are multiplied by it before λ.
+        checkpoint: recompute VGG segments in backward (``torch.utils.checkpoint``, non-reentrant). Same result,
+            less memory.
+        tile: process the image in spatial tiles of this many (network-input) pixels, each with a halo and each
+            checkpointed, so memory is about one tile's activations. Exact (to float round-off) with the default
+            halo.
+        tile_halo: override the halo (pixels); smaller than :func:`tile_halo` gives an approximation.
+
+    Shape:
+        images: [B, 3, H, W] in [-1, 1], min(H, W) > 32. Output of ``forward``: [B].
+    """
+
+    def __init__(self, vgg: VGG16Conv, layers="conv", *, downsample=None, taps=None, calibration="auto",
+                 checkpoint: bool = False, tile: int | None = None, tile_halo: int | None = None):
+        super().__init__()
+        if not isinstance(vgg, VGG16Conv):
+            raise TypeError(f"vgg must be a hrinv.losses.VGG16Conv (from load_vgg16), got {type(vgg).__name__}")
+        self.vgg = vgg.eval().requires_grad_(False)
+        self.kind, self.weights = self._resolve_layers(layers, taps)
+        self.ops = {t: (t if self.kind == "conv" else t + 1) for t in self.weights}  # layer -> op index
+        self.last_op = max(self.ops.values())
+        self.downsample = self._resolve_downsample(downsample)
+        self.calibration = self._resolve_calibration(calibration)
+        self.checkpoint = bool(checkpoint)
+        if tile is not None and (int(tile) < 16):
+            raise ValueError(f"tile must be at least 16 pixels, got {tile}")
+        align = tap_reduction(self.last_op)
+        self.tile = None if tile is None else int(math.ceil(int(tile) / align) * align)
+        self.halo = _default_halo(self.last_op) if tile_halo is None else int(tile_halo)
+        # effective per-tap multiplier λ_l * c_l
+        self.scales = {t: float(self.weights[t]) * float(self.calibration.get(self.ops[t], 1.0)) for t in self.weights}
+
+    # ------------------------------------------------------------------------------------------------------------
+    # configuration
+
+    @staticmethod
+    def _resolve_layers(layers, taps):
+        if taps is not None and taps not in ("conv", "relu"):
+            raise ValueError(f"taps must be 'conv' or 'relu', got {taps!r}")
+        if isinstance(layers, dict):
+            bad = [k for k in layers if int(k) not in CONV_INDICES]
+            if bad or not layers:
+                raise ValueError(f"layers dict keys must be conv op indices {list(CONV_INDICES)} (the tap is that "
+                                 f"conv's output, or its ReLU with taps='relu'); got {sorted(layers)}")
+            return taps or "conv", {int(k): float(v) for k, v in sorted(layers.items())}
+        if layers in ("conv", "high"):
+            kind = taps or "conv"
+            name = "vgg16_conv_1024" if kind == "conv" else "vgg16_relu_1024"
+            w = dict(PRESETS[name][1])
+            if layers == "high":
+                w = {t: w[t] for t in _HIGH_TAPS}
+            return kind, w
+        if layers in PRESETS:
+            kind, w = PRESETS[layers]
+            if taps is not None and taps != kind:
+                raise ValueError(f"preset {layers!r} is defined on {kind} taps; taps={taps!r} contradicts it "
+                                 f"(pass a dict of λ's to combine freely)")
+            return kind, dict(w)
+        raise ValueError(f"unknown layers {layers!r}; expected 'conv', 'high', one of {sorted(PRESETS)}, or a dict "
+                         f"{{conv op index: λ}}")
+
+    @staticmethod
+    def _resolve_downsample(ds):
+        if ds is None or ds is False or (isinstance(ds, int) and ds <= 0):
+            return None
+        if isinstance(ds, int):
+            return (ds, ds)
+        if isinstance(ds, (tuple, list)) and len(ds) == 2 and all(int(v) > 0 for v in ds):
+            return (int(ds[0]), int(ds[1]))
+        raise ValueError(f"downsample must be None, a positive int or an (h, w) pair, got {ds!r}")
+
+    def _resolve_calibration(self, cal) -> dict:
+        if cal is None or cal == "none":
+            return {}
+        if cal == "auto":
+            if self.vgg.calibration:
+                return {int(k): float(v) for k, v in self.vgg.calibration.items()}
+            if self.vgg.convention.name != "torchvision":
+                log.warning("VGG16 weights with the %s convention but no known calibration: the paper's λ's assume "
+                            "torchvision feature scales; consider measure_calibration()", self.vgg.convention.name)
+            return {}
+        if isinstance(cal, dict):
+            return {int(k): float(v) for k, v in cal.items()}
+        raise ValueError(f"calibration must be 'auto', 'none', None or {{op index: scale}}, got {cal!r}")
+
+    @property
+    def config(self) -> tuple:
+        return (self.kind, tuple(sorted(self.ops.values())), self.downsample, self.vgg.meta.get("fingerprint"))
+
+    def extra_repr(self) -> str:
+        return (f"kind={self.kind}, weights={self.weights}, downsample={self.downsample}, "
+                f"calibrated={bool(self.calibration)}, checkpoint={self.checkpoint}, tile={self.tile}")
+
+    # ------------------------------------------------------------------------------------------------------------
+    # helpers
+
+    @staticmethod
+    def _check_image(img, name):
+        if not isinstance(img, torch.Tensor):
+            raise ShapeError(f"{name}: expected a tensor [B, 3, H, W] in [-1, 1], got {type(img).__name__}")
+        if img.ndim != 4 or img.shape[1] != 3:
+            raise ShapeError(f"{name}: expected an RGB image batch [B, 3, H, W] in [-1, 1], got shape "
+                             f"{tuple(img.shape)}. Convert ComfyUI [B, H, W, C] images with .movedim(-1, 1) * 2 - 1.")
+        if not img.is_floating_point():
+            raise ShapeError(f"{name}: expected a floating-point image in [-1, 1], got dtype {img.dtype}")
+        if min(img.shape[-2:]) <= 32:
+            raise ShapeError(f"{name}: the shortest image side must be > 32 px (VGG16 pools 4-5 times before the "
+                             f"deepest tap), got {tuple(img.shape[-2:])}. Upscale or pad the image.")
+
+    def _network_input(self, img):
+        x = self.vgg.preprocess(img)  # [B, 3, H, W]
+        if self.downsample is not None:
+            x = F.interpolate(x, size=self.downsample, mode="area")  # [B, 3, s, s]
+        return x
+
+    def _features(self, x, checkpointed: bool) -> dict:
+        """VGG features at self.ops (op index -> tensor)."""
+        ops = sorted(self.ops.values())
+        if not checkpointed:
+            return self.vgg(x, ops)
+        out, h, start = {}, x, 0
+        for op in ops:
+            h = _checkpoint(self.vgg.run, h, start, op, use_reentrant=False)
+            out[op], start = h, op + 1
+        return out
+
+    def _mask_at(self, mask, op, shape, offset=(0, 0)):
+        """Mask averaged over each feature cell of op ``op``: [Bm, 1, h, w] (``offset`` in feature cells)."""
+        r = tap_reduction(op)
+        h, w = shape
+        y0, x0 = offset
+        m = mask[..., y0 * r:(y0 + h) * r, x0 * r:(x0 + w) * r]  # [Bm, 1, h*r, w*r]
+        return F.avg_pool2d(m, r) if r > 1 else m  # [Bm, 1, h, w]
+
+    def _tap_distance(self, layer, f, t, mask):
+        d = (f.float() - t.float()) * self.scales[layer]  # [B, C, h, w]
+        sq = d.square()
+        if mask is not None:
+            sq = sq * mask
+        return sq.sum(dim=(1, 2, 3))  # [B]
+
+    def _prep_mask(self, mask, img_size, batch):
+        if mask is None:
+            return None
+        if not isinstance(mask, torch.Tensor) or mask.ndim != 4 or mask.shape[1] != 1 or mask.shape[0] not in (1, batch):
+            raise ShapeError(f"mask: expected [B, 1, H, W] or [1, 1, H, W] with values in 0..1 and B={batch}, got "
+                             f"{tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__}")
+        if tuple(mask.shape[-2:]) != tuple(img_size):
+            raise ShapeError(f"mask: spatial size {tuple(mask.shape[-2:])} must equal the image size "
+                             f"{tuple(img_size)}")
+        m = mask.detach().float()
+        if self.downsample is not None:
+            m = F.interpolate(m, size=self.downsample, mode="area")
+        return m
+
+    # ------------------------------------------------------------------------------------------------------------
+    # public API
+
+    @torch.no_grad()
+    def target(self, img: torch.Tensor) -> TargetFeatures:
+        """Compute the target's features once (no grad).
+
+        Args:
+            img: target image in [-1, 1].
+
+        Returns:
+            :class:`TargetFeatures` to pass to :meth:`forward` at every step.
+
+        Shape:
+            img: [B, 3, H, W] (B = 1 is broadcast against any prediction batch).
+        """
+        self._check_image(img, "target")
+        x = self._network_input(img.detach())
+        if self.tile is not None:
+            feats = self._tiled_features(x)
+        else:
+            feats = self.vgg(x, sorted(self.ops.values()))
+        return TargetFeatures(feats, tuple(img.shape[-2:]), self.config)
+
+    def forward(self, pred: torch.Tensor, target, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-sample perceptual distance.
+
+        Args:
+            pred: prediction in [-1, 1]; gradients flow to it.
+            target: :class:`TargetFeatures` from :meth:`target` (recommended), or a target image.
+            mask: optional region weights in 0..1 at the image resolution. Each tap's squared feature difference is
+                multiplied by the mask averaged over that feature cell's pooling footprint. No renormalisation: an
+                all-ones mask gives exactly the unmasked loss, a half mask about half of it.
+
+        Returns:
+            The loss of each sample (sum it before ``backward``).
+
+        Shape:
+            pred: [B, 3, H, W]; target: batch 1 or B, same H, W; mask: [B or 1, 1, H, W] -> [B]
+        """
+        self._check_image(pred, "pred")
+        if isinstance(target, torch.Tensor):
+            target = self.target(target)
+        if not isinstance(target, TargetFeatures):
+            raise ShapeError(f"target: expected TargetFeatures from loss.target(img) or an image tensor, got "
+                             f"{type(target).__name__}")
+        if target.config != self.config:
+            raise ShapeError(f"target features were computed by a loss with a different configuration "
+                             f"({target.config}) than this one ({self.config}); call this loss's .target(img)")
+        if tuple(target.size) != tuple(pred.shape[-2:]):
+            raise ShapeError(f"pred size {tuple(pred.shape[-2:])} differs from the target size {tuple(target.size)}; "
+                             f"render or resize the prediction to the target's size")
+        B = pred.shape[0]
+        if target.batch not in (1, B):
+            raise ShapeError(f"target batch {target.batch} must be 1 or equal the prediction batch {B}")
+        m = self._prep_mask(mask, pred.shape[-2:], B)
+        x = self._network_input(pred)  # [B, 3, H', W']
+        if self.tile is not None:
+            return self._tiled_loss(x, target, m)
+        feats = self._features(x, self.checkpoint and torch.is_grad_enabled())
+        loss = pred.new_zeros(B, dtype=torch.float32)
+        for layer, op in self.ops.items():
+            f = feats[op]
+            mk = None if m is None else self._mask_at(m, op, f.shape[-2:])
+            loss = loss + self._tap_distance(layer, f, target.feats[op], mk)
+        return loss  # [B]
+
+    # ------------------------------------------------------------------------------------------------------------
+    # tiling
+
+    def _tiles(self, H, W):
+        """Yield (core y0, y1, x0, x1) covering [0,H)x[0,W) with aligned boundaries."""
+        T = self.tile
+        ys = list(range(0, H, T))
+        xs = list(range(0, W, T))
+        for y0 in ys:
+            for x0 in xs:
+                yield y0, min(y0 + T, H), x0, min(x0 + T, W)
+
+    def _tile_window(self, core, H, W):
+        y0, y1, x0, x1 = core
+        ty0, tx0 = max(0, y0 - self.halo), max(0, x0 - self.halo)
+        ty1, tx1 = min(H, y1 + self.halo), min(W, x1 + self.halo)
+        return ty0, ty1, tx0, tx1
+
+    @staticmethod
+    def _core_slices(op, core, window, H, W):
+        """Global and tile-local feature index ranges of a tile's core at op ``op``."""
+        r = tap_reduction(op)
+        y0, y1, x0, x1 = core
+        ty0, _, tx0, _ = window
+        g = (y0 // r, (y1 // r) if y1 < H else H // r, x0 // r, (x1 // r) if x1 < W else W // r)
+        loc = (g[0] - ty0 // r, g[1] - ty0 // r, g[2] - tx0 // r, g[3] - tx0 // r)
+        return g, loc
+
+    def _tiled_features(self, x) -> dict:
+        B, _, H, W = x.shape
+        ops = sorted(self.ops.values())
+        out = {}
+        for core in self._tiles(H, W):
+            win = self._tile_window(core, H, W)
+            feats = self.vgg(x[..., win[0]:win[1], win[2]:win[3]], ops)
+            for op in ops:
+                if op not in out:
+                    r = tap_reduction(op)
+                    out[op] = x.new_zeros((B, feats[op].shape[1], H // r, W // r), dtype=feats[op].dtype)
+                g, loc = self._core_slices(op, core, win, H, W)
+                out[op][..., g[0]:g[1], g[2]:g[3]] = feats[op][..., loc[0]:loc[1], loc[2]:loc[3]]
+        return out
+
+    def _tiled_loss(self, x, target: TargetFeatures, m):
+        B, _, H, W = x.shape
+        ops = sorted(self.ops.values())
+        loss = x.new_zeros(B, dtype=torch.float32)
+        for core in self._tiles(H, W):
+            win = self._tile_window(core, H, W)
+            pieces = []
+            for layer, op in self.ops.items():
+                g, loc = self._core_slices(op, core, win, H, W)
+                t = target.feats[op][..., g[0]:g[1], g[2]:g[3]]
+                mk = None if m is None else self._mask_at(m, op, (g[1] - g[0], g[3] - g[2]), (g[0], g[2]))
+                pieces.append((layer, op, loc, t, mk))
+
+            def tile_loss(xt, pieces=pieces):
+                feats = self.vgg(xt, ops)
+                total = 0.0
+                for layer, op, loc, t, mk in pieces:
+                    f = feats[op][..., loc[0]:loc[1], loc[2]:loc[3]]
+                    total = total + self._tap_distance(layer, f, t, mk)
+                return total  # [B]
+
+            xt = x[..., win[0]:win[1], win[2]:win[3]]  # [B, 3, th, tw]
+            if torch.is_grad_enabled() and xt.requires_grad:
+                loss = loss + _checkpoint(tile_loss, xt, use_reentrant=False)
+            else:
+                loss = loss + tile_loss(xt)
+        return loss  # [B]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# calibration
+
+@torch.no_grad()
+def measure_calibration(vgg: VGG16Conv, images, ops=None, reference: VGG16Conv | None = None) -> dict:
+    """Measure per-tap calibration scales of a weight set on reference images.
+
+    For every op, the RMS of its output over all images, channels and positions is measured. Without ``reference``
+    the scale is ``1 / rms`` (features normalised to unit RMS on the reference images). With ``reference`` (e.g. the
+    torchvision weights, when you have them) it is ``rms_reference / rms``, i.e. the features are brought to the
+    reference weight set's scale, which is what the paper's λ's were tuned on.
+
+    Args:
+        vgg: the network to calibrate.
+        images: iterable of images in [-1, 1], each [B, 3, H, W].
+        ops: op indices to measure (default: every conv and every ReLU).
+        reference: optional network whose scale to match.
+
+    Returns:
+        ``{op index: scale}``.
+    """
+    ops = sorted(ops or (CONV_INDICES + RELU_INDICES))
+
+    def rms(net):
+        acc = {op: 0.0 for op in ops}
+        count = {op: 0 for op in ops}
+        for img in images:
+            feats = net(net.preprocess(img.to(next(net.parameters()).device)), ops)
+            for op in ops:
+                acc[op] += feats[op].double().square().sum().item()
+                count[op] += feats[op].numel()
+        return {op: math.sqrt(acc[op] / count[op]) for op in ops}
+
+    images = list(images)
+    mine = rms(vgg)
+    ref = rms(reference) if reference is not None else {op: 1.0 for op in ops}
+    return {op: ref[op] / mine[op] for op in ops}
