@@ -132,6 +132,10 @@ def _channels_table(block_resolutions, channel_base, channel_max, channels):
             raise CheckpointFormatError(f"synthesis_kwargs['channels'] must give a width for every block resolution "
                                         f"{block_resolutions}; missing {missing}.")
         table = {res: explicit[res] for res in block_resolutions}
+    bad = {res: c for res, c in table.items() if c < 1}
+    if bad:
+        raise CheckpointFormatError(f"synthesis: every block needs >= 1 channel, got {bad} (channel_base="
+                                    f"{channel_base}, channel_max={channel_max}); raise channel_base.")
     return table
 
 
