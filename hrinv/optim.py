@@ -1,0 +1,297 @@
+"""Generic optimisation core shared by inversion (Eq. 1 / 5) and LSO (Eq. 8).
+
+Nothing here knows about StyleGAN: the core optimises a dict of leaf tensors (``variables``) with Adam under the
+reference learning-rate schedule, optionally perturbs some of them with the decaying latent noise ε of the NVIDIA /
+HRInversion projector, calls a user closure that renders images and returns a per-sample loss, reports progress
+through ``callback(step, total, preview)`` and stops early or on cancellation. Any differentiable generator works
+(StyleGAN2 W+, a DCGAN's z, an INR's coordinates, ...).
+
+Schedules (reference-spec §2.2, stylegan2-ada-pytorch ``projector.py``), with ``t = step / steps``:
+
+* learning rate ``lr(t) = lr · min(1, t / rampup) · (0.5 − 0.5 cos(π · min(1, (1 − t) / rampdown)))``; it is 0 at
+  step 0 exactly as in the reference (that step only initialises Adam's moment estimates).
+* latent noise ``σ(t) = scale · factor · max(0, 1 − t / ramp)²``, ``ε = σ · N(0, I)`` drawn independently for every
+  element (so every W+ row gets its own draw) and, in a batch, from each sample's own random stream.
+
+Batches are B independent problems: the closure returns a loss per sample, the core sums it (Adam is element-wise,
+so the sum gives every sample exactly its own update) and every random draw of sample i comes from its own
+``torch.Generator`` seeded with ``seeds[i]``, so a batch run equals B single runs with those seeds.
+
+ComfyUI executes nodes inside ``torch.inference_mode()``; :func:`optimize` enters ``inference_mode(False)`` and
+``enable_grad()`` itself and works on clones of the tensors it is given, so the caller's tensors are never modified
+and inference tensors are accepted.
+"""
+
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Union
+
+import torch
+
+__all__ = [
+    "lr_at",
+    "noise_sigma_at",
+    "sample_seeds",
+    "make_generators",
+    "randn_per_sample",
+    "EarlyStopping",
+    "OptimResult",
+    "optimize",
+    "grad_context",
+    "thaw",
+]
+
+log = logging.getLogger("HRInv")
+
+ProgressCallback = Callable[[int, int, Optional[torch.Tensor]], None]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Schedules
+
+
+def lr_at(t: float, lr: float, rampup: float = 0.05, rampdown: float = 0.25) -> float:
+    """Learning rate of the reference projector at progress ``t`` in [0, 1].
+
+    Args:
+        t: ``step / steps``.
+        lr: base learning rate.
+        rampup: fraction of the run spent ramping linearly up from 0 (0 disables the ramp-up).
+        rampdown: fraction at the end spent in a cosine ramp-down towards 0 (0 disables it).
+
+    Returns:
+        The learning rate (a float).
+    """
+    up = min(1.0, t / rampup) if rampup > 0 else 1.0
+    down = 0.5 - 0.5 * math.cos(math.pi * min(1.0, (1.0 - t) / rampdown)) if rampdown > 0 else 1.0
+    return lr * up * down
+
+
+def noise_sigma_at(t: float, scale: float, factor: float = 0.05, ramp: float = 0.75) -> float:
+    """Standard deviation of the latent noise ε at progress ``t``: ``scale · factor · max(0, 1 − t / ramp)²``.
+
+    Args:
+        t: ``step / steps``.
+        scale: the spread of the latent distribution (``w_std`` for W / W+, the RMS L2 distance to w̄).
+        factor: initial noise factor (reference 0.05).
+        ramp: fraction of the run after which ε is 0 (reference 0.75; 0 disables ε).
+    """
+    if ramp <= 0 or factor == 0:
+        return 0.0
+    return scale * factor * max(0.0, 1.0 - t / ramp) ** 2
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Per-sample random streams
+
+
+def sample_seeds(batch: int, seed: Optional[int] = None, generator: Optional[torch.Generator] = None) -> List[int]:
+    """Seeds of the B per-sample random streams.
+
+    ``seed`` gives ``[seed, seed + 1, ...]`` (so sample i of a batch run equals a single run with ``seed + i``);
+    otherwise seeds are drawn from ``generator`` (or from a fresh non-deterministic generator when both are None).
+    """
+    if seed is not None:
+        return [int(seed) + i for i in range(batch)]
+    if generator is None:
+        generator = torch.Generator()
+        generator.seed()
+    return [int(s) for s in torch.randint(0, 2**62, (batch,), generator=generator, device=generator.device)]
+
+
+def make_generators(seeds: Sequence[int]) -> List[torch.Generator]:
+    """One CPU ``torch.Generator`` per seed (draws happen on the CPU so CPU and GPU runs see the same numbers)."""
+    return [torch.Generator().manual_seed(int(s)) for s in seeds]
+
+
+def randn_per_sample(shape: Sequence[int], generators: Sequence[torch.Generator], device=None,
+                     dtype=torch.float32) -> torch.Tensor:
+    """Standard normal tensor ``[B, *shape]`` whose row i is drawn from ``generators[i]`` (on the CPU, then moved)."""
+    rows = [torch.randn(tuple(shape), generator=g, dtype=torch.float32) for g in generators]
+    return torch.stack(rows).to(device=device, dtype=dtype)  # [B, *shape]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Inference-mode helpers
+
+
+class grad_context:
+    """Context manager: leave any outer ``torch.inference_mode()`` and enable autograd (ComfyUI pitfall P8)."""
+
+    def __enter__(self):
+        self._inf = torch.inference_mode(False)
+        self._grad = torch.enable_grad()
+        self._inf.__enter__()
+        self._grad.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self._grad.__exit__(*exc)
+        self._inf.__exit__(*exc)
+        return False
+
+
+def thaw(t: torch.Tensor) -> torch.Tensor:
+    """A detached normal (non-inference) copy of ``t``; call inside :class:`grad_context`."""
+    return t.detach().clone()
+
+
+def module_has_inference_tensors(module: torch.nn.Module) -> bool:
+    """True when a parameter or buffer of ``module`` was created under ``torch.inference_mode()``."""
+    return any(t.is_inference() for t in list(module.parameters()) + list(module.buffers()))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Early stopping
+
+
+@dataclass
+class EarlyStopping:
+    """Stop when the loss of every sample stopped improving.
+
+    Sample i has stalled when its best loss of the last ``patience`` steps is not at least ``min_rel_improvement``
+    (relative) below its best loss before that window. Checks start only once ``t >= start`` (by default after the
+    latent-noise ramp, when the loss is no longer dominated by ε jitter). ``patience = 0`` disables it.
+    """
+
+    patience: int = 0
+    min_rel_improvement: float = 1e-3
+    start: float = 0.75
+
+    def __post_init__(self):
+        if self.patience < 0:
+            raise ValueError(f"early-stopping patience must be >= 0 steps, got {self.patience}")
+        if not 0.0 <= self.min_rel_improvement < 1.0:
+            raise ValueError(f"early-stopping min_rel_improvement must be in [0, 1), got {self.min_rel_improvement}")
+        if not 0.0 <= self.start <= 1.0:
+            raise ValueError(f"early-stopping start must be a fraction in [0, 1], got {self.start}")
+
+    def should_stop(self, history: List[List[float]], t: float) -> bool:
+        p = self.patience
+        if p <= 0 or t < self.start or len(history) <= p:
+            return False
+        before = [min(col) for col in zip(*history[:-p])]
+        recent = [min(col) for col in zip(*history[-p:])]
+        return all(r > b * (1.0 - self.min_rel_improvement) for b, r in zip(before, recent))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The loop
+
+
+@dataclass
+class OptimResult:
+    """What :func:`optimize` returns.
+
+    Attributes:
+        variables: the optimised tensors (detached, same keys as given, without ε).
+        history: per step, the list of per-sample losses (``history[step][i]``).
+        steps_run: number of optimisation steps actually run.
+        stopped_early: True when early stopping ended the loop.
+    """
+
+    variables: Dict[str, torch.Tensor]
+    history: List[List[float]] = field(default_factory=list)
+    steps_run: int = 0
+    stopped_early: bool = False
+
+
+Closure = Callable[[Dict[str, torch.Tensor], int, int], "tuple[torch.Tensor, Optional[torch.Tensor]]"]
+
+
+def optimize(variables: Mapping[str, torch.Tensor], closure: Closure, *, steps: int, lr: float = 0.1,
+             lr_rampup: float = 0.05, lr_rampdown: float = 0.25, betas=(0.9, 0.999),
+             perturb: Optional[Mapping[str, Union[float, torch.Tensor]]] = None, noise_factor: float = 0.05,
+             noise_ramp: float = 0.75, seeds: Optional[Sequence[int]] = None,
+             grad_mask: Optional[Mapping[str, torch.Tensor]] = None,
+             post_step: Optional[Callable[[Dict[str, torch.Tensor]], None]] = None,
+             callback: Optional[ProgressCallback] = None, preview_every: int = 0,
+             early_stopping: Optional[EarlyStopping] = None) -> OptimResult:
+    """Minimise ``closure(vars)`` over ``variables`` with Adam and the reference schedules.
+
+    Args:
+        variables: ``{name: tensor [B, ...]}`` initial values; they are cloned (never modified), so inference
+            tensors are fine. Dim 0 must be the batch of independent problems for every variable.
+        closure: ``closure(vars, step, steps) -> (loss [B], image [B, 3, H, W] or None)``; ``vars`` holds the
+            variables with ε already added to those named in ``perturb``. The image is used for previews only.
+        steps: number of Adam steps (>= 1).
+        lr, lr_rampup, lr_rampdown: see :func:`lr_at`. ``betas``: Adam betas.
+        perturb: ``{name: scale}`` variables that get latent noise ε with σ = :func:`noise_sigma_at` (scale, ...);
+            scale is a float or a tensor broadcastable to the variable (e.g. per-sample ``[B, 1, 1]``).
+        noise_factor, noise_ramp: ε schedule (reference 0.05 / 0.75).
+        seeds: per-sample seeds of the ε draws (see :func:`sample_seeds`); required when ``perturb`` is given.
+        grad_mask: ``{name: mask}`` multiplied into that variable's gradient before each step (e.g. LSO optimises
+            only some W+ rows). Note Adam still sees zero gradients there, so masked entries stay exactly put.
+        post_step: called under ``no_grad`` with the variables after every Adam step (e.g. noise normalisation).
+        callback: ``callback(step, steps, preview)`` after every step (``step`` counts completed steps, 1..steps);
+            ``preview`` is the detached image every ``preview_every`` steps and at the last step, else None.
+            Raising from it cancels the run: the exception propagates and nothing is left behind.
+        preview_every: preview period in steps (0 = never).
+        early_stopping: optional :class:`EarlyStopping`.
+
+    Returns:
+        :class:`OptimResult` with detached final variables (without ε) and the loss history.
+    """
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    if not variables:
+        raise ValueError("optimize() needs at least one variable to optimise")
+    perturb = dict(perturb or {})
+    unknown = set(perturb) - set(variables)
+    if unknown:
+        raise KeyError(f"perturb names {sorted(unknown)} are not variables (variables: {sorted(variables)})")
+    if perturb and seeds is None:
+        raise ValueError("optimize(perturb=...) needs per-sample seeds for the latent-noise draws")
+
+    with grad_context():
+        params = {k: thaw(v).requires_grad_(True) for k, v in variables.items()}
+        masks = {k: thaw(m) for k, m in (grad_mask or {}).items()}
+        gens = make_generators(seeds) if perturb else []
+        opt = torch.optim.Adam(list(params.values()), lr=0.0, betas=tuple(betas))
+        history: List[List[float]] = []
+        stopped = False
+        step = 0
+        try:
+            for step in range(steps):
+                t = step / steps
+                cur_lr = lr_at(t, lr, lr_rampup, lr_rampdown)
+                for group in opt.param_groups:
+                    group["lr"] = cur_lr
+                inputs = dict(params)
+                for name, scale in perturb.items():
+                    p = params[name]
+                    sigma = noise_sigma_at(t, 1.0, noise_factor, noise_ramp)
+                    if sigma > 0:
+                        eps = randn_per_sample(p.shape[1:], gens, device=p.device, dtype=p.dtype)  # like p
+                        inputs[name] = p + eps * (sigma * scale)
+                loss, image = closure(inputs, step, steps)
+                if loss.ndim != 1:
+                    raise ValueError(f"the closure must return a per-sample loss of shape [B], got {tuple(loss.shape)}")
+                opt.zero_grad(set_to_none=True)
+                loss.sum().backward()
+                for name, m in masks.items():
+                    if params[name].grad is not None:
+                        params[name].grad.mul_(m)
+                opt.step()
+                if post_step is not None:
+                    with torch.no_grad():
+                        post_step(params)
+                history.append([float(x) for x in loss.detach().float().cpu()])
+                done = step + 1
+                if callback is not None:
+                    want = preview_every > 0 and (done % preview_every == 0 or done == steps)
+                    preview = image.detach().clone() if (want and image is not None) else None
+                    callback(done, steps, preview)
+                if early_stopping is not None and early_stopping.should_stop(history, done / steps):
+                    log.info("early stop after %d of %d steps (loss stalled)", done, steps)
+                    stopped = True
+                    break
+            out = {k: p.detach().clone() for k, p in params.items()}
+        finally:
+            # Cancellation or error: drop the graph, the grads and Adam's state so nothing outlives the call.
+            for p in params.values():
+                p.grad = None
+            opt.state.clear()
+            del opt
+    return OptimResult(variables=out, history=history, steps_run=len(history), stopped_early=stopped)
