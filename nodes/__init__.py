@@ -1,0 +1,72 @@
+"""The HRInversion node pack (ComfyUI V3 schema).
+
+Nodes are thin: they convert ComfyUI types at the boundary, pick the device, wire progress/preview/Cancel, and call
+:mod:`hrinv`, where the work happens. ``_comfy.py`` is the only module that touches ComfyUI internals. Importing the
+pack is cheap: no network is built and no weights are read until a node runs.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import sys
+from pathlib import Path
+
+log = logging.getLogger("HRInv")
+
+
+def _ensure_hrinv() -> None:
+    """Make the ``hrinv`` library next to this pack importable under its own name, without touching sys.path.
+
+    ComfyUI imports a pack by file location, so the repository root is not on sys.path. If ``hrinv`` is already
+    imported (or pip-installed, e.g. ``pip install .`` of this repository), that one is used; otherwise the bundled
+    copy is registered as the ``hrinv`` package from its folder.
+    """
+    if "hrinv" in sys.modules:
+        return
+    bundled = Path(__file__).resolve().parents[1] / "hrinv"
+    if importlib.util.find_spec("hrinv") is not None:
+        return
+    spec = importlib.util.spec_from_file_location("hrinv", bundled / "__init__.py",
+                                                  submodule_search_locations=[str(bundled)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["hrinv"] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop("hrinv", None)
+        raise
+
+
+_ensure_hrinv()
+
+from comfy_api.latest import ComfyExtension  # noqa: E402
+
+from . import _comfy  # noqa: E402
+
+_comfy.register_model_folders()
+
+_MODULES = ("loaders", "invert", "interpolate", "local_style", "render", "metrics", "latents")
+
+
+def node_list() -> list:
+    """Every node class of the pack. A node module that fails to import is logged and skipped, so one broken
+    optional part never takes the whole pack down."""
+    out = []
+    for name in _MODULES:
+        try:
+            module = importlib.import_module(f".{name}", __name__)
+        except Exception:
+            log.warning("HRInversion: could not load the nodes in %s.py; they are skipped", name, exc_info=True)
+            continue
+        out.extend(module.NODES)
+    return out
+
+
+class HRInvExtension(ComfyExtension):
+    async def get_node_list(self) -> list:
+        return node_list()
+
+
+async def comfy_entrypoint() -> HRInvExtension:
+    return HRInvExtension()

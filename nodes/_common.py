@@ -1,0 +1,119 @@
+"""Helpers shared by the node modules: IMAGE/MASK conversion at the node boundary and error wrapping.
+
+ComfyUI's IMAGE is ``[B, H, W, C]`` float in 0..1 and MASK is ``[B, H, W]`` (or ``[H, W]``); hrinv works on
+``[B, 3, H, W]`` in [-1, 1]. Conversions always build new tensors (inputs are cached and shared by the host, and
+arrive as inference tensors), outside inference mode so that the results can take part in autograd.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from . import _comfy
+
+log = logging.getLogger("HRInv")
+
+CATEGORY = "HRInversion"
+
+
+class NodeError(RuntimeError):
+    """An unexpected failure inside a node, re-raised with the node's name and what to try."""
+
+
+def guarded(title: str):
+    """Decorator for ``execute``: Cancel and hrinv's typed errors pass unchanged (their messages are written for
+    users); any other exception is re-raised as :class:`NodeError` naming the node, with a hint for out-of-memory."""
+    def wrap(fn):
+        @functools.wraps(fn)
+        def inner(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except _comfy.InterruptProcessingException:
+                raise
+            except Exception as exc:
+                from hrinv.errors import HRInvError
+
+                if isinstance(exc, (HRInvError, NodeError, FileNotFoundError)):
+                    raise
+                if _comfy.is_oom(exc):
+                    raise NodeError(f"{title}: out of memory on {_comfy.compute_device()}. Try a smaller batch, fewer "
+                                    f"pixels, tiling, or the memory-saving option; other models were asked to "
+                                    f"unload first.") from exc
+                raise NodeError(f"{title} failed: {type(exc).__name__}: {exc}") from exc
+        return inner
+    return wrap
+
+
+def check_image(image: torch.Tensor, name: str = "image") -> None:
+    if not isinstance(image, torch.Tensor) or image.ndim != 4 or image.shape[-1] not in (1, 3, 4):
+        got = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
+        raise NodeError(f"'{name}' must be a ComfyUI IMAGE [batch, height, width, channels] with 1, 3 or 4 "
+                        f"channels; got {got}. Connect an image output (Load Image, VAE Decode, ...).")
+
+
+def to_lib(image: torch.Tensor, device=None, name: str = "image") -> torch.Tensor:
+    """IMAGE ``[B, H, W, C]`` 0..1 -> ``[B, 3, H, W]`` in [-1, 1] (a new, normal tensor; alpha dropped, grey
+    repeated)."""
+    check_image(image, name)
+    with torch.inference_mode(False):
+        x = image.detach().to(device=device, dtype=torch.float32).clone()   # [B, H, W, C]
+        x = x[..., :3] if x.shape[-1] >= 3 else x.expand(-1, -1, -1, 3)
+        return x.permute(0, 3, 1, 2).mul(2).sub(1).contiguous()            # [B, 3, H, W]
+
+
+def to_comfy(img: torch.Tensor) -> torch.Tensor:
+    """``[B, 3, H, W]`` in about [-1, 1] -> IMAGE ``[B, H, W, 3]`` float32 in 0..1 on the host's intermediate
+    device."""
+    with torch.inference_mode(False):
+        out = img.detach().float().add(1).mul(0.5).clamp(0, 1)               # [B, 3, H, W]
+        return out.permute(0, 2, 3, 1).contiguous().to(_comfy.intermediate_device())   # [B, H, W, 3]
+
+
+def mask_to_lib(mask: Optional[torch.Tensor], batch: int, height: int, width: int, device=None):
+    """MASK ``[B, H, W]`` / ``[H, W]`` in 0..1 -> ``[batch, 1, height, width]`` (resized, batch of 1 repeated), or
+    None."""
+    if mask is None:
+        return None
+    if not isinstance(mask, torch.Tensor) or mask.ndim not in (2, 3):
+        got = tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
+        raise NodeError(f"'mask' must be a ComfyUI MASK [batch, height, width]; got {got}.")
+    with torch.inference_mode(False):
+        m = mask.detach().to(device=device, dtype=torch.float32).clone()
+        m = m.reshape(-1, 1, m.shape[-2], m.shape[-1])                       # [Bm, 1, h, w]
+        if m.shape[0] not in (1, batch):
+            raise NodeError(f"'mask' has {m.shape[0]} masks for {batch} images; give one mask or one per image.")
+        if m.shape[-2:] != (height, width):
+            m = F.interpolate(m, size=(height, width), mode="bilinear", align_corners=False)
+        return m.expand(batch, -1, -1, -1).clamp(0, 1).contiguous()         # [B, 1, H, W]
+
+
+def fit_to_resolution(x: torch.Tensor, res: int, mode: str) -> torch.Tensor:
+    """Make ``[B, C, H, W]`` square at ``res``: ``resize`` (stretch), ``center crop`` (crop to square then resize)
+    or ``error`` (refuse anything else than res x res)."""
+    h, w = x.shape[-2:]
+    if (h, w) == (res, res):
+        return x
+    if mode == "error":
+        raise NodeError(f"the image is {w}x{h} but the generator makes {res}x{res} images. Resize/crop it to "
+                        f"{res}x{res} first, or set 'fit' to 'center crop' or 'resize'.")
+    if mode == "center crop" and h != w:
+        s = min(h, w)
+        top, left = (h - s) // 2, (w - s) // 2
+        x = x[..., top:top + s, left:left + s]
+    return F.interpolate(x, size=(res, res), mode="bicubic", align_corners=False, antialias=True).clamp(-1, 1)
+
+
+def parse_int_list(text: str, name: str) -> list[int]:
+    """``"0, 0, 1"`` -> ``[0, 0, 1]``; empty -> ``[]``."""
+    s = (text or "").replace(";", ",").strip()
+    if not s:
+        return []
+    try:
+        return [int(p) for p in s.split(",") if p.strip()]
+    except ValueError:
+        raise NodeError(f"'{name}' must be comma-separated whole numbers like '0, 0, 1, 1'; got {text!r}.") from None

@@ -1,0 +1,124 @@
+"""HRInvert: optimise W / W+ (and noise maps) so the generator reproduces the input images (paper Eq. 1 / 5)."""
+
+from __future__ import annotations
+
+import weakref
+
+import torch
+from comfy_api.latest import io
+
+from . import _comfy
+from ._common import CATEGORY, fit_to_resolution, guarded, mask_to_lib, to_comfy, to_lib
+from .types import GENERATOR, LATENT, VGG, LatentHandle
+
+FIT_MODES = ["crop & resize", "resize", "as is"]
+_W_STATS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()     # generator module -> (w_avg, w_std)
+VGG_BYTES_PER_PIXEL = 5600       # full-resolution VGG16 loss + generator activations (paper Table I: 5.9 GB at 1024²)
+
+
+def preview_every(steps: int) -> int:
+    """About 25 live previews per run, at most one per step."""
+    return max(1, steps // 25)
+
+
+def _w_stats(G, config, device):
+    """w̄ / w_std of a generator, computed once per loaded generator (10 000 mapping samples) and reused."""
+    from hrinv.invert import compute_w_stats
+
+    key = (config.w_avg_samples, config.w_stats_seed)
+    cached = _W_STATS.get(G)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    stats = compute_w_stats(G, num_samples=config.w_avg_samples, seed=config.w_stats_seed, device=device)
+    _W_STATS[G] = (key, stats)
+    return stats
+
+
+class HRInvert(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="HRInv_Invert",
+            display_name="HRInversion: Invert Image",
+            category=CATEGORY,
+            description="Find the latent code (W+ or W, optionally with noise maps) for which the generator "
+                        "reproduces each input image, with HRInversion's full-resolution VGG16 conv-feature loss "
+                        "(paper Eq. 1; Eq. 5 with noise maps off, as used for the stylisation pipeline). A batch of "
+                        "images gives a batch of latents. Shows a live preview; Cancel stops within one step.",
+            inputs=[
+                GENERATOR.Input("generator", tooltip="Generator to invert into (from Load StyleGAN2 / "
+                                                     "Style-INR-GAN)."),
+                io.Image.Input("image", tooltip="Images to invert, ideally FFHQ-aligned faces. Each image of the "
+                                                "batch is inverted on its own."),
+                VGG.Input("vgg", tooltip="VGG16 network for the perceptual loss (from Load VGG16)."),
+                io.Int.Input("steps", default=1000, min=1, max=20000,
+                             tooltip="Optimisation steps. The paper uses 1000; 200-300 already gives a fair "
+                                     "likeness."),
+                io.Combo.Input("latent_space", options=["W+", "W"], default="W+",
+                               tooltip="W+: one code per layer (HRInversion, closer fit). W: a single code "
+                                       "repeated (NVIDIA projector, more editable, less faithful)."),
+                io.Boolean.Input("noise_maps", default=True,
+                                 tooltip="Also optimise the per-layer noise maps (Eq. 1, best reconstruction). Turn "
+                                         "off for the stylisation pipeline (Eq. 5): noise maps of one domain do not "
+                                         "transfer to another."),
+                io.Float.Input("lambda_mse", default=0.0, min=0.0, max=100.0, step=0.01,
+                               tooltip="Weight of an extra pixel MSE term (images in [-1, 1]). 0 = perceptual "
+                                       "loss only, as in the paper."),
+                io.Int.Input("seed", default=0, min=0, max=2**31 - 1,
+                             tooltip="Seed of the noise-map init and the latent jitter; image i of the batch uses "
+                                     "seed + i. Same seed + same inputs = same result."),
+                io.Float.Input("learning_rate", default=0.1, min=0.0001, max=10.0, step=0.001,
+                               tooltip="Advanced: Adam base learning rate (reference 0.1), with the reference "
+                                       "warm-up and cool-down ramps."),
+                io.Combo.Input("loss_layers", options=["conv", "high"], default="conv",
+                               tooltip="Advanced: VGG16 layers of the loss. conv = all 13 conv layers (d_conv, the "
+                                       "paper's choice); high = only deep layers (d_h, ablation)."),
+                io.Int.Input("loss_downsample", default=0, min=0, max=4096,
+                             tooltip="Advanced: 0 = loss at full resolution (HRInversion). A size like 256 "
+                                     "computes the loss at that size instead (the baseline the paper improves on; "
+                                     "less memory)."),
+                io.Float.Input("noise_regularize", default=0.0, min=0.0, max=1e6, step=1.0,
+                               tooltip="Advanced: weight of the noise-map regulariser (NVIDIA projector: 1e5; "
+                                       "HRInversion: 0)."),
+                io.Combo.Input("fit", options=FIT_MODES, default=FIT_MODES[0],
+                               tooltip="Advanced: images that are not generator-sized are centre-cropped to a "
+                                       "square and resized (crop & resize), stretched (resize), or passed as they "
+                                       "are (as is: a Style-INR-GAN head or padding handles other sizes)."),
+                io.Mask.Input("mask", optional=True,
+                              tooltip="Optional: where the loss counts (1) and where it is ignored (0), e.g. to "
+                                      "skip a watermark or background. One mask or one per image."),
+            ],
+            outputs=[
+                LATENT.Output(display_name="latent", tooltip="The optimised latent batch (save it with Save "
+                                                             "Latent to reuse it)."),
+                io.Image.Output(display_name="reconstruction", tooltip="The generator's rendering of the latent "
+                                                                       "(without noise jitter)."),
+            ],
+        )
+
+    @classmethod
+    @guarded("HRInversion: Invert Image")
+    def execute(cls, generator, image, vgg, steps=1000, latent_space="W+", noise_maps=True, lambda_mse=0.0, seed=0,
+                learning_rate=0.1, loss_layers="conv", loss_downsample=0, noise_regularize=0.0, fit=FIT_MODES[0],
+                mask=None) -> io.NodeOutput:
+        from hrinv.invert import InversionConfig, invert
+
+        G = generator.model
+        config = InversionConfig(steps=int(steps), lr=float(learning_rate), latent_space=latent_space.lower(),
+                                 optimize_noise=bool(noise_maps), lambda_mse=float(lambda_mse), seed=int(seed),
+                                 loss_layers=loss_layers, downsample=int(loss_downsample) or None,
+                                 noise_regularize=float(noise_regularize), preview_every=preview_every(int(steps)))
+        target = to_lib(image)                                                         # [B, 3, H, W]
+        if fit != "as is":
+            target = fit_to_resolution(target, G.img_resolution, "center crop" if fit == "crop & resize" else fit)
+        b, _, h, w = target.shape
+        m = mask_to_lib(mask, b, h, w)                                                  # [B, 1, H, W] or None
+        with _comfy.device_session(G, vgg.model, working_bytes=b * h * w * VGG_BYTES_PER_PIXEL) as device:
+            stats = _w_stats(G, config, device)
+            result = invert(G, target, vgg.model, config, device=device, mask=m, callback=_comfy.progress(steps),
+                            w_stats=stats)
+        latent = result.latent.to(device="cpu")
+        return io.NodeOutput(LatentHandle(latent, f"inverted in {generator.label}"), to_comfy(result.image))
+
+
+NODES = [HRInvert]

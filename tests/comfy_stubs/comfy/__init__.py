@@ -1,0 +1,1 @@
+"""Stub of the ``comfy`` package (only ``comfy.utils`` and ``comfy.model_management`` are used by the pack)."""

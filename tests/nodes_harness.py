@@ -1,0 +1,88 @@
+"""Load the node pack against the ComfyUI stubs in tests/comfy_stubs, temporarily.
+
+``stubbed_pack(base_dir)`` puts the stub modules into ``sys.modules`` under their ComfyUI names, imports the
+repository root as a package the way ComfyUI does (by file location, under a path-like module name), yields a small
+namespace with the node classes and the stubs, and afterwards removes every module it added, so no other test sees
+a fake ``comfy`` or a pack bound to it. Also: tiny generators / VGG files for the tests, and the workflow checker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+STUBS = Path(__file__).resolve().parent / "comfy_stubs"
+STUB_MODULES = {
+    "folder_paths": STUBS / "folder_paths.py",
+    "comfy": STUBS / "comfy" / "__init__.py",
+    "comfy.utils": STUBS / "comfy" / "utils.py",
+    "comfy.model_management": STUBS / "comfy" / "model_management.py",
+    "comfy_api": STUBS / "comfy_api" / "__init__.py",
+    "comfy_api.latest": STUBS / "comfy_api" / "latest" / "__init__.py",
+}
+PACK_MODULE = str(REPO / "custom_nodes_under_test").replace(".", "_x_")
+
+
+def _load(name: str, path: Path):
+    pkg = path.name == "__init__.py"
+    spec = importlib.util.spec_from_file_location(name, path,
+                                                  submodule_search_locations=[str(path.parent)] if pkg else None)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    parent, _, child = name.rpartition(".")
+    if parent:
+        setattr(sys.modules[parent], child, module)
+    return module
+
+
+@contextlib.contextmanager
+def stubbed_pack(base_dir):
+    """Yield ``SimpleNamespace(pack, nodes, folder_paths, mm, utils, io)`` with the pack loaded over stubs whose
+    folders live under ``base_dir``."""
+    before = set(sys.modules)
+    saved = {k: sys.modules[k] for k in list(STUB_MODULES) + ["comfy_api.latest._io", "comfy_api.latest._ui"]
+             if k in sys.modules}
+    try:
+        for name, path in STUB_MODULES.items():
+            _load(name, path)
+        fp = sys.modules["folder_paths"]
+        fp._reset(str(base_dir))
+        mm = sys.modules["comfy.model_management"]
+        mm.interrupt_current_processing(False)
+        pack = _load(PACK_MODULE, REPO / "__init__.py")
+        ext = asyncio.run(_node_list(pack))
+        nodes = {cls.GET_SCHEMA().node_id: cls for cls in ext}
+        yield SimpleNamespace(pack=pack, nodes=nodes, folder_paths=fp, mm=mm, utils=sys.modules["comfy.utils"],
+                              io=sys.modules["comfy_api.latest"].io, node_module=sys.modules[PACK_MODULE + ".nodes"])
+    finally:
+        for name in set(sys.modules) - before:
+            if name.split(".")[0] in ("comfy", "comfy_api", "folder_paths") or name.startswith(PACK_MODULE):
+                sys.modules.pop(name, None)
+        sys.modules.update(saved)
+
+
+async def _node_list(pack):
+    ext = await pack.comfy_entrypoint()
+    return await ext.get_node_list()
+
+
+def run_node(cls, **inputs):
+    """Call a node the way the host does (under ``torch.inference_mode()``, through ``EXECUTE_NORMALIZED``) and
+    return the outputs tuple."""
+    with torch.inference_mode():
+        out = cls.EXECUTE_NORMALIZED(**inputs)
+    return out.args
+
+
+def object_info(nodes: dict) -> dict:
+    """``/object_info``-shaped dict of the pack's nodes (what the workflow checker validates against)."""
+    return {nid: json.loads(json.dumps(cls.GET_NODE_INFO_V1(), default=str)) for nid, cls in nodes.items()}
