@@ -1,0 +1,464 @@
+"""Load, save and inspect StyleGAN2 generators: format detection by content and one entry point for every format.
+
+=====================  ==================================================  =========================================
+format                 recognised by                                        read with
+=====================  ==================================================  =========================================
+``safetensors``        8-byte header length + ``{``                         :mod:`safetensors` (ours: metadata
+                                                                            ``hrinv``; plain NVIDIA/rosinality state
+                                                                            dicts with a sidecar ``.json`` or shapes)
+``torch-zip``          ``PK`` zip holding ``*/data.pkl``                    ``torch.load(weights_only=True)``
+``torch-legacy``       pickle of torch's legacy magic number                ``torch.load(weights_only=True)``
+``pickle``             pickle ``PROTO`` opcode                              :mod:`hrinv.io.safe_unpickle` (NVIDIA
+                                                                            snapshot or legacy TensorFlow)
+=====================  ==================================================  =========================================
+
+Readers return ``(init_kwargs, state_dict, extras)`` with NVIDIA key names; :func:`load_generator` builds the
+:class:`~hrinv.generator.stylegan2.Generator` and loads the weights strictly (key sets and shapes compared first,
+with a message listing what differs).
+"""
+
+import json
+import logging
+import os
+import re
+import struct
+import zipfile
+from pathlib import Path
+
+import torch
+
+from ..errors import CheckpointCorruptError, CheckpointFormatError, WeightsNotFoundError
+from .nvidia_pkl import WHICH, plain_config, read_nvidia_pickle
+from .rosinality import (ROSINALITY_SAFE_GLOBALS, convert_rosinality_state_dict, fit_channel_table,
+                         looks_like_rosinality, read_rosinality)
+from .safe_unpickle import torch_load_safe
+
+__all__ = ["load_generator", "save_generator", "inspect_checkpoint", "read_checkpoint", "sniff_format",
+           "infer_nvidia_config", "estimate_w_avg", "HRINV_FORMAT", "HRINV_VERSION"]
+
+log = logging.getLogger("HRInv")
+
+HRINV_FORMAT = "hrinv.generator"
+HRINV_VERSION = 1
+_TORCH_LEGACY_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
+_CKPT_SUFFIXES = (".pkl", ".pt", ".pth", ".ckpt", ".safetensors", ".bin")
+_W_AVG_SAMPLES = 10000
+_W_AVG_SEED = 0
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Format detection
+
+def _check_path(path):
+    path = Path(path)
+    if not path.exists():
+        raise WeightsNotFoundError(f"checkpoint not found: {path} (expected a .pkl, .pt or .safetensors StyleGAN2 "
+                                   f"file; check the path, or put the file in models/stylegan2/)")
+    if path.is_dir():
+        inside = sorted(p.name for p in path.iterdir() if p.suffix.lower() in _CKPT_SUFFIXES)[:8]
+        hint = f"; it contains {inside}" if inside else ""
+        raise CheckpointFormatError(f"{path} is a directory, expected a checkpoint file{hint}. Pass the file itself")
+    return path
+
+
+def sniff_format(path):
+    """Detect a checkpoint's container from its first bytes (the extension is not trusted).
+
+    Returns:
+        ``"safetensors"``, ``"torch-zip"``, ``"torch-legacy"`` or ``"pickle"``.
+
+    Raises:
+        WeightsNotFoundError: missing path. CheckpointCorruptError: empty or truncated container.
+        CheckpointFormatError: a directory, or bytes of no supported format.
+    """
+    path = _check_path(path)
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if size == 0:
+        raise CheckpointCorruptError(f"{path} is empty (0 bytes); the download or copy failed. Get the file again")
+    if head[:4] == b"PK\x03\x04":
+        try:
+            with zipfile.ZipFile(path) as z:
+                names = z.namelist()
+        except (zipfile.BadZipFile, OSError, EOFError) as e:
+            raise CheckpointCorruptError(f"{path} is a zip archive that cannot be opened ({e}); it is truncated or "
+                                         f"damaged. Get the file again") from None
+        if any(n == "data.pkl" or n.endswith("/data.pkl") for n in names):
+            return "torch-zip"
+        what = "a numpy .npz archive" if names and all(n.endswith(".npy") for n in names) else "a zip archive"
+        raise CheckpointFormatError(f"{path} is {what} but not a torch checkpoint (no data.pkl inside; entries: "
+                                    f"{names[:5]}). Expected a StyleGAN2 .pkl, .pt or .safetensors file")
+    if head.startswith(_TORCH_LEGACY_MAGIC):
+        return "torch-legacy"
+    if head[:1] == b"\x80" and len(head) > 1 and 2 <= head[1] <= 5:
+        return "pickle"
+    if len(head) >= 9:
+        (n,) = struct.unpack("<Q", head[:8])
+        if head[8:9] == b"{":
+            if 8 + n > size:
+                raise CheckpointCorruptError(f"{path} is a truncated .safetensors file (header says {n} bytes, file "
+                                             f"has {size}). Get the file again")
+            return "safetensors"
+    if head[:1] in (b"(", b"}", b"]"):
+        return "pickle"  # protocol 0/1
+    if head[:4] == b"\x89HDF":
+        raise CheckpointFormatError(f"{path} is an HDF5 file (a Keras/TF checkpoint?); expected a StyleGAN2 .pkl, "
+                                    f".pt or .safetensors file")
+    raise CheckpointFormatError(f"{path} is not a checkpoint format we know (first bytes {head[:8]!r}); expected an "
+                                f"NVIDIA .pkl, a rosinality .pt or a .safetensors file")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Readers
+
+def _is_nvidia_sd(sd):
+    return isinstance(sd, dict) and any(isinstance(k, str) and k.startswith("synthesis.b4.") for k in sd)
+
+
+def infer_nvidia_config(sd):
+    """Infer NVIDIA ``init_kwargs`` from the shapes of an NVIDIA-named generator state dict.
+
+    ``conv_clamp`` and ``num_fp16_res`` leave no trace in the weights; they are set to ``None`` / 0 (ship a sidecar
+    ``.json`` with the real ``init_kwargs`` when that matters).
+    """
+    try:
+        fcs = sorted(int(m.group(1)) for k in sd for m in [re.fullmatch(r"mapping\.fc(\d+)\.weight", k)] if m)
+        res = sorted({int(m.group(1)) for k in sd for m in [re.match(r"synthesis\.b(\d+)\.", k)] if m})
+        if not fcs or not res or res[0] != 4:
+            raise KeyError("mapping.fc*/synthesis.b4")
+        last = f"mapping.fc{fcs[-1]}.weight"
+        w_dim = sd[last].shape[0]
+        fc0_in = sd["mapping.fc0.weight"].shape[1]
+        mapping = {"num_layers": len(fcs)}
+        c_dim, z_dim = 0, fc0_in
+        if "mapping.embed.weight" in sd:
+            embed = sd["mapping.embed.weight"]
+            c_dim, z_dim = embed.shape[1], fc0_in - embed.shape[0]
+            mapping["embed_features"] = int(embed.shape[0])
+        if len(fcs) > 1 and sd["mapping.fc0.weight"].shape[0] != w_dim:
+            mapping["layer_features"] = int(sd["mapping.fc0.weight"].shape[0])
+        if "mapping.w_avg" not in sd:
+            mapping["w_avg_beta"] = None
+        top = res[-1]
+        img_channels = sd[f"synthesis.b{top}.torgb.weight"].shape[0]
+        channels = {4: sd["synthesis.b4.const"].shape[0]}
+        for r in res[1:]:
+            channels[r] = sd[f"synthesis.b{r}.conv1.weight"].shape[0]
+    except (KeyError, IndexError, AttributeError) as e:
+        raise CheckpointFormatError(f"the state dict has NVIDIA-style names but not the keys of a StyleGAN2 "
+                                    f"generator (missing {e}); expected mapping.fc*, synthesis.b4.const, ...") from None
+    if any(k.endswith(".skip.weight") for k in sd):
+        arch = "resnet"
+    elif all(f"synthesis.b{r}.torgb.weight" in sd for r in res):
+        arch = "skip"
+    else:
+        arch = "orig"
+    synthesis = {"num_fp16_res": 0, "conv_clamp": None, "architecture": arch}
+    fit = fit_channel_table(channels, top)
+    if fit is not None:
+        synthesis = {"channel_base": fit[0], "channel_max": fit[1], **synthesis}
+    else:
+        synthesis["channels"] = {str(r): int(c) for r, c in channels.items()}
+    return {"z_dim": int(z_dim), "c_dim": int(c_dim), "w_dim": int(w_dim), "img_resolution": int(top),
+            "img_channels": int(img_channels), "mapping_kwargs": mapping, "synthesis_kwargs": synthesis}
+
+
+_INIT_KEYS = ("z_dim", "c_dim", "w_dim", "img_resolution", "img_channels", "mapping_kwargs", "synthesis_kwargs")
+
+
+def _sidecar_config(path):
+    """``<stem>.json`` or ``config.json`` next to ``path`` holding NVIDIA ``init_kwargs`` (top level or under
+    ``"init_kwargs"``), or ``None``."""
+    path = Path(path)
+    for cand in (path.with_suffix(".json"), path.parent / "config.json"):
+        if not cand.is_file():
+            continue
+        try:
+            cfg = json.loads(cand.read_text())
+        except (OSError, ValueError) as e:
+            log.warning("Ignoring sidecar %s: not valid JSON (%s).", cand, e)
+            continue
+        cfg = cfg.get("init_kwargs", cfg) if isinstance(cfg, dict) else None
+        if isinstance(cfg, dict) and all(k in cfg for k in _INIT_KEYS[:5]):
+            return {k: cfg[k] for k in _INIT_KEYS if k in cfg}, str(cand)
+    return None
+
+
+def _from_plain_sd(sd, path, fmt):
+    """A flat state dict: NVIDIA names (config from sidecar or shapes) or rosinality names (converted)."""
+    if looks_like_rosinality(sd):
+        init_kwargs, out, info = convert_rosinality_state_dict(sd)
+        return init_kwargs, out, {"format": f"{fmt}:rosinality-state-dict", **info}
+    if not _is_nvidia_sd(sd):
+        raise CheckpointFormatError(f"{path} holds tensors that are not a StyleGAN2 generator (no synthesis.b4.* or "
+                                    f"rosinality input.input keys; e.g. {sorted(map(str, sd))[:5]})")
+    side = _sidecar_config(path)
+    if side is not None:
+        init_kwargs, source = side
+        extras = {"format": f"{fmt}:nvidia-state-dict", "config_from": source}
+    else:
+        init_kwargs = infer_nvidia_config(sd)
+        extras = {"format": f"{fmt}:nvidia-state-dict", "config_from": "shapes"}
+        log.warning("%s has no configuration; inferred it from the tensor shapes (conv_clamp=None assumed). Put the "
+                    "generator's init_kwargs in %s to be exact.", path, Path(path).with_suffix(".json").name)
+    return plain_config(init_kwargs), sd, extras
+
+
+def _read_safetensors(path):
+    from safetensors import SafetensorError, safe_open
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            meta = f.metadata() or {}
+            sd = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise CheckpointCorruptError(f"{path} could not be read as .safetensors ({e}); it is truncated or damaged. "
+                                     f"Get the file again") from None
+    if "hrinv" not in meta:
+        return _from_plain_sd(sd, path, "safetensors")
+    try:
+        info = json.loads(meta["hrinv"])
+    except ValueError as e:
+        raise CheckpointCorruptError(f"{path}: the 'hrinv' metadata is not valid JSON ({e})") from None
+    if not isinstance(info, dict) or info.get("format") != HRINV_FORMAT:
+        raise CheckpointFormatError(f"{path}: 'hrinv' metadata of format {info.get('format') if isinstance(info, dict) else info!r}"
+                                    f", expected {HRINV_FORMAT!r} (is this a latent file? use hrinv.Latent.load)")
+    if int(info.get("version", 0)) > HRINV_VERSION:
+        raise CheckpointFormatError(f"{path} was written by a newer hrinv (format version {info.get('version')}, we "
+                                    f"read up to {HRINV_VERSION}); update hrinv")
+    init_kwargs = info.get("init_kwargs")
+    if not isinstance(init_kwargs, dict) or any(k not in init_kwargs for k in _INIT_KEYS[:5]):
+        raise CheckpointFormatError(f"{path}: the 'hrinv' metadata lacks init_kwargs ({_INIT_KEYS[:5]})")
+    extras = {"format": "hrinv-safetensors", "inr": info.get("inr"), "source": info.get("source"),
+              "w_avg": info.get("w_avg")}
+    return init_kwargs, sd, extras
+
+
+def _read_torch(path, which, fmt):
+    obj = torch_load_safe(str(path), what=str(path), extra_safe_globals=ROSINALITY_SAFE_GLOBALS)
+    if isinstance(obj, dict):
+        if all(isinstance(v, torch.Tensor) for v in obj.values()) and (_is_nvidia_sd(obj) or
+                                                                       looks_like_rosinality(obj)):
+            return _from_plain_sd(obj, path, fmt)
+        key = {"G_ema": ("G_ema", "g_ema"), "G": ("G", "g")}.get(which, ())
+        for k in key:
+            if _is_nvidia_sd(obj.get(k)):
+                return _from_plain_sd(obj[k], path, fmt)
+    init_kwargs, sd, extras = read_rosinality(obj, which=which, what=str(path))
+    extras["container"] = fmt
+    return init_kwargs, sd, extras
+
+
+def read_checkpoint(path, which="G_ema"):
+    """Read any supported checkpoint into ``(init_kwargs, state_dict, extras)`` without building a network.
+
+    Args:
+        path: the checkpoint file.
+        which: ``"G_ema"`` (default) or ``"G"`` (the non-averaged training generator, where the file has one).
+
+    Returns:
+        ``init_kwargs`` (NVIDIA layout, JSON-able), ``state_dict`` (NVIDIA names, CPU tensors, INR head under
+        ``inr.*`` if any), ``extras`` (``format``, and per format: ``w_avg_missing``, ``inr`` config, ...).
+
+    Raises:
+        WeightsNotFoundError, CheckpointFormatError, CheckpointCorruptError, UnsafeCheckpointError.
+    """
+    if which not in WHICH:
+        raise ValueError(f"which must be one of {sorted(WHICH)}, got {which!r}")
+    path = _check_path(path)
+    fmt = sniff_format(path)
+    if fmt == "safetensors":
+        if which != "G_ema":
+            log.info("%s holds a single generator; which=%r ignored.", path, which)
+        return _read_safetensors(path)
+    if fmt in ("torch-zip", "torch-legacy"):
+        return _read_torch(path, which, fmt)
+    with open(path, "rb") as f:
+        init_kwargs, sd, extras = read_nvidia_pickle(f, which=which, what=str(path))
+    if extras.get("format") == "tf-legacy":
+        from .tf_legacy import convert_tf_pickle
+        return convert_tf_pickle(extras["tf"], which=which, what=str(path))
+    return init_kwargs, sd, extras
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Building the generator
+
+@torch.no_grad()
+def estimate_w_avg(G, num_samples=_W_AVG_SAMPLES, seed=_W_AVG_SEED, batch=1000):
+    """Mean of ``G.mapping`` over ``num_samples`` z ~ N(0, I) drawn from a local ``torch.Generator(seed)``.
+
+    Returns:
+        ``[w_dim]`` float32 tensor on CPU (deterministic for a given network, seed and count).
+    """
+    if G.c_dim:
+        raise CheckpointFormatError("cannot estimate w_avg of a conditional generator (c_dim > 0) without labels")
+    gen = torch.Generator().manual_seed(seed)
+    dev = G.mapping.fc0.weight.device
+    total = torch.zeros(G.w_dim, dtype=torch.float64)
+    done = 0
+    while done < num_samples:
+        n = min(batch, num_samples - done)
+        z = torch.randn(n, G.z_dim, generator=gen)  # [n, z_dim]
+        ws = G.mapping(z.to(dev, G.mapping.fc0.weight.dtype), None)  # [n, num_ws, w_dim]
+        total += ws[:, 0].double().sum(0).cpu()
+        done += n
+    return (total / num_samples).float()
+
+
+def _compare_keys(G, sd, path):
+    want = G.state_dict()
+    missing = sorted(set(want) - set(sd))
+    unexpected = sorted(set(sd) - set(want))
+    if missing or unexpected:
+        raise CheckpointFormatError(
+            f"{path}: the weights do not match the generator its configuration describes (missing {len(missing)}: "
+            f"{missing[:5]}; unexpected {len(unexpected)}: {unexpected[:5]}). The file is inconsistent or of a "
+            f"variant we do not support")
+    wrong = [(k, list(sd[k].shape), list(want[k].shape)) for k in want if tuple(sd[k].shape) != tuple(want[k].shape)]
+    if wrong:
+        raise CheckpointFormatError(f"{path}: {len(wrong)} tensors have the wrong shape for the configuration, e.g. "
+                                    f"{wrong[:3]} (name, file, expected). The file is inconsistent")
+
+
+def build_generator(init_kwargs, state_dict, extras=None, device="cpu", dtype=torch.float32, source=None):
+    """Build a :class:`~hrinv.generator.stylegan2.Generator` from reader output and load it strictly.
+
+    Args:
+        init_kwargs, state_dict, extras: as returned by :func:`read_checkpoint`.
+        device, dtype: where the returned network lives.
+        source: path recorded in ``G.meta``.
+
+    Returns:
+        The generator, in eval mode, parameters frozen (``requires_grad=False``; re-enable to train).
+    """
+    from ..generator.stylegan2 import Generator
+    extras = dict(extras or {})
+    try:
+        G = Generator(**init_kwargs, device="cpu", dtype=torch.float32)
+    except TypeError as e:
+        raise CheckpointFormatError(f"{source}: the stored configuration is not one our Generator accepts ({e}); "
+                                    f"init_kwargs={json.dumps(init_kwargs)[:300]}") from None
+    inr_cfg = extras.get("inr")
+    if inr_cfg:
+        from ..generator.inr import INRHead
+        try:
+            G.attach_inr(INRHead.from_config(inr_cfg))
+        except (TypeError, ValueError, KeyError) as e:
+            raise CheckpointFormatError(f"{source}: the stored INR head configuration is invalid ({e})") from None
+    elif any(k.startswith("inr.") for k in state_dict):
+        raise CheckpointFormatError(f"{source}: the file has inr.* weights but no INR head configuration")
+    _compare_keys(G, state_dict, source)
+    G.load_state_dict(state_dict, strict=True)
+    meta = {"source": str(source) if source is not None else None, "format": extras.get("format")}
+    for k in ("which", "key", "class_name", "config_from", "dualstylegan", "container"):
+        if extras.get(k) is not None:
+            meta[k] = extras[k]
+    if extras.get("w_avg_missing"):
+        G.mapping.w_avg.copy_(estimate_w_avg(G))
+        meta["w_avg"] = f"estimated: mean of {_W_AVG_SAMPLES} mapped z (seed {_W_AVG_SEED}); the file has none"
+        log.info("%s has no w_avg/latent_avg; estimated it from %d samples.", source, _W_AVG_SAMPLES)
+    elif extras.get("w_avg"):
+        meta["w_avg"] = extras["w_avg"]
+    if isinstance(extras.get("source"), dict):
+        meta["converted_from"] = extras["source"]
+    G.meta = meta
+    G.requires_grad_(False)
+    return G.eval().to(device=device, dtype=dtype)
+
+
+def load_generator(path, device="cpu", dtype=torch.float32, *, which="G_ema"):
+    """Load a StyleGAN2 generator from any supported file, safely (nothing from the file is executed).
+
+    Args:
+        path: NVIDIA ``.pkl`` (stylegan2-ada-pytorch snapshot, or legacy TensorFlow), rosinality ``.pt``/``.pth``,
+            or ``.safetensors`` (ours, or a plain NVIDIA/rosinality state dict). The format is detected from the
+            content, not the extension.
+        device: target device.
+        dtype: parameter dtype (float32 recommended).
+        which: ``"G_ema"`` (default) or ``"G"`` (the non-EMA training generator, for files that have both).
+
+    Returns:
+        :class:`~hrinv.generator.stylegan2.Generator` in eval mode with ``G.meta`` describing the source.
+
+    Raises:
+        WeightsNotFoundError: missing file. CheckpointCorruptError: empty/truncated/damaged.
+        CheckpointFormatError: unknown layout. UnsafeCheckpointError: the file tries to run code.
+    """
+    init_kwargs, sd, extras = read_checkpoint(path, which=which)
+    return build_generator(init_kwargs, sd, extras, device=device, dtype=dtype, source=path)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Saving and inspection
+
+def save_generator(G, path, *, extra_meta=None):
+    """Write ``G`` (INR head included) to our ``.safetensors`` format: weights + JSON metadata ``hrinv``.
+
+    The metadata is ``{"format": "hrinv.generator", "version": 1, "init_kwargs": {...}, "inr": {...} | null,
+    "source": G.meta, "fingerprint": ...}``. The file is written next to ``path`` and renamed into place.
+
+    Args:
+        G: a :class:`~hrinv.generator.stylegan2.Generator`.
+        path: destination (conventionally ``*.safetensors``).
+        extra_meta: optional JSON-able dict stored under ``"extra"``.
+
+    Returns:
+        ``Path`` of the written file.
+    """
+    from safetensors.torch import save_file
+    path = Path(path)
+    seen = set()
+    tensors = {}
+    for k, t in G.state_dict().items():
+        t = t.detach().to("cpu").contiguous()
+        if t.untyped_storage().data_ptr() in seen:
+            t = t.clone()
+        seen.add(t.untyped_storage().data_ptr())
+        tensors[k] = t
+    inr = getattr(G, "inr", None)
+    info = {"format": HRINV_FORMAT, "version": HRINV_VERSION, "init_kwargs": G.init_kwargs,
+            "inr": inr.config if inr is not None else None,
+            "source": json.loads(json.dumps(getattr(G, "meta", {}) or {}, default=str)),
+            "fingerprint": G.fingerprint() if hasattr(G, "fingerprint") else None}
+    if getattr(G, "meta", {}).get("w_avg"):
+        info["w_avg"] = G.meta["w_avg"]
+    if extra_meta:
+        info["extra"] = json.loads(json.dumps(extra_meta, default=str))
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        save_file(tensors, str(tmp), metadata={"hrinv": json.dumps(info)})
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+_BUFFER_SUFFIXES = ("w_avg", "noise_const", "resample_filter")
+
+
+def inspect_checkpoint(path, which="G_ema"):
+    """Describe a checkpoint without building the network.
+
+    Returns:
+        dict with ``path``, ``format``, ``init_kwargs``, ``img_resolution``, ``w_dim``, ``num_ws``, ``num_params``
+        (learned parameters, buffers excluded), ``num_tensors``, ``has_inr``, ``w_avg`` (``"stored"`` or
+        ``"missing"``) and ``extras``.
+    """
+    init_kwargs, sd, extras = read_checkpoint(path, which=which)
+    res = int(init_kwargs["img_resolution"])
+    extras = {k: v for k, v in extras.items() if k not in ("tf",)}
+    return {
+        "path": str(path),
+        "format": extras.get("format"),
+        "init_kwargs": init_kwargs,
+        "img_resolution": res,
+        "w_dim": int(init_kwargs["w_dim"]),
+        "num_ws": 2 * (res.bit_length() - 1) - 2,
+        "num_params": int(sum(t.numel() for k, t in sd.items() if not k.endswith(_BUFFER_SUFFIXES))),
+        "num_tensors": len(sd),
+        "has_inr": bool(extras.get("inr")),
+        "w_avg": "missing" if extras.get("w_avg_missing") or "mapping.w_avg" not in sd else "stored",
+        "extras": json.loads(json.dumps(extras, default=str)),
+    }
