@@ -75,6 +75,7 @@ def sniff_format(path):
     size = path.stat().st_size
     with open(path, "rb") as f:
         head = f.read(16)
+        head_line = head + f.read(240)
     if size == 0:
         raise CheckpointCorruptError(f"{path} is empty (0 bytes); the download or copy failed. Get the file again")
     if head[:4] == b"PK\x03\x04":
@@ -100,8 +101,8 @@ def sniff_format(path):
                 raise CheckpointCorruptError(f"{path} is a truncated .safetensors file (header says {n} bytes, file "
                                              f"has {size}). Get the file again")
             return "safetensors"
-    if head[:1] in (b"(", b"}", b"]"):
-        return "pickle"  # protocol 0/1
+    if head[:1] in (b"(", b"}", b"]") or re.match(rb"c[\w.]+\n[\w.]+\n", head_line):
+        return "pickle"  # protocol 0/1 (``c`` = GLOBAL: refused by the restricted unpickler, with its name)
     if head[:4] == b"\x89HDF":
         raise CheckpointFormatError(f"{path} is an HDF5 file (a Keras/TF checkpoint?); expected a StyleGAN2 .pkl, "
                                     f".pt or .safetensors file")
