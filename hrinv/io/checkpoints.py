@@ -78,6 +78,9 @@ def sniff_format(path):
         head_line = head + f.read(240)
     if size == 0:
         raise CheckpointCorruptError(f"{path} is empty (0 bytes); the download or copy failed. Get the file again")
+    if size < 16:
+        raise CheckpointCorruptError(f"{path} has only {size} bytes, too few for any checkpoint; it is truncated. Get "
+                                     f"the file again")
     if head[:4] == b"PK\x03\x04":
         try:
             with zipfile.ZipFile(path) as z:
