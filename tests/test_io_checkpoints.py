@@ -6,13 +6,19 @@ import zipfile
 
 import pytest
 import torch
+from conftest import shared_path
 from safetensors.torch import load_file, save_file
 
-from conftest import shared_path
 from hrinv.cli import main
 from hrinv.errors import CheckpointCorruptError, CheckpointFormatError, WeightsNotFoundError
-from hrinv.io.checkpoints import (HRINV_FORMAT, inspect_checkpoint, load_generator, read_checkpoint, save_generator,
-                                  sniff_format)
+from hrinv.io.checkpoints import (
+    HRINV_FORMAT,
+    inspect_checkpoint,
+    load_generator,
+    read_checkpoint,
+    save_generator,
+    sniff_format,
+)
 
 
 def _equal_state(a, b):
@@ -92,7 +98,8 @@ def test_convert_cli(tmp_path, capsys):
     assert main(["convert", str(src), "--print"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["format"] == "nvidia-pkl" and info["init_kwargs"]["img_resolution"] == 32
-    assert main(["convert", str(shared_path("fixtures", "malicious", "evil.pkl")), str(tmp_path / "e.safetensors")]) == 1
+    evil = shared_path("fixtures", "malicious", "evil.pkl")
+    assert main(["convert", str(evil), str(tmp_path / "e.safetensors")]) == 1
     assert "posix.system" in capsys.readouterr().err and not (tmp_path / "e.safetensors").exists()
 
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
-
 from conftest import shared_path
 from io_pickle_tools import Call, GlobalRef, dumps, persistent_obj, system_call
+from safetensors.torch import load_file
+
 from hrinv.errors import CheckpointCorruptError, CheckpointFormatError, UnsafeCheckpointError
 from hrinv.io.checkpoints import load_generator, read_checkpoint
 from hrinv.io.nvidia_pkl import read_nvidia_pickle
@@ -44,7 +44,7 @@ def test_globals_in_fixture_pickles_are_exactly_the_allow_listed_ones():
     for name in ("nv_tiny", "nv_small"):
         lines = (shared_path("fixtures", name) / "pickle_globals.txt").read_text().splitlines()
         for line in lines:
-            if line.startswith("#") or not line.strip() or line.startswith("torch FloatStorage"):
+            if line.startswith(("#", "torch FloatStorage")) or not line.strip():
                 continue
             module, attr = line.split()
             assert (module, attr) in _ALLOWED, line

@@ -6,9 +6,9 @@ import os
 
 import pytest
 import torch
+from conftest import shared_path
 from safetensors.torch import load_file
 
-from conftest import shared_path
 from hrinv.errors import CheckpointFormatError, UnsafeCheckpointError
 from hrinv.io.checkpoints import estimate_w_avg, load_generator, read_checkpoint
 from hrinv.io.rosinality import fit_channel_table, rosinality_noise_names
@@ -47,7 +47,7 @@ def test_rosinality_outputs_are_reproduced(name, n):
 def test_noise_index_mapping_matches_generator_layers():
     assert rosinality_noise_names(32) == ["b4.conv1", "b8.conv0", "b8.conv1", "b16.conv0", "b16.conv1",
                                           "b32.conv0", "b32.conv1"]
-    d, cfg, _ = _ros("ros_cm2_32")
+    d, _, _ = _ros("ros_cm2_32")
     G = load_generator(d / "checkpoint.pt")
     assert rosinality_noise_names(32) == list(G.synthesis.noise_names)
     ck = torch.load(d / "checkpoint.pt", weights_only=True)
@@ -85,7 +85,7 @@ def _g_ema_only(tmp_path, ck):
 
 
 def test_training_checkpoint_with_argparse_namespace(tmp_path):
-    d, _, io = _ros("ros_cm2_32")
+    d, _, _ = _ros("ros_cm2_32")
     ck = torch.load(d / "checkpoint.pt", weights_only=True)
     g = {k: v + 0.5 if k.startswith("style.1") else v for k, v in ck["g_ema"].items()}
     before = list(torch.serialization.get_safe_globals())
@@ -93,7 +93,7 @@ def test_training_checkpoint_with_argparse_namespace(tmp_path):
     torch.save({"g": g, "d": {"x": torch.zeros(2)}, "g_ema": ck["g_ema"], "g_optim": {"state": {}},
                 "d_optim": {"state": {}}, "args": argparse.Namespace(size=32, lr=0.002, path="/data"),
                 "ada_aug_p": 0.1, "latent_avg": ck["latent_avg"]}, path)
-    init_kwargs, sd, extras = read_checkpoint(path)
+    _, sd, extras = read_checkpoint(path)
     assert extras["args"] == {"size": 32, "lr": 0.002, "path": "/data"} and extras["key"] == "g_ema"
     assert list(torch.serialization.get_safe_globals()) == before  # the allow-list change was local
     _, sd_g, extras_g = read_checkpoint(path, which="G")

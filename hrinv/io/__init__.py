@@ -15,7 +15,7 @@ _LAZY = {
     "sniff_format": "hrinv.io.checkpoints",
 }
 
-__all__ = sorted(_LAZY)
+__all__ = ["inspect_checkpoint", "load_generator", "read_checkpoint", "save_generator", "sniff_format"]
 
 
 def __getattr__(name):

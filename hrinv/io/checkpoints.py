@@ -29,12 +29,26 @@ import torch
 
 from ..errors import CheckpointCorruptError, CheckpointFormatError, WeightsNotFoundError
 from .nvidia_pkl import WHICH, plain_config, read_nvidia_pickle
-from .rosinality import (ROSINALITY_SAFE_GLOBALS, convert_rosinality_state_dict, fit_channel_table,
-                         looks_like_rosinality, read_rosinality)
+from .rosinality import (
+    ROSINALITY_SAFE_GLOBALS,
+    convert_rosinality_state_dict,
+    fit_channel_table,
+    looks_like_rosinality,
+    read_rosinality,
+)
 from .safe_unpickle import torch_load_safe
 
-__all__ = ["load_generator", "save_generator", "inspect_checkpoint", "read_checkpoint", "sniff_format",
-           "infer_nvidia_config", "estimate_w_avg", "HRINV_FORMAT", "HRINV_VERSION"]
+__all__ = [
+    "HRINV_FORMAT",
+    "HRINV_VERSION",
+    "estimate_w_avg",
+    "infer_nvidia_config",
+    "inspect_checkpoint",
+    "load_generator",
+    "read_checkpoint",
+    "save_generator",
+    "sniff_format",
+]
 
 log = logging.getLogger("HRInv")
 
@@ -78,9 +92,6 @@ def sniff_format(path):
         head_line = head + f.read(240)
     if size == 0:
         raise CheckpointCorruptError(f"{path} is empty (0 bytes); the download or copy failed. Get the file again")
-    if size < 16:
-        raise CheckpointCorruptError(f"{path} has only {size} bytes, too few for any checkpoint; it is truncated. Get "
-                                     f"the file again")
     if head[:4] == b"PK\x03\x04":
         try:
             with zipfile.ZipFile(path) as z:
@@ -106,6 +117,9 @@ def sniff_format(path):
             return "safetensors"
     if head[:1] in (b"(", b"}", b"]") or re.match(rb"c[\w.]+\n[\w.]+\n", head_line):
         return "pickle"  # protocol 0/1 (``c`` = GLOBAL: refused by the restricted unpickler, with its name)
+    if size < 16:
+        raise CheckpointCorruptError(f"{path} has only {size} bytes, too few for any checkpoint; it is truncated. Get "
+                                     f"the file again")
     if head[:4] == b"\x89HDF":
         raise CheckpointFormatError(f"{path} is an HDF5 file (a Keras/TF checkpoint?); expected a StyleGAN2 .pkl, "
                                     f".pt or .safetensors file")
@@ -214,7 +228,7 @@ def _read_safetensors(path):
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             meta = f.metadata() or {}
-            sd = {k: f.get_tensor(k) for k in f.keys()}
+            sd = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise CheckpointCorruptError(f"{path} could not be read as .safetensors ({e}); it is truncated or damaged. "
                                      f"Get the file again") from None
@@ -225,8 +239,9 @@ def _read_safetensors(path):
     except ValueError as e:
         raise CheckpointCorruptError(f"{path}: the 'hrinv' metadata is not valid JSON ({e})") from None
     if not isinstance(info, dict) or info.get("format") != HRINV_FORMAT:
-        raise CheckpointFormatError(f"{path}: 'hrinv' metadata of format {info.get('format') if isinstance(info, dict) else info!r}"
-                                    f", expected {HRINV_FORMAT!r} (is this a latent file? use hrinv.Latent.load)")
+        got = info.get("format") if isinstance(info, dict) else info
+        raise CheckpointFormatError(f"{path}: 'hrinv' metadata of format {got!r}, expected {HRINV_FORMAT!r} (is this "
+                                    f"a latent file? use hrinv.Latent.load)")
     if int(info.get("version", 0)) > HRINV_VERSION:
         raise CheckpointFormatError(f"{path} was written by a newer hrinv (format version {info.get('version')}, we "
                                     f"read up to {HRINV_VERSION}); update hrinv")

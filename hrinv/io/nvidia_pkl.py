@@ -15,7 +15,7 @@ import torch
 from ..errors import CheckpointFormatError
 from .safe_unpickle import PersistentObject, TFNetworkStub, safe_load_pickle
 
-__all__ = ["read_nvidia_pickle", "persistent_state_dict", "plain_config", "WHICH"]
+__all__ = ["WHICH", "persistent_state_dict", "plain_config", "read_nvidia_pickle"]
 
 log = logging.getLogger("HRInv")
 
@@ -106,7 +106,7 @@ def read_nvidia_pickle(data, which="G_ema", what="the file"):
     key = WHICH[which]
     net = obj.get(key)
     if net is None:
-        found = sorted(str(k) for k in obj.keys())[:12]
+        found = sorted(str(k) for k in obj)[:12]
         raise CheckpointFormatError(f"{what} is a pickled dict without {key!r} (keys: {found}); expected a "
                                     f"stylegan2-ada-pytorch snapshot with 'G_ema' (and 'G')")
     if not isinstance(net, PersistentObject):
@@ -125,6 +125,6 @@ def read_nvidia_pickle(data, which="G_ema", what="the file"):
         raise CheckpointFormatError(f"{what} holds a StyleGAN3 generator (synthesis layers {sub[:3]}...); only "
                                     f"StyleGAN2 / StyleGAN2-ADA networks are supported")
     extras = {"format": "nvidia-pkl", "class_name": net.class_name, "which": which,
-              "snapshot_keys": [str(k) for k in obj.keys()]}
+              "snapshot_keys": [str(k) for k in obj]}
     log.debug("Read %s from %s: %d tensors", key, what, len(state_dict))
     return init_kwargs, state_dict, extras

@@ -41,8 +41,14 @@ import torch
 from ..errors import CheckpointFormatError
 from .nvidia_pkl import plain_config
 
-__all__ = ["read_rosinality", "convert_rosinality_state_dict", "rosinality_noise_names", "fit_channel_table",
-           "looks_like_rosinality", "ROSINALITY_SAFE_GLOBALS"]
+__all__ = [
+    "ROSINALITY_SAFE_GLOBALS",
+    "convert_rosinality_state_dict",
+    "fit_channel_table",
+    "looks_like_rosinality",
+    "read_rosinality",
+    "rosinality_noise_names",
+]
 
 log = logging.getLogger("HRInv")
 
@@ -168,10 +174,10 @@ def convert_rosinality_state_dict(sd, latent_avg=None):
 
     kernel = resample_filter() * 4  # rosinality stores the blur kernel times factor**2
     for k, v in sd.items():
-        if k.endswith(("blur.kernel", "upsample.kernel")):
-            if tuple(v.shape) != (4, 4) or not torch.allclose(v.float(), kernel, atol=1e-6):
-                raise CheckpointFormatError(f"rosinality checkpoint: {k!r} is not the standard [1,3,3,1] blur kernel; "
-                                            f"generators with other resample filters are not supported")
+        if k.endswith(("blur.kernel", "upsample.kernel")) and (
+                tuple(v.shape) != (4, 4) or not torch.allclose(v.float(), kernel, atol=1e-6)):
+            raise CheckpointFormatError(f"rosinality checkpoint: {k!r} is not the standard [1,3,3,1] blur kernel; "
+                                        f"generators with other resample filters are not supported")
 
     out = {}
 
@@ -266,7 +272,7 @@ def read_rosinality(ckpt, which="G_ema", what="the file"):
     if not isinstance(ckpt, dict):
         raise CheckpointFormatError(f"{what} holds a {type(ckpt).__name__}; expected a dict with 'g_ema' or 'g' "
                                     f"(rosinality stylegan2-pytorch checkpoint)")
-    extras = {"format": "rosinality", "checkpoint_keys": [str(k) for k in ckpt.keys()]}
+    extras = {"format": "rosinality", "checkpoint_keys": [str(k) for k in ckpt]}
     if looks_like_rosinality(ckpt):
         sd, key = ckpt, None
     else:

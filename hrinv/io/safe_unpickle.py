@@ -34,8 +34,15 @@ import torch
 
 from ..errors import CheckpointCorruptError, CheckpointFormatError, UnsafeCheckpointError
 
-__all__ = ["RestrictedUnpickler", "safe_load_pickle", "PersistentObject", "TFNetworkStub", "materialize",
-           "audit_module_source", "torch_load_safe"]
+__all__ = [
+    "PersistentObject",
+    "RestrictedUnpickler",
+    "TFNetworkStub",
+    "audit_module_source",
+    "materialize",
+    "safe_load_pickle",
+    "torch_load_safe",
+]
 
 log = logging.getLogger("HRInv")
 
@@ -364,7 +371,7 @@ _DANGEROUS_MODULES = {"subprocess", "socket", "shutil", "ctypes", "builtins", "_
 _DANGEROUS_BUILTINS = {"eval", "exec", "compile", "__import__", "open", "breakpoint", "globals"}
 # methods that spawn processes or delete files, whatever object they are reached through (``torch.os.system``)
 _DANGEROUS_METHODS = {"system", "popen", "Popen", "execv", "execve", "execl", "execlp", "execvp", "spawnv", "spawnl",
-                      "rmtree", "check_output", "check_call", "getoutput", "getstatusoutput", "startfile", "kill", "remove", "unlink",
+                      "rmtree", "check_output", "check_call", "getoutput", "getstatusoutput", "startfile", "kill",
                       "load_module", "exec_module", "__import__"}
 _DEFINITIONS = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Assign,
                 ast.AnnAssign, ast.Pass)

@@ -28,7 +28,7 @@ from .nvidia_pkl import plain_config
 from .rosinality import resample_filter
 from .safe_unpickle import TFNetworkStub
 
-__all__ = ["convert_tf_pickle", "convert_tf_generator", "collect_tf_params", "TF_CONVERT_HINT"]
+__all__ = ["TF_CONVERT_HINT", "collect_tf_params", "convert_tf_generator", "convert_tf_pickle"]
 
 log = logging.getLogger("HRInv")
 
