@@ -1,0 +1,87 @@
+"""dlib face ResNet port: parser, architecture details, and agreement with dlib's own descriptors."""
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import shared_path
+from hrinv.errors import CheckpointCorruptError, CheckpointFormatError, ShapeError, WeightsNotFoundError
+from hrinv.faceid.dlib_resnet import add_prev, load_dlib_resnet, parse_dlib_dat
+
+
+@pytest.fixture(scope="module")
+def dat():
+    return shared_path("weights", "dlib_face_recognition_resnet_model_v1.dat")
+
+
+@pytest.fixture(scope="module")
+def net(dat):
+    return load_dlib_resnet(dat)
+
+
+@pytest.fixture(scope="module")
+def oracle():
+    z = np.load(shared_path("fixtures", "dlib_face", "chips_and_descriptors.npz"), allow_pickle=False)
+    chips = torch.from_numpy(z["chips"]).permute(0, 3, 1, 2).float() / 255  # [12, 3, 150, 150]
+    return chips, torch.from_numpy(z["descriptors"]), [str(n) for n in z["names"]]
+
+
+def test_parser_reads_the_whole_network(dat):
+    meta, layers = parse_dlib_dat(dat)
+    tags = [lay.tag for lay in layers]
+    assert tags.count("con_4") == 29 and tags.count("affine_") == 29 and tags.count("add_prev_") == 14
+    assert tags.count("avg_pool_2") == 5 and tags.count("max_pool_2") == 1 and tags[-1] == "fc_2"
+    assert meta["input_size"] == (150, 150)
+    np.testing.assert_allclose(meta["input_mean"], (122.782, 117.001, 104.298), atol=1e-4)
+    assert meta["distance_threshold"] == pytest.approx(0.6, abs=1e-6)
+
+
+def test_parameter_count_and_padding_rules(net):
+    assert sum(p.numel() for p in net.parameters()) == 5_614_592
+    assert net.conv1.padding == (0, 0) and net.conv1.stride == (2, 2)
+    downs = [b for b in net.blocks if b.skip_pool is not None]
+    assert len(downs) == 4 and all(b.conv1.padding == (0, 0) and b.conv1.stride == (2, 2) for b in downs)
+
+
+def test_matches_dlib_descriptors(net, oracle):
+    chips, ref, _ = oracle
+    with torch.no_grad():
+        out = net(chips)  # [12, 128]
+    assert out.shape == ref.shape
+    assert (out - ref).abs().max().item() <= 1e-4
+
+
+def test_float64_and_gradients(dat, oracle):
+    chips, ref, _ = oracle
+    net64 = load_dlib_resnet(dat, dtype=torch.float64)
+    x = chips[:2].double().requires_grad_(True)
+    out = net64(x)
+    assert (out.float() - ref[:2]).abs().max().item() <= 1e-4
+    out.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_add_prev_zero_pads_top_left():
+    a = torch.ones(1, 2, 3, 3)
+    b = torch.full((1, 4, 4, 4), 10.0)
+    out = add_prev(a, b)
+    assert out.shape == (1, 4, 4, 4)
+    assert torch.all(out[:, :2, :3, :3] == 11) and torch.all(out[:, 2:] == 10) and torch.all(out[:, :, 3, :] == 10)
+
+
+def test_wrong_input_size_is_a_shape_error(net):
+    with pytest.raises(ShapeError, match="150"):
+        net(torch.rand(1, 3, 112, 112))
+
+
+def test_missing_truncated_and_foreign_files(dat, tmp_path):
+    with pytest.raises(WeightsNotFoundError, match="dlib_face_recognition_resnet_model_v1.dat"):
+        parse_dlib_dat(tmp_path / "nope.dat")
+    cut = tmp_path / "cut.dat"
+    cut.write_bytes(dat.read_bytes()[:1_000_000])
+    with pytest.raises(CheckpointCorruptError, match="byte"):
+        parse_dlib_dat(cut)
+    other = tmp_path / "other.dat"
+    other.write_bytes(b"\x01\x01\x01\x08loss_mmod" + b"\x00" * 64)
+    with pytest.raises(CheckpointFormatError, match="loss_metric"):
+        parse_dlib_dat(other)
