@@ -70,6 +70,9 @@ class PersistentObject:
         return f"PersistentObject({self.class_name!r})"
 
 
+_AUDITED = set()  # sources that passed audit_module_source (only safe ones are ever added)
+
+
 def _reconstruct_persistent_obj(meta):
     if not isinstance(meta, dict) or meta.get("type") != "class":
         raise CheckpointFormatError(f"expected a persistent-class record (dict with type='class') in the pickle, got "
@@ -82,7 +85,10 @@ def _reconstruct_persistent_obj(meta):
     src = meta.get("module_src", "")
     if not isinstance(src, str):
         raise CheckpointFormatError(f"'module_src' of persistent class {class_name!r} is not a string")
-    audit_module_source(src, class_name)  # parsed only, never executed
+    if src not in _AUDITED:  # every module of a snapshot repeats the same (memoised) source string
+        audit_module_source(src, class_name)  # parsed only, never executed
+        if len(_AUDITED) < 64:
+            _AUDITED.add(src)
     return PersistentObject(class_name, state, meta.get("version"))
 
 
