@@ -47,10 +47,11 @@ def _device(name):
 def run(args):
     from ..errors import DatasetLayoutError
     from ..faceid import load_face_embedder
-    from ..metrics.id_retrieval import id_retrieval_from_folders
+    from ..metrics.id_retrieval import id_retrieval_from_folders, scan_layout
 
     if args.root is None and (args.content_dir is None or args.transfer_dir is None):
         raise DatasetLayoutError("give ROOT (holding content/ and transfer/) or both --content and --transfer.")
+    scan_layout(args.root, args.content_dir, args.transfer_dir)  # fail on layout problems before loading weights
     device = _device(args.device)
     t0 = time.perf_counter()
     emb = load_face_embedder(args.network, device=device, preprocess=args.preprocess, search_dirs=args.weights_dir)
