@@ -21,7 +21,7 @@ def preview_every(steps: int) -> int:
     return max(1, steps // 25)
 
 
-def _w_stats(G, config, device):
+def w_stats(G, config, device):
     """w̄ / w_std of a generator, computed once per loaded generator (10 000 mapping samples) and reused."""
     from hrinv.invert import compute_w_stats
 
@@ -114,7 +114,7 @@ class HRInvert(io.ComfyNode):
         b, _, h, w = target.shape
         m = mask_to_lib(mask, b, h, w)                                                  # [B, 1, H, W] or None
         with _comfy.device_session(G, vgg.model, working_bytes=b * h * w * VGG_BYTES_PER_PIXEL) as device:
-            stats = _w_stats(G, config, device)
+            stats = w_stats(G, config, device)
             result = invert(G, target, vgg.model, config, device=device, mask=m, callback=_comfy.progress(steps),
                             w_stats=stats)
         latent = result.latent.to(device="cpu")

@@ -44,13 +44,15 @@ def _load(name: str, path: Path):
     return module
 
 
+def _ours(name: str) -> bool:
+    return name.split(".")[0] in ("comfy", "comfy_api", "folder_paths") or name.startswith(PACK_MODULE)
+
+
 @contextlib.contextmanager
 def stubbed_pack(base_dir):
-    """Yield ``SimpleNamespace(pack, nodes, folder_paths, mm, utils, io)`` with the pack loaded over stubs whose
-    folders live under ``base_dir``."""
-    before = set(sys.modules)
-    saved = {k: sys.modules[k] for k in list(STUB_MODULES) + ["comfy_api.latest._io", "comfy_api.latest._ui"]
-             if k in sys.modules}
+    """Yield ``SimpleNamespace(pack, nodes, folder_paths, mm, utils, io, node_module)`` with the pack loaded over
+    stubs whose folders live under ``base_dir``. Nests: an outer stubbed pack is set aside and restored."""
+    saved = {k: sys.modules.pop(k) for k in list(sys.modules) if _ours(k)}
     try:
         for name, path in STUB_MODULES.items():
             _load(name, path)
@@ -64,9 +66,8 @@ def stubbed_pack(base_dir):
         yield SimpleNamespace(pack=pack, nodes=nodes, folder_paths=fp, mm=mm, utils=sys.modules["comfy.utils"],
                               io=sys.modules["comfy_api.latest"].io, node_module=sys.modules[PACK_MODULE + ".nodes"])
     finally:
-        for name in set(sys.modules) - before:
-            if name.split(".")[0] in ("comfy", "comfy_api", "folder_paths") or name.startswith(PACK_MODULE):
-                sys.modules.pop(name, None)
+        for name in [k for k in sys.modules if _ours(k)]:
+            sys.modules.pop(name, None)
         sys.modules.update(saved)
 
 
@@ -86,3 +87,76 @@ def run_node(cls, **inputs):
 def object_info(nodes: dict) -> dict:
     """``/object_info``-shaped dict of the pack's nodes (what the workflow checker validates against)."""
     return {nid: json.loads(json.dumps(cls.GET_NODE_INFO_V1(), default=str)) for nid, cls in nodes.items()}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Tiny models for the tests (built by our code, seeded; nothing downloaded)
+
+TINY_KWARGS = dict(z_dim=32, c_dim=0, w_dim=32, img_resolution=64, img_channels=3,
+                   mapping_kwargs={"num_layers": 2}, synthesis_kwargs={"channel_base": 1024, "channel_max": 32})
+
+
+def tiny_generators(seed: int = 0):
+    """(G_s, G_t): a random 64 px StyleGAN2 and a 'fine-tuned' copy of it (weights nudged by a few percent)."""
+    from hrinv.generator.stylegan2 import Generator
+
+    g = torch.Generator().manual_seed(seed)
+    G_s = Generator(**TINY_KWARGS)
+    with torch.no_grad():
+        for p in G_s.parameters():                     # NVIDIA init is N(0, 1) for every weight and the const;
+            if p.ndim >= 2:                            # re-draw them from the local generator (biases are constants)
+                p.copy_(torch.randn(p.shape, generator=g))
+        for name, b in G_s.named_buffers():
+            if name.endswith("noise_const"):
+                b.copy_(torch.randn(b.shape, generator=g))
+    G_t = Generator(**TINY_KWARGS)
+    G_t.load_state_dict(G_s.state_dict())
+    with torch.no_grad():
+        for p in G_t.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.05 * (p.std() if p.numel() > 1 else 0.0))
+    return G_s, G_t
+
+
+def random_vgg(seed: int = 0):
+    """A VGG16 conv trunk with random (He-style) weights: the real architecture, usable as a perceptual loss."""
+    from hrinv.losses.vgg import VGG16Conv
+
+    g = torch.Generator().manual_seed(seed)
+    vgg = VGG16Conv()
+    with torch.no_grad():
+        for m in vgg.features.values():
+            fan_in = m.weight[0].numel()
+            m.weight.copy_(torch.randn(m.weight.shape, generator=g) * (2.0 / fan_in) ** 0.5)
+            m.bias.zero_()
+    return vgg.eval().requires_grad_(False)
+
+
+class TinyFaceNet(torch.nn.Module):
+    """Stand-in face network for CI without the dlib weights: a fixed random projection of a 16x16 thumbnail."""
+
+    dim = 64
+    input_size = (112, 112)
+
+    def __init__(self, seed: int = 0):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.proj = torch.nn.Parameter(torch.randn(3 * 16 * 16, self.dim, generator=g), requires_grad=False)
+
+    def forward(self, x):
+        x = torch.nn.functional.adaptive_avg_pool2d(x, 16).flatten(1)      # [B, 768]
+        return torch.nn.functional.normalize(x @ self.proj, dim=1)          # [B, 64]
+
+
+def tiny_face_embedder():
+    from hrinv.faceid import FaceEmbedder
+
+    return FaceEmbedder(TinyFaceNet(), "irse50", preprocess="paper").eval().requires_grad_(False)
+
+
+def face_images(n: int, size: int = 64, seed: int = 0) -> torch.Tensor:
+    """``n`` distinct smooth random pictures as a ComfyUI IMAGE [n, size, size, 3] in 0..1 (not faces: no face
+    photos live in the repository)."""
+    g = torch.Generator().manual_seed(seed)
+    low = torch.rand(n, 3, 4, 4, generator=g)
+    img = torch.nn.functional.interpolate(low, size=(size, size), mode="bicubic", align_corners=False)
+    return img.clamp(0, 1).permute(0, 2, 3, 1).contiguous()
