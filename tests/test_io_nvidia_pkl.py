@@ -222,3 +222,30 @@ def test_flipped_bytes_never_crash(tmp_path):
         except (CheckpointCorruptError, CheckpointFormatError, UnsafeCheckpointError):
             pass  # a typed error, or (a flip inside float data) a slightly different network: both fine
     assert not os.path.exists(tmp_path / "ran")
+
+
+def _storage_bytes(values):
+    import io
+    import warnings
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.save(torch.tensor(values, dtype=torch.float32).storage(), buf, _use_new_zipfile_serialization=False)
+    return buf.getvalue()
+
+
+def test_tensor_rebuild_checks_bounds_instead_of_growing_the_storage():
+    from collections import OrderedDict
+    storage = Call(GlobalRef("torch.storage", "_load_from_bytes"), (_storage_bytes([1.0, 2.0, 3.0, 4.0]),))
+
+    def tensor(offset, size, stride):
+        return Call(GlobalRef("torch._utils", "_rebuild_tensor_v2"), (storage, offset, size, stride, False,
+                                                                       OrderedDict()))
+    ok = safe_load_pickle(dumps(tensor(1, (3,), (1,)), protocol=4))
+    assert ok.tolist() == [2.0, 3.0, 4.0]
+    param = safe_load_pickle(dumps(Call(GlobalRef("torch._utils", "_rebuild_parameter"),
+                                        (tensor(0, (2, 2), (2, 1)), False, OrderedDict())), protocol=2))
+    assert param.tolist() == [[1.0, 2.0], [3.0, 4.0]]
+    for offset, size, stride in [(0, (10,), (1,)), (3, (2,), (1,)), (0, (2,), (-1,)), (-1, (1,), (1,))]:
+        with pytest.raises(CheckpointCorruptError, match="storage"):
+            safe_load_pickle(dumps(tensor(offset, size, stride), protocol=4))

@@ -210,7 +210,15 @@ def _storage_of(obj):
 def _rebuild_tensor(storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None, metadata=None):
     untyped, dtype = _storage_of(storage)
     try:
-        t = torch.empty(0, dtype=dtype).set_(untyped, int(storage_offset), tuple(size), tuple(stride))
+        size, stride, offset = tuple(int(s) for s in size), tuple(int(s) for s in stride), int(storage_offset)
+        numel = untyped.nbytes() // torch.empty(0, dtype=dtype).element_size()
+        if len(size) != len(stride) or offset < 0 or any(s < 0 for s in size + stride):
+            raise ValueError(f"size {size} / stride {stride} / offset {offset} are invalid")
+        if all(s > 0 for s in size):  # set_ would silently grow the storage with uninitialised memory
+            last = offset + sum((s - 1) * st for s, st in zip(size, stride))
+            if last >= numel:
+                raise ValueError(f"it needs element {last} of a storage of {numel}")
+        t = torch.empty(0, dtype=dtype).set_(untyped, offset, size, stride)
     except (RuntimeError, TypeError, ValueError) as e:
         raise CheckpointCorruptError(f"a tensor in the pickle does not fit its storage ({e}); the file is damaged") \
             from None
