@@ -18,7 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint as _checkpoint
 
-from hrinv.errors import ShapeError
+from hrinv.errors import InvalidSettingError, ShapeError
 from hrinv.losses.vgg import CONV_INDICES, POOL_INDICES, RELU_INDICES, VGG16Conv, tap_reduction
 
 __all__ = ["PerceptualLoss", "TargetFeatures", "PRESETS", "KNOWN_CALIBRATIONS", "measure_calibration",
@@ -39,8 +39,21 @@ PRESETS = {
 _HIGH_TAPS = (21, 28)
 
 # Per-tap calibration of known weight sets, keyed by the weights' fingerprint (see vgg._fingerprint). Scales are keyed
-# by op index (conv taps and their ReLUs). Produced by benchmarks/measure_calibration.py; see docs/perceptual-loss.md.
-KNOWN_CALIBRATIONS: dict = {}
+# by op index (every conv and ReLU output) and equal 1 / RMS of that output on aligned CelebA-HQ faces at 1024² (the
+# resolution the paper's λ's were tuned at), i.e. calibrated features have unit RMS on real faces. Measured with
+# ``benchmarks/measure_calibration.py --size 1024`` on ../shared/data/faces/celebahq; see docs/perceptual-loss.md for
+# why and for what this can and cannot reproduce.
+KNOWN_CALIBRATIONS: dict = {
+    "5b3a598e0c70e1a1": {
+        "name": "vgg16_imagenet_caffe: unit RMS on CelebA-HQ faces at 1024^2",
+        "convention": "caffe",
+        "scales": {0: 0.0169413, 1: 0.0239259, 2: 0.00524189, 3: 0.00556013, 5: 0.00354629, 6: 0.00474407,
+                   7: 0.00234132, 8: 0.0035363, 10: 0.00187898, 11: 0.00299685, 12: 0.00181321, 13: 0.00291147,
+                   14: 0.00160729, 15: 0.0036456, 17: 0.00211582, 18: 0.00488237, 19: 0.00300741, 20: 0.00863567,
+                   21: 0.00425943, 22: 0.023554, 24: 0.0106265, 25: 0.0347886, 26: 0.019989, 27: 0.075283,
+                   28: 0.0300027, 29: 0.35492},
+    },
+}
 
 
 @dataclass
@@ -114,7 +127,7 @@ class PerceptualLoss(nn.Module):
                  checkpoint: bool = False, tile: int | None = None, tile_halo: int | None = None):
         super().__init__()
         if not isinstance(vgg, VGG16Conv):
-            raise TypeError(f"vgg must be a hrinv.losses.VGG16Conv (from load_vgg16), got {type(vgg).__name__}")
+            raise InvalidSettingError(f"vgg must be a hrinv.losses.VGG16Conv (from load_vgg16), got {type(vgg).__name__}")
         self.vgg = vgg.eval().requires_grad_(False)
         self.kind, self.weights = self._resolve_layers(layers, taps)
         self.ops = {t: (t if self.kind == "conv" else t + 1) for t in self.weights}  # layer -> op index
@@ -123,7 +136,7 @@ class PerceptualLoss(nn.Module):
         self.calibration = self._resolve_calibration(calibration)
         self.checkpoint = bool(checkpoint)
         if tile is not None and (int(tile) < 16):
-            raise ValueError(f"tile must be at least 16 pixels, got {tile}")
+            raise InvalidSettingError(f"tile must be at least 16 pixels, got {tile}")
         align = tap_reduction(self.last_op)
         self.tile = None if tile is None else int(math.ceil(int(tile) / align) * align)
         self.halo = _default_halo(self.last_op) if tile_halo is None else int(tile_halo)
@@ -136,11 +149,11 @@ class PerceptualLoss(nn.Module):
     @staticmethod
     def _resolve_layers(layers, taps):
         if taps is not None and taps not in ("conv", "relu"):
-            raise ValueError(f"taps must be 'conv' or 'relu', got {taps!r}")
+            raise InvalidSettingError(f"taps must be 'conv' or 'relu', got {taps!r}")
         if isinstance(layers, dict):
             bad = [k for k in layers if int(k) not in CONV_INDICES]
             if bad or not layers:
-                raise ValueError(f"layers dict keys must be conv op indices {list(CONV_INDICES)} (the tap is that "
+                raise InvalidSettingError(f"layers dict keys must be conv op indices {list(CONV_INDICES)} (the tap is that "
                                  f"conv's output, or its ReLU with taps='relu'); got {sorted(layers)}")
             return taps or "conv", {int(k): float(v) for k, v in sorted(layers.items())}
         if layers in ("conv", "high"):
@@ -153,10 +166,10 @@ class PerceptualLoss(nn.Module):
         if layers in PRESETS:
             kind, w = PRESETS[layers]
             if taps is not None and taps != kind:
-                raise ValueError(f"preset {layers!r} is defined on {kind} taps; taps={taps!r} contradicts it "
+                raise InvalidSettingError(f"preset {layers!r} is defined on {kind} taps; taps={taps!r} contradicts it "
                                  f"(pass a dict of λ's to combine freely)")
             return kind, dict(w)
-        raise ValueError(f"unknown layers {layers!r}; expected 'conv', 'high', one of {sorted(PRESETS)}, or a dict "
+        raise InvalidSettingError(f"unknown layers {layers!r}; expected 'conv', 'high', one of {sorted(PRESETS)}, or a dict "
                          f"{{conv op index: λ}}")
 
     @staticmethod
@@ -167,7 +180,7 @@ class PerceptualLoss(nn.Module):
             return (ds, ds)
         if isinstance(ds, (tuple, list)) and len(ds) == 2 and all(int(v) > 0 for v in ds):
             return (int(ds[0]), int(ds[1]))
-        raise ValueError(f"downsample must be None, a positive int or an (h, w) pair, got {ds!r}")
+        raise InvalidSettingError(f"downsample must be None, a positive int or an (h, w) pair, got {ds!r}")
 
     def _resolve_calibration(self, cal) -> dict:
         if cal is None or cal == "none":
@@ -181,7 +194,7 @@ class PerceptualLoss(nn.Module):
             return {}
         if isinstance(cal, dict):
             return {int(k): float(v) for k, v in cal.items()}
-        raise ValueError(f"calibration must be 'auto', 'none', None or {{op index: scale}}, got {cal!r}")
+        raise InvalidSettingError(f"calibration must be 'auto', 'none', None or {{op index: scale}}, got {cal!r}")
 
     @property
     def config(self) -> tuple:
@@ -372,6 +385,8 @@ class PerceptualLoss(nn.Module):
             pieces = []
             for layer, op in self.ops.items():
                 g, loc = self._core_slices(op, core, win, H, W)
+                if g[1] <= g[0] or g[3] <= g[2]:
+                    continue  # a thin last tile can have no cell at deep taps
                 t = target.feats[op][..., g[0]:g[1], g[2]:g[3]]
                 mk = None if m is None else self._mask_at(m, op, (g[1] - g[0], g[3] - g[2]), (g[0], g[2]))
                 pieces.append((layer, op, loc, t, mk))

@@ -29,7 +29,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from hrinv.errors import CheckpointCorruptError, CheckpointFormatError, UnsafeCheckpointError, WeightsNotFoundError
+from hrinv.errors import CheckpointCorruptError, InvalidSettingError, CheckpointFormatError, UnsafeCheckpointError, WeightsNotFoundError
 
 __all__ = [
     "CONV_INDICES",
@@ -117,7 +117,7 @@ def _resolve_convention(convention) -> InputConvention:
         return convention
     key = str(convention).lower()
     if key not in _CONVENTION_ALIASES:
-        raise CheckpointFormatError(f"unknown VGG input convention {convention!r}; expected one of "
+        raise InvalidSettingError(f"unknown VGG input convention {convention!r}; expected one of "
                                     f"{sorted(_CONVENTION_ALIASES)} or an InputConvention")
     return _CONVENTION_ALIASES[key]
 
@@ -191,7 +191,7 @@ class VGG16Conv(nn.Module):
         """
         wanted = sorted(set(int(t) for t in taps))
         if not wanted or wanted[0] < 0 or wanted[-1] > _LAST_OP:
-            raise ValueError(f"taps must be op indices in 0..{_LAST_OP}, got {list(taps)}")
+            raise InvalidSettingError(f"taps must be op indices in 0..{_LAST_OP}, got {list(taps)}")
         out = {}
         h = x
         for i in range(wanted[-1] + 1):
