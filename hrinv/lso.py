@@ -342,7 +342,7 @@ def local_style_optimize(G_m, w_m, content: torch.Tensor, loss, config: Optional
             return (loss_fn(pred, target) if has_feats else loss_fn(pred, target)).float().reshape(batch)  # [B]
 
         with torch.no_grad():
-            d0 = d_h(render(w_base, {}))  # [B]
+            d0 = d_h(render(w_base, variables))  # [B] (noise maps at their initial values)
         scale_dh = 1.0 / d0.clamp_min(1e-12) if relative else torch.ones_like(d0)  # [B]
         scale_reg = 1.0 / (w_std * w_std) if relative else 1.0
 
