@@ -167,8 +167,9 @@ def test_relu_variant_and_presets(vgg):
         PerceptualLoss(vgg, "vgg19")
     with pytest.raises(InvalidSettingError, match="conv op indices"):
         PerceptualLoss(vgg, {3: 1.0})
-    with pytest.raises(InvalidSettingError, match="downsample"):
-        PerceptualLoss(vgg, "conv", downsample="half")
+    for bad in ("half", 16, (64, 20)):
+        with pytest.raises(InvalidSettingError, match="downsample"):
+            PerceptualLoss(vgg, "conv", downsample=bad)
 
 
 def test_calibration_options(vgg):
@@ -229,3 +230,22 @@ def test_target_features_is_portable(vgg):
     assert isinstance(t, TargetFeatures) and t.batch == 1 and t.size == (40, 40)
     t64 = t.to(torch.float64)
     assert all(f.dtype == torch.float64 for f in t64.feats.values())
+
+
+def test_comfyui_inference_mode_workflow():
+    """ComfyUI runs nodes under inference_mode: load + target there, optimise under inference_mode(False)."""
+    path = shared_path("weights", "vgg16_imagenet_caffe.safetensors")
+    with torch.inference_mode():
+        vgg = load_vgg16(path)
+        loss = PerceptualLoss(vgg, "conv")
+        t = loss.target(_smooth(40, 40, 22))
+        mask = torch.ones(1, 1, 40, 40)
+        with torch.inference_mode(False):
+            pred = _smooth(40, 40, 23).requires_grad_(True)
+            loss(pred, t, mask=mask).sum().backward()
+    assert pred.grad is not None and pred.grad.abs().sum() > 0
+    with torch.inference_mode():
+        from hrinv.losses import VGG16Conv
+        bad = VGG16Conv("caffe")
+    with pytest.raises(InvalidSettingError, match="inference"):
+        PerceptualLoss(bad, "conv")

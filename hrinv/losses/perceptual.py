@@ -128,6 +128,10 @@ class PerceptualLoss(nn.Module):
         super().__init__()
         if not isinstance(vgg, VGG16Conv):
             raise InvalidSettingError(f"vgg must be a hrinv.losses.VGG16Conv (from load_vgg16), got {type(vgg).__name__}")
+        if any(p.is_inference() for p in vgg.parameters()):
+            raise InvalidSettingError("the VGG parameters are inference tensors (the network was built under "
+                                      "torch.inference_mode()), so no gradient can flow through it; build it with "
+                                      "load_vgg16(), which is safe under inference mode, or outside inference mode")
         self.vgg = vgg.eval().requires_grad_(False)
         self.kind, self.weights = self._resolve_layers(layers, taps)
         self.ops = {t: (t if self.kind == "conv" else t + 1) for t in self.weights}  # layer -> op index
@@ -176,11 +180,12 @@ class PerceptualLoss(nn.Module):
     def _resolve_downsample(ds):
         if ds is None or ds is False or (isinstance(ds, int) and ds <= 0):
             return None
-        if isinstance(ds, int):
+        if isinstance(ds, int) and ds > 32:
             return (ds, ds)
-        if isinstance(ds, (tuple, list)) and len(ds) == 2 and all(int(v) > 0 for v in ds):
+        if isinstance(ds, (tuple, list)) and len(ds) == 2 and all(isinstance(v, int) and v > 32 for v in ds):
             return (int(ds[0]), int(ds[1]))
-        raise InvalidSettingError(f"downsample must be None, a positive int or an (h, w) pair, got {ds!r}")
+        raise InvalidSettingError(f"downsample must be None, an int > 32 or an (h, w) pair of ints > 32 (VGG needs "
+                                  f"more than 32 px), got {ds!r}")
 
     def _resolve_calibration(self, cal) -> dict:
         if cal is None or cal == "none":
@@ -246,11 +251,10 @@ class PerceptualLoss(nn.Module):
         return F.avg_pool2d(m, r) if r > 1 else m  # [Bm, 1, h, w]
 
     def _tap_distance(self, layer, f, t, mask):
-        d = (f.float() - t.float()) * self.scales[layer]  # [B, C, h, w]
-        sq = d.square()
-        if mask is not None:
-            sq = sq * mask
-        return sq.sum(dim=(1, 2, 3))  # [B]
+        d = (f.float() - t.float()).mul_(self.scales[layer])  # [B, C, h, w] (in place on a fresh tensor)
+        if mask is None:
+            return d.square().sum(dim=(1, 2, 3))  # [B]
+        return (d.square() * mask).sum(dim=(1, 2, 3))  # [B]
 
     def _prep_mask(self, mask, img_size, batch):
         if mask is None:
@@ -261,7 +265,7 @@ class PerceptualLoss(nn.Module):
         if tuple(mask.shape[-2:]) != tuple(img_size):
             raise ShapeError(f"mask: spatial size {tuple(mask.shape[-2:])} must equal the image size "
                              f"{tuple(img_size)}")
-        m = mask.detach().float()
+        m = mask.detach().to(torch.float32, copy=True)  # a normal tensor even if mask is an inference tensor
         if self.downsample is not None:
             m = F.interpolate(m, size=self.downsample, mode="area")
         return m

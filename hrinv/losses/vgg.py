@@ -402,9 +402,11 @@ def load_vgg16(path=None, device=None, dtype=None, *, convention=None, timm_name
         conv_obj, why = _resolve_convention(convention), "argument"
     else:
         conv_obj, why = _convention_from_meta(meta, path)
-    vgg = VGG16Conv(conv_obj, device="meta", dtype=dtype or torch.float32)  # no wasted random init
-    vgg = vgg.to_empty(device=device or "cpu")
-    with torch.no_grad():
+    # inference_mode(False): ComfyUI executes nodes under torch.inference_mode(); parameters created there would be
+    # inference tensors, which autograd cannot save, so backward through the loss would fail later.
+    with torch.inference_mode(False), torch.no_grad():
+        vgg = VGG16Conv(conv_obj, device="meta", dtype=dtype or torch.float32)  # no wasted random init
+        vgg = vgg.to_empty(device=device or "cpu")
         for i, (w, b) in convs.items():
             vgg.features[str(i)].weight.copy_(w)
             vgg.features[str(i)].bias.copy_(b)
