@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import CheckpointCorruptError, CheckpointFormatError, WeightsNotFoundError
+from ..errors import CheckpointCorruptError, CheckpointFormatError, HRInvError, WeightsNotFoundError
 from .nvidia_pkl import WHICH, plain_config, read_nvidia_pickle
 from .rosinality import (
     ROSINALITY_SAFE_GLOBALS,
@@ -285,6 +285,18 @@ def read_checkpoint(path, which="G_ema"):
     if which not in WHICH:
         raise ValueError(f"which must be one of {sorted(WHICH)}, got {which!r}")
     path = _check_path(path)
+    try:
+        return _read_checkpoint(path, which)
+    except HRInvError:
+        raise
+    except (KeyError, TypeError, AttributeError, IndexError, ValueError, AssertionError, OverflowError,
+            RecursionError, MemoryError) as e:
+        # untrusted content with a structure no reader anticipated: a typed error, never a crash
+        raise CheckpointFormatError(f"{path} has an unexpected structure for its format ({type(e).__name__}: "
+                                    f"{str(e)[:200]}); it is damaged or a variant we do not read") from None
+
+
+def _read_checkpoint(path, which):
     fmt = sniff_format(path)
     if fmt == "safetensors":
         if which != "G_ema":
@@ -355,7 +367,9 @@ def build_generator(init_kwargs, state_dict, extras=None, device="cpu", dtype=to
     extras = dict(extras or {})
     try:
         G = Generator(**init_kwargs, device="cpu", dtype=torch.float32)
-    except TypeError as e:
+    except HRInvError:
+        raise
+    except (TypeError, ValueError, KeyError, AssertionError, ZeroDivisionError, OverflowError) as e:
         raise CheckpointFormatError(f"{source}: the stored configuration is not one our Generator accepts ({e}); "
                                     f"init_kwargs={json.dumps(init_kwargs)[:300]}") from None
     inr_cfg = extras.get("inr")
@@ -368,7 +382,10 @@ def build_generator(init_kwargs, state_dict, extras=None, device="cpu", dtype=to
     elif any(k.startswith("inr.") for k in state_dict):
         raise CheckpointFormatError(f"{source}: the file has inr.* weights but no INR head configuration")
     _compare_keys(G, state_dict, source)
-    G.load_state_dict(state_dict, strict=True)
+    try:
+        G.load_state_dict(state_dict, strict=True)
+    except RuntimeError as e:
+        raise CheckpointFormatError(f"{source}: the weights could not be loaded ({str(e)[:300]})") from None
     meta = {"source": str(source) if source is not None else None, "format": extras.get("format")}
     for k in ("which", "key", "class_name", "config_from", "dualstylegan", "container"):
         if extras.get(k) is not None:

@@ -307,7 +307,7 @@ def safe_load_pickle(data, what="the file"):
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*TypedStorage is deprecated.*")
-            obj = RestrictedUnpickler(f).load()
+            obj = materialize(RestrictedUnpickler(f).load())
     except (UnsafeCheckpointError, CheckpointFormatError, CheckpointCorruptError):
         raise
     except RecursionError:
@@ -319,7 +319,7 @@ def safe_load_pickle(data, what="the file"):
     except Exception as e:  # noqa: BLE001 - every decoding failure of untrusted bytes becomes a typed error
         raise CheckpointCorruptError(f"{what} could not be decoded as a pickle ({type(e).__name__}: {e}); it is "
                                      f"truncated or damaged. Download or copy it again") from None
-    return materialize(obj)
+    return obj
 
 
 def materialize(obj):
