@@ -158,3 +158,40 @@ def test_pt_without_generator_is_a_format_error(tmp_path):
     torch.save(torch.zeros(3), path)
     with pytest.raises(CheckpointFormatError, match="Tensor"):
         load_generator(path)
+
+
+def _meta_state_dict(shapes):
+    """Shape-only tensors (meta device) for the stock layouts; the 4x4 blur kernels get their real values."""
+    from hrinv.io.rosinality import resample_filter
+    return {k: (resample_filter() * 4 if k.endswith("kernel") else torch.empty(s, device="meta"))
+            for k, s in shapes.items()}
+
+
+@pytest.mark.parametrize("ros,nv", [("ros_stock_size1024_sd512_mlp8_cm2", "nv_stock_cfg_stylegan2_res1024"),
+                                    ("ros_stock_size256_sd512_mlp8_cm2", None),
+                                    ("ros_stock_size64_sd128_mlp8_cm1", None)])
+def test_stock_rosinality_layouts_map_onto_stock_nvidia_layouts(ros, nv):
+    """Full-size layouts (no weights): the converted keys/shapes are those of the NVIDIA network of the same config."""
+    from hrinv.io.checkpoints import infer_nvidia_config
+    from hrinv.io.rosinality import convert_rosinality_state_dict
+    ros_info = json.loads(shared_path("fixtures", "shapes", f"{ros}.json").read_text())
+    init_kwargs, sd, _ = convert_rosinality_state_dict(_meta_state_dict(ros_info["state_dict_shapes"]))
+    cm = ros_info["ctor_kwargs"]["channel_multiplier"]
+    assert init_kwargs["synthesis_kwargs"]["channel_max"] == 512
+    assert init_kwargs["synthesis_kwargs"]["channel_base"] == {2: 32768, 1: 16384}[cm]
+    assert init_kwargs["img_resolution"] == ros_info["ctor_kwargs"]["size"]
+    assert init_kwargs["mapping_kwargs"]["num_layers"] == ros_info["ctor_kwargs"]["n_mlp"]
+    if nv is None:
+        from hrinv.generator.stylegan2 import Generator
+        ref = Generator(**init_kwargs, device="meta").state_dict()
+        assert {k: list(v.shape) for k, v in sd.items()} == {k: list(v.shape) for k, v in ref.items()}
+    else:
+        nv_info = json.loads(shared_path("fixtures", "shapes", f"{nv}.json").read_text())
+        assert {k: list(v.shape) for k, v in sd.items()} == {k: list(s) for k, s in
+                                                             nv_info["state_dict_shapes"].items()}
+        inferred = infer_nvidia_config({k: torch.empty(s, device="meta")
+                                        for k, s in nv_info["state_dict_shapes"].items()})
+        for key in ("z_dim", "w_dim", "c_dim", "img_resolution", "img_channels", "mapping_kwargs"):
+            assert inferred[key] == nv_info["init_kwargs"][key]
+        for key in ("channel_base", "channel_max"):
+            assert inferred["synthesis_kwargs"][key] == nv_info["init_kwargs"]["synthesis_kwargs"][key]
