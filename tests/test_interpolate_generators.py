@@ -156,3 +156,24 @@ def test_warns_on_unrelated_generators_only(pair, caplog):
     with pytest.warns(UserWarning, match="fine-tuned"):
         lerp_generators(G_s, unrelated, "paper")
     assert any("fine-tuned" in r.getMessage() for r in caplog.records if r.name == "HRInv")
+
+
+def test_inr_head_gets_the_last_block_lambda(pair):
+    from hrinv.generator.inr import INRHead
+
+    G_s, G_t = copy.deepcopy(pair[0]), copy.deepcopy(pair[1])
+    R = G_s.img_resolution
+    G_s.attach_inr(_randomise(INRHead(G_s.synthesis.channels[R], R), 11))
+    G_t.attach_inr(_randomise(INRHead(G_t.synthesis.channels[R], R), 11))
+    with torch.no_grad():
+        for t in G_t.inr.parameters():
+            t.add_(0.1)
+    G_m = lerp_generators(G_s, G_t, [0.1, 0.2, 0.3, 0.8])
+    sd_s, sd_t, sd_m = G_s.state_dict(), G_t.state_dict(), G_m.state_dict()
+    inr_keys = [k for k in sd_m if k.startswith("inr.") and sd_m[k].is_floating_point()]
+    assert inr_keys and G_m.inr is not None and G_m.inr is not G_s.inr
+    for key in inr_keys:
+        torch.testing.assert_close(sd_m[key], sd_s[key] + 0.8 * (sd_t[key] - sd_s[key]))
+    G_s.attach_inr(None)
+    with pytest.raises(IncompatibleGeneratorsError, match="INR head"):
+        lerp_generators(G_s, G_t, 0.5)
