@@ -125,6 +125,8 @@ def test_any_global_off_the_allow_list_is_named_in_the_refusal(tmp_path, module,
     'import torch\nx = torch.os.system("touch {m}")\n',
     '__import__("os").system("touch {m}")\n',
     'def f(a=print("x")): pass\nf()\n',
+    'import torch\nvgg = torch.hub.load("someone/repo", "model")\n',
+    'import numpy as np\nstate = np.load("{m}.npy", allow_pickle=True)\n',
 ])
 def test_persistent_record_with_code_running_source_is_refused(tmp_path, src):
     marker = tmp_path / "ran"
@@ -147,7 +149,9 @@ def test_real_stylegan_sources_pass_the_audit():
            '        self.weight = torch.nn.Parameter(torch.randn([b, a]) / lr_multiplier)\n'
            '        self.act = getattr(self, "weight")\n'
            'wavelets = {"haar": [0.7071067811865476, 0.7071067811865476]}\n'
-           'try:\n    import pyspng\nexcept ImportError:\n    pyspng = None\n')
+           'try:\n    import pyspng\nexcept ImportError:\n    pyspng = None\n'
+           'import logging\nimport warnings\nlogger = logging.getLogger(__name__)\n_cache = dict()\n'
+           'warnings.filterwarnings("ignore", category=UserWarning)\n')
     audit_module_source(src, "FullyConnectedLayer")
     audit_module_source("\ufeff# source omitted from fixture", "Generator")
 

@@ -391,6 +391,23 @@ _DEFINITIONS = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDe
                 ast.AnnAssign, ast.Pass)
 
 
+# roots of calls that may stand alone at module level in a real network module
+_BENIGN_IMPORT_TIME_CALLS = {"warnings", "logging", "log", "logger", "print"}
+# callee names that load or fetch something when called at import time
+_FETCH_NAMES = {"load", "loads", "hub", "urlopen", "urlretrieve", "download", "request", "get"}
+
+
+def _root_name(node):
+    while isinstance(node, (ast.Attribute, ast.Call)):
+        node = node.value if isinstance(node, ast.Attribute) else node.func
+    return node.id if isinstance(node, ast.Name) else None
+
+
+def _fetches(func):
+    parts = _short(func).replace("(", ".").split(".")
+    return any(p in _FETCH_NAMES for p in parts)
+
+
 def _short(node):
     try:
         return ast.unparse(node)[:60]
@@ -433,12 +450,15 @@ def audit_module_source(src, class_name="?"):
             if isinstance(node, ast.Expr):
                 if isinstance(node.value, ast.Constant):
                     continue  # docstring
+                if isinstance(node.value, ast.Call) and _root_name(node.value.func) in _BENIGN_IMPORT_TIME_CALLS:
+                    continue  # e.g. warnings.filterwarnings(...)
                 if isinstance(node.value, ast.Call):
                     refuse(node, f"calls '{_short(node.value.func)}' at import time")
                 refuse(node, "evaluates an expression at import time")
             if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None:
+                # ``logger = logging.getLogger(...)``, ``_cache = dict()`` are fine; loading or fetching is not
                 for sub in ast.walk(node.value):
-                    if isinstance(sub, ast.Call):
+                    if isinstance(sub, ast.Call) and _fetches(sub.func):
                         refuse(node, f"calls '{_short(sub.func)}' at import time")
             if isinstance(node, ast.Try):
                 check_block(node.body + node.orelse + node.finalbody)
