@@ -64,7 +64,7 @@ _W_AVG_SEED = 0
 # Format detection
 
 def _check_path(path):
-    path = Path(path)
+    path = Path(path).expanduser()
     if not path.exists():
         raise WeightsNotFoundError(f"checkpoint not found: {path} (expected a .pkl, .pt or .safetensors StyleGAN2 "
                                    f"file; check the path, or put the file in models/stylegan2/)")
