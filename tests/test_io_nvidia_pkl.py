@@ -253,3 +253,17 @@ def test_tensor_rebuild_checks_bounds_instead_of_growing_the_storage():
     for offset, size, stride in [(0, (10,), (1,)), (3, (2,), (1,)), (0, (2,), (-1,)), (-1, (1,), (1,))]:
         with pytest.raises(CheckpointCorruptError, match="storage"):
             safe_load_pickle(dumps(tensor(offset, size, stride), protocol=4))
+
+
+@pytest.mark.parametrize("protocol", [2, 4])
+def test_tensors_pickled_by_current_torch_are_read(protocol):
+    """What a snapshot written with today's torch holds: _rebuild_tensor_v2, _rebuild_parameter(_with_state),
+    _rebuild_from_type_v2 (tensors with Python attributes), legacy storage blobs."""
+    t = torch.arange(6.0).reshape(2, 3)[:, 1:]  # a strided view
+    tagged = torch.ones(3)
+    tagged.note = "x"  # forces _rebuild_from_type_v2
+    obj = {"t": t, "p": torch.nn.Parameter(torch.full((2,), 0.5)), "tagged": tagged, "h": torch.zeros(2).half()}
+    out = safe_load_pickle(pickle.dumps(obj, protocol=protocol))
+    assert torch.equal(out["t"], t) and out["t"].stride() == t.stride()
+    assert torch.equal(out["p"], obj["p"].detach()) and torch.equal(out["tagged"], tagged)
+    assert out["h"].dtype == torch.float16

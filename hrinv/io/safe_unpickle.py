@@ -231,6 +231,18 @@ def _rebuild_parameter(data, requires_grad=False, backward_hooks=None, state=Non
     return data
 
 
+class _TensorTypeMarker:
+    """Stands for ``torch.Tensor`` / ``torch.nn.Parameter`` as the type argument of ``_rebuild_from_type_v2``."""
+
+
+def _rebuild_from_type_v2(func, new_type, args, state=None):
+    # torch >= 1.8 writes tensors that carry Python attributes as _rebuild_from_type_v2(func, type, args, state)
+    if func not in (_rebuild_tensor, _rebuild_parameter) or new_type is not _TensorTypeMarker:
+        raise UnsafeCheckpointError("the pickle rebuilds a tensor through a function or type outside the allow-list; "
+                                    "refused. Nothing was executed")
+    return func(*args)  # the Python attributes (state) are dropped: only values are needed
+
+
 def _load_from_bytes(b):
     if not isinstance(b, (bytes, bytearray)):
         raise CheckpointFormatError("torch.storage._load_from_bytes got something other than bytes")
@@ -250,6 +262,9 @@ def _allowed_globals():
         ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
         ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
         ("torch.storage", "_load_from_bytes"): _load_from_bytes,
+        ("torch._tensor", "_rebuild_from_type_v2"): _rebuild_from_type_v2,
+        ("torch", "Tensor"): _TensorTypeMarker,
+        ("torch.nn.parameter", "Parameter"): _TensorTypeMarker,
         ("numpy", "dtype"): _NpDtype,
         ("numpy", "ndarray"): _NDArrayMarker,
     }
