@@ -16,6 +16,8 @@ global in the file                                          what we use instead
 ``collections.OrderedDict``, ``builtins.set/frozenset``     the builtins themselves (no side effects)
 ``_codecs.encode`` (protocol-2 bytes)                       ``str.encode`` restricted to latin-1
 ``torch._utils._rebuild_tensor_v2``, ``_rebuild_parameter`` our re-implementation over an already-loaded storage
+``torch._tensor._rebuild_from_type_v2`` (+ ``torch.Tensor``,  only around the two rebuild functions above
+``torch.nn.parameter.Parameter`` as type markers)
 ``torch.storage._load_from_bytes``                          ``torch.load(..., weights_only=True)`` on the bytes
 ``numpy.dtype``, ``numpy(._)core.multiarray.scalar`` /      numeric dtypes only, rebuilt with ``np.frombuffer``
 ``_reconstruct``, ``numpy.ndarray``
