@@ -190,3 +190,19 @@ def test_nvidia_state_dict_with_missing_keys_is_rejected(tmp_path):
 def test_which_is_validated():
     with pytest.raises(ValueError, match="which"):
         read_checkpoint(shared_path("fixtures", "nv_tiny", "network.pkl"), which="D")
+
+
+def test_pickled_plain_state_dicts(nv_tiny_G, tmp_path):
+    import pickle
+    p = tmp_path / "sd.pkl"
+    p.write_bytes(pickle.dumps(nv_tiny_G.state_dict(), protocol=4))
+    G = load_generator(p)
+    assert G.meta["format"] == "pickle:nvidia-state-dict" and _equal_state(G, nv_tiny_G)
+    ros = torch.load(shared_path("fixtures", "ros_cm2_32", "checkpoint.pt"), weights_only=True)["g_ema"]
+    p.write_bytes(pickle.dumps(ros, protocol=2))
+    _, sd, extras = read_checkpoint(p)
+    assert sd["synthesis.b4.const"].shape == (32, 4, 4)
+    assert extras["format"] == "pickle:rosinality-state-dict" and extras["w_avg_missing"]
+    p.write_bytes(pickle.dumps({"a": torch.zeros(2)}, protocol=2))
+    with pytest.raises(CheckpointFormatError, match="not a StyleGAN2 generator"):
+        load_generator(p)

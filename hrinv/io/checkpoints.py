@@ -306,6 +306,8 @@ def _read_checkpoint(path, which):
         return _read_torch(path, which, fmt)
     with open(path, "rb") as f:
         init_kwargs, sd, extras = read_nvidia_pickle(f, which=which, what=str(path))
+    if extras.get("format") == "pickle-state-dict":
+        return _from_plain_sd(sd, path, "pickle")
     if extras.get("format") == "tf-legacy":
         from .tf_legacy import convert_tf_pickle
         return convert_tf_pickle(extras["tf"], which=which, what=str(path))

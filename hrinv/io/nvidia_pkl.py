@@ -89,7 +89,8 @@ def read_nvidia_pickle(data, which="G_ema", what="the file"):
         ``init_kwargs`` (plain dict, exactly ``G.init_kwargs``), ``state_dict`` (NVIDIA names, CPU tensors),
         ``extras`` (``{"format": "nvidia-pkl", "class_name", "snapshot_keys", "tf": obj}``). A legacy TensorFlow
         pickle is returned as ``extras["tf"]`` (the unpickled tuple) with empty config/state for
-        :mod:`hrinv.io.tf_legacy` to convert.
+        :mod:`hrinv.io.tf_legacy` to convert; a pickled flat dict of tensors as ``({}, dict, {"format":
+        "pickle-state-dict"})``.
 
     Raises:
         UnsafeCheckpointError, CheckpointCorruptError, CheckpointFormatError (see :mod:`hrinv.io.safe_unpickle`).
@@ -103,6 +104,8 @@ def read_nvidia_pickle(data, which="G_ema", what="the file"):
     if not isinstance(obj, dict):
         raise CheckpointFormatError(f"{what} is a pickle of a {type(obj).__name__}, not a stylegan2-ada-pytorch "
                                     f"snapshot (a dict with 'G_ema'). Expected a network-snapshot-*.pkl")
+    if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return {}, obj, {"format": "pickle-state-dict"}  # a pickled plain state dict; the caller maps it
     key = WHICH[which]
     net = obj.get(key)
     if net is None:
