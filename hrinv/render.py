@@ -119,10 +119,10 @@ def render(G, ws, height, width, *, noise_mode="const", noise=None, mode="auto",
                 callback(1, 1, None)
             return out
         head = G.inr
-        feat, rgb = head.prepare(x, img, canvas)
+        proj, rgb = head.prepare(x, img, canvas)  # native-size maps (features projected to the MLP width)
         pieces = _tiles(rows, cols, tile)
         for i, ((r0, r1), (c0, c1)) in enumerate(pieces):
-            piece = head.render_region(feat, rgb, canvas, (r0, r1), (c0, c1))  # [B, C, r1 - r0, c1 - c0]
+            piece = head.render_region(proj, rgb, canvas, (r0, r1), (c0, c1))  # [B, C, r1 - r0, c1 - c0]
             if clamp:
                 piece = piece.clamp(-1, 1)
             y, xo = oy + r0 - rows[0], ox + c0 - cols[0]

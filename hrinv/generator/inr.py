@@ -126,11 +126,26 @@ class INRHead(torch.nn.Module):
                 f"needs {want}. Fit a head for this generator with hrinv.fit_inr_head(G) / `hrinv fit-inr`.")
 
     # -- rendering -----------------------------------------------------------------------------------------------------
-    def prepare(self, x, img, shape):
-        """Maps the head samples for an output of ``shape = (H, W)``.
+    def _dtype(self, t):
+        return torch.promote_types(t.dtype, self.fc0.weight.dtype)
 
-        Along an axis where the output is smaller than the native map, the maps are first resized with an antialiased
-        filter to the output size (so downscaled renders do not alias). Returns ``(feat, rgb)``.
+    def project(self, x):
+        """First MLP layer's feature part, applied at the map's own resolution: ``[B, C, h, w] -> [B, hidden, h, w]``.
+
+        Bilinear sampling with border padding is a convex combination of 4 taps, so projecting before sampling equals
+        projecting after it; doing it first makes the per-output-pixel cost and memory scale with ``hidden``, not C.
+        The feature normalisation (``feat_mean``, ``feat_std``) and the first bias are folded in here.
+        """
+        dtype = self._dtype(x)
+        w0 = self.fc0.weight.to(dtype)[:, :self.in_channels] / self.feat_std.to(dtype)  # [hidden, C]
+        b0 = self.fc0.bias.to(dtype) - w0 @ self.feat_mean.to(dtype)  # [hidden]
+        return F.conv2d(x.to(dtype), w0[:, :, None, None], b0)  # [B, hidden, h, w]
+
+    def prepare(self, x, img, shape):
+        """The maps :meth:`render_region` samples for an output of ``shape = (H, W)``: ``(projected features, rgb)``.
+
+        Along an axis where the output is smaller than the native map, features and image are first resized with an
+        antialiased filter to the output size (so downscaled renders do not alias).
         """
         H, W = _check_shape(shape)
         if x.ndim != 4 or x.shape[1] != self.in_channels or img.ndim != 4 or img.shape[1] != self.img_channels:
@@ -140,26 +155,27 @@ class INRHead(torch.nn.Module):
         if (h, w) != tuple(x.shape[2:]):
             x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
             img = F.interpolate(img, size=(h, w), mode="bicubic", align_corners=False, antialias=True)
-        return x, img
+        return self.project(x), img.to(self._dtype(img))
 
-    def query(self, feat, rgb, v, u, cell):
+    def query(self, proj, rgb, v, u, cell):
         """Evaluate the head on the outer-product grid of row coordinates ``v [h]`` and column coordinates ``u [w]``.
 
         Args:
-            feat: ``[B, C, Hin, Win]`` feature map. rgb: ``[B, 3, Hin, Win]`` image.
+            proj: ``[B, hidden, Hin, Win]`` from :meth:`project`. rgb: ``[B, 3, Hin, Win]`` image.
             v, u: Normalised coordinates in (-1, 1) (``align_corners=False`` convention).
             cell: ``(cell_y, cell_x)``: input pixels per output pixel.
 
         Returns:
             ``[B, 3, h, w]``.
         """
-        B, _, hin, win = feat.shape
-        dtype = feat.dtype
-        v = v.to(device=feat.device, dtype=dtype)
-        u = u.to(device=feat.device, dtype=dtype)
+        B, _, hin, win = proj.shape
+        dtype = proj.dtype
+        rgb = rgb.to(dtype)
+        v = v.to(device=proj.device, dtype=dtype)
+        u = u.to(device=proj.device, dtype=dtype)
         gy, gx = torch.meshgrid(v, u, indexing="ij")  # [h, w]
         grid = torch.stack([gx, gy], dim=-1).unsqueeze(0).expand(B, -1, -1, -1)  # [B, h, w, 2]
-        f = F.grid_sample(feat, grid, mode="bilinear", padding_mode="border", align_corners=False)  # [B, C, h, w]
+        hdn = F.grid_sample(proj, grid, mode="bilinear", padding_mode="border", align_corners=False)  # [B, hid, h, w]
         base = F.grid_sample(rgb, grid, mode="bicubic", padding_mode="border", align_corners=False)  # [B, 3, h, w]
         py, px = ((v + 1) * hin - 1) / 2, ((u + 1) * win - 1) / 2  # input pixel units
         dy = py - py.round().clamp(0, hin - 1)  # [h]
@@ -168,21 +184,23 @@ class INRHead(torch.nn.Module):
         gate = (torch.sin(math.pi * dy2).square() + torch.sin(math.pi * dx2).square()).sqrt()  # [h, w], 0 at centres
         geom = torch.stack([dx2, dy2, torch.full_like(dx2, float(cell[1])), torch.full_like(dx2, float(cell[0])),
                             gx, gy], dim=0)  # [6, h, w]
-        f = (f - self.feat_mean.view(1, -1, 1, 1).to(dtype)) / self.feat_std.view(1, -1, 1, 1).to(dtype)
-        inp = torch.cat([f, base, geom.unsqueeze(0).expand(B, -1, -1, -1)], dim=1)  # [B, C+3+6, h, w]
-        inp = inp.permute(0, 2, 3, 1).to(self.fc0.weight.dtype)  # [B, h, w, C+9]
-        hdn = F.leaky_relu(self.fc0(inp), 0.2)
-        hdn = F.leaky_relu(self.fc1(hdn), 0.2)
-        res = self.fc2(hdn).permute(0, 3, 1, 2).to(dtype)  # [B, 3, h, w]
+        # The rest of the MLP runs as 1x1 convolutions on channel-first maps; the coordinate part is batch-independent.
+        C, K = self.in_channels, self.img_channels
+        w0 = self.fc0.weight.to(dtype)  # [hidden, C + 3 + 6]
+        hdn = hdn + F.conv2d(base, w0[:, C:C + K, None, None])
+        hdn = hdn + torch.einsum("kg,ghw->khw", w0[:, C + K:], geom).unsqueeze(0)
+        hdn = F.leaky_relu(hdn, 0.2)
+        hdn = F.leaky_relu(F.conv2d(hdn, self.fc1.weight.to(dtype)[:, :, None, None], self.fc1.bias.to(dtype)), 0.2)
+        res = F.conv2d(hdn, self.fc2.weight.to(dtype)[:, :, None, None], self.fc2.bias.to(dtype))  # [B, 3, h, w]
         return base + res * gate.to(dtype)
 
-    def render_region(self, feat, rgb, shape, rows, cols):
-        """Render rows ``rows = (y0, y1)`` and columns ``cols = (x0, x1)`` of a ``shape = (H, W)`` output from maps
+    def render_region(self, proj, rgb, shape, rows, cols):
+        """Render rows ``rows = (y0, y1)`` and columns ``cols = (x0, x1)`` of a ``shape = (H, W)`` output from the maps
         returned by :meth:`prepare`. Returns ``[B, 3, y1 - y0, x1 - x0]``."""
         H, W = _check_shape(shape)
-        v = pixel_centres(H, rows[0], rows[1], device=feat.device)
-        u = pixel_centres(W, cols[0], cols[1], device=feat.device)
-        return self.query(feat, rgb, v, u, (feat.shape[2] / H, feat.shape[3] / W))
+        v = pixel_centres(H, rows[0], rows[1], device=proj.device)
+        u = pixel_centres(W, cols[0], cols[1], device=proj.device)
+        return self.query(proj, rgb, v, u, (proj.shape[2] / H, proj.shape[3] / W))
 
     def forward(self, x, img, shape):
         """Render the whole ``shape = (H, W)`` output from features ``x [B, C, R, R]`` and image ``img [B, 3, R, R]``.
@@ -191,8 +209,8 @@ class INRHead(torch.nn.Module):
             ``[B, 3, H, W]``, about [-1, 1]; equal to ``img`` (up to float rounding) when ``shape == (R, R)``.
         """
         H, W = _check_shape(shape)
-        feat, rgb = self.prepare(x, img, (H, W))
-        return self.render_region(feat, rgb, (H, W), (0, H), (0, W))
+        proj, rgb = self.prepare(x, img, (H, W))
+        return self.render_region(proj, rgb, (H, W), (0, H), (0, W))
 
     def extra_repr(self):
         return f"in_channels={self.in_channels}, img_resolution={self.img_resolution}, hidden={self.hidden}"
@@ -247,7 +265,7 @@ def _eval_head(head, G, generator, device, psi, batch=4):
         h = max(2, R // 2)
         xs = F.interpolate(x, size=(h, h), mode="bilinear", align_corners=False, antialias=True)
         imgs = F.interpolate(img, size=(h, h), mode="bicubic", align_corners=False, antialias=True)
-        sr = head.render_region(xs, imgs, (R, R), (0, R), (0, R))
+        sr = head.render_region(head.project(xs), imgs, (R, R), (0, R), (0, R))
         bic = F.interpolate(imgs, size=(R, R), mode="bicubic", align_corners=False)
     return {"psnr_native_db": native, "psnr_2x_head_db": psnr(sr, img).mean().item(),
             "psnr_2x_bicubic_db": psnr(bic, img).mean().item()}
@@ -309,7 +327,7 @@ def fit_inr_head(G, steps=500, batch=8, lr=2e-3, *, generator=None, device=None,
         rows = torch.randperm(R, generator=generator, device=generator.device)[:n].sort().values.to(device)
         cols = torch.randperm(R, generator=generator, device=generator.device)[:n].sort().values.to(device)
         v, u = (2 * rows.float() + 1) / R - 1, (2 * cols.float() + 1) / R - 1
-        pred = head.query(xs, imgs, v, u, (xs.shape[2] / R, xs.shape[3] / R))  # [B, 3, n, n]
+        pred = head.query(head.project(xs), imgs, v, u, (xs.shape[2] / R, xs.shape[3] / R))  # [B, 3, n, n]
         target = img[:, :, rows][:, :, :, cols]  # [B, 3, n, n]
         loss = (pred - target).abs().mean() + (pred - target).square().mean()
         opt.zero_grad(set_to_none=True)
