@@ -177,3 +177,19 @@ def test_inr_head_gets_the_last_block_lambda(pair):
     G_s.attach_inr(None)
     with pytest.raises(IncompatibleGeneratorsError, match="INR head"):
         lerp_generators(G_s, G_t, 0.5)
+
+
+def test_real_snapshot_pair_g_and_g_ema():
+    """The NVIDIA fixture snapshot holds G_ema and the training G (= G_ema + N(0, 0.05)): a related pair."""
+    from conftest import shared_path
+    from hrinv.io.checkpoints import load_generator
+
+    pkl = shared_path("fixtures", "nv_tiny", "network_proto4.pkl")
+    G_ema, G = load_generator(pkl), load_generator(pkl, which="G")
+    rel = generator_relation(G_ema, G)
+    assert rel["looks_finetuned"] and rel["median_cosine"] > 0.99
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        G_m = lerp_generators(G_ema, G, "swap:b16")
+    assert torch.equal(G_m.state_dict()["synthesis.b8.conv0.weight"], G_ema.state_dict()["synthesis.b8.conv0.weight"])
+    assert torch.equal(G_m.state_dict()["synthesis.b16.conv0.weight"], G.state_dict()["synthesis.b16.conv0.weight"])
