@@ -15,6 +15,7 @@ import contextlib
 import copy
 import logging
 import os
+import traceback
 from typing import Callable, Iterator, Optional
 
 import torch
@@ -165,6 +166,12 @@ def device_session(*modules: Optional[torch.nn.Module], working_bytes: int = 0) 
         if device.type != "cpu":
             mm.free_memory(module_bytes(*[m for m in modules if m is not None]) + int(working_bytes), device)
         yield device
+    except BaseException as exc:
+        # The traceback keeps the failed call's frames, and with them its device copies of the networks and its
+        # activations, alive for as long as the host holds the exception. Drop their locals (the report's file /
+        # line information stays) so that an error or Cancel leaves nothing on the device.
+        traceback.clear_frames(exc.__traceback__)
+        raise
     finally:
         if device.type != "cpu":
             mm.soft_empty_cache()

@@ -95,27 +95,20 @@ class IDRetrievalScore(io.ComfyNode):
         check_image(content, "content")
         check_image(stylised, "stylised")
         labels = content_labels(content_index, content.shape[0], stylised.shape[0])
+        from hrinv.metrics.id_retrieval import id_retrieval
+
         emb = face_embedder.model
         with _comfy.device_session(emb) as device, torch.no_grad(), _comfy.no_inference_mode():
             net = _comfy.device_copy(emb, device)
             to_bchw = lambda x: x[..., :3].permute(0, 3, 1, 2).float().clone()         # noqa: E731  [B, 3, H, W]
-            e_c = net.embed(to_bchw(content)).float().cpu()                            # [N, D]
-            e_s = net.embed(to_bchw(stylised)).float().cpu()                           # [M, D]
-        thr = float(threshold) or float(getattr(emb, "threshold", 1.5) or 1.5)
-        d = torch.cdist(e_s, e_c).pow(2)                                                # [M, N] squared distances
-        nearest = d.argmin(dim=1).tolist()
-        hits = [n == l for n, l in zip(nearest, labels)]
-        hits_thr = [h and float(d[j, nearest[j]]) <= thr for j, h in enumerate(hits)]
-        top1 = sum(hits) / len(hits)
-        lines = [f"ID retrieval with {getattr(emb, 'name', face_embedder.label)} ({face_embedder.label}): "
-                 f"top-1 {100 * top1:.2f}% ({sum(hits)}/{len(hits)}), thresholded at {thr:g}: "
-                 f"{100 * sum(hits_thr) / len(hits):.2f}%; chance = {100 / content.shape[0]:.2f}%",
-                 "stylised | own content | nearest | d(own) | d(nearest) | hit"]
-        for j in range(len(labels)):
-            lines.append(f"{j} | {labels[j]} | {nearest[j]} | {float(d[j, labels[j]]):.4f} | "
-                         f"{float(d[j, nearest[j]]):.4f} | {'yes' if hits[j] else 'NO'}")
-        grid = match_grid(content, stylised, labels, nearest, hits)
-        return io.NodeOutput(float(top1), "\n".join(lines), grid)
-
+            res = id_retrieval(to_bchw(content), to_bchw(stylised), labels, embedder=net,
+                               threshold=float(threshold) or None)
+        lines = [res.table(), "", "stylised | own content | nearest | sq. dist own | sq. dist nearest | rank | hit"]
+        for j in range(res.num_stylized):
+            lines.append(f"{j} | {int(res.labels[j])} | {int(res.nearest[j])} | {float(res.true_distance[j]):.4f} | "
+                         f"{float(res.nearest_distance[j]):.4f} | {int(res.true_rank[j])} | "
+                         f"{'yes' if bool(res.hits[j]) else 'NO'}")
+        grid = match_grid(content, stylised, res.labels.tolist(), res.nearest.tolist(), res.hits.tolist())
+        return io.NodeOutput(float(res.top1), "\n".join(lines), grid)
 
 NODES = [IDRetrievalScore]

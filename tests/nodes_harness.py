@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -19,6 +20,7 @@ from types import SimpleNamespace
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+SHARED_WEIGHTS = Path(os.environ.get("HRINV_SHARED", REPO.parent / "shared")).resolve() / "weights"
 STUBS = Path(__file__).resolve().parent / "comfy_stubs"
 STUB_MODULES = {
     "folder_paths": STUBS / "folder_paths.py",
