@@ -20,7 +20,7 @@ import torch
 
 from .errors import ImageReadError
 
-__all__ = ["IMAGE_EXTENSIONS", "read_image", "list_images", "pil_to_tensor"]
+__all__ = ["IMAGE_EXTENSIONS", "list_images", "pil_to_tensor", "read_image"]
 
 log = logging.getLogger("HRInv")
 

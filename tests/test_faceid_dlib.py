@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 import torch
-
 from conftest import shared_path
+
 from hrinv.errors import CheckpointCorruptError, CheckpointFormatError, ShapeError, WeightsNotFoundError
 from hrinv.faceid.dlib_resnet import add_prev, load_dlib_resnet, parse_dlib_dat
 

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 import torch
-
 from conftest import shared_path
+
 from hrinv.errors import ShapeError, WeightsNotFoundError
 from hrinv.faceid import load_face_embedder
 from hrinv.faceid.preprocess import crop_box, preprocess

@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-
 from conftest import shared_path
+
 from hrinv.errors import CheckpointFormatError, ShapeError, WeightsNotFoundError
 from hrinv.faceid import load_face_embedder
 from hrinv.faceid.irse50 import IRSE50, load_irse50

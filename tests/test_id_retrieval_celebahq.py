@@ -6,12 +6,13 @@ CelebA identity are each other's nearest neighbour.
 """
 
 import io
+
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import shared_path
 from PIL import Image
 
-from conftest import shared_path
 from hrinv.faceid import load_face_embedder
 from hrinv.imageio import read_image
 from hrinv.metrics.id_retrieval import id_retrieval

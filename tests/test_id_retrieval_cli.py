@@ -4,9 +4,9 @@ import json
 import shutil
 
 import pytest
+from conftest import shared_path
 from PIL import Image
 
-from conftest import shared_path
 from hrinv.cli import main
 
 

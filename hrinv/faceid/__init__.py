@@ -10,4 +10,4 @@
 from .embedder import FaceEmbedder, default_search_dirs, load_face_embedder
 from .preprocess import PREPROCESS
 
-__all__ = ["FaceEmbedder", "load_face_embedder", "default_search_dirs", "PREPROCESS"]
+__all__ = ["PREPROCESS", "FaceEmbedder", "default_search_dirs", "load_face_embedder"]

@@ -33,7 +33,7 @@ from torch import nn
 
 from ..errors import CheckpointCorruptError, CheckpointFormatError, ShapeError, WeightsNotFoundError
 
-__all__ = ["DlibFaceResNet", "parse_dlib_dat", "load_dlib_resnet"]
+__all__ = ["DlibFaceResNet", "load_dlib_resnet", "parse_dlib_dat"]
 
 log = logging.getLogger("HRInv")
 
@@ -166,13 +166,13 @@ def _read_fc(r, tag):
     layer = DlibLayer(tag)
     layer.fields["num_outputs"], layer.fields["num_inputs"] = r.int(), r.int()
     params = r.tensor().reshape(-1)
-    w_shape, b_shape = r.alias(), r.alias()
+    w_shape, _ = r.alias(), r.alias()  # weights [in, out, 1, 1], biases
     layer.fields["bias_mode"] = r.int()  # 0 = has bias, 1 = no bias
     for _ in range(4):
         r.double()
     n_in, n_out = layer.fields["num_inputs"], layer.fields["num_outputs"]
     n_b = n_out if layer.fields["bias_mode"] == 0 else 0
-    if params.size != n_in * n_out + n_b:
+    if params.size != n_in * n_out + n_b or w_shape[:2] != (n_in, n_out):
         r._fail(f"{tag}: {params.size} parameters do not fit a {n_in}x{n_out} weight (+{n_b} biases)")
     layer.arrays["weight"] = params[:n_in * n_out].reshape(n_in, n_out)  # dlib: y = x @ W
     layer.arrays["bias"] = params[n_in * n_out:] if n_b else None
@@ -336,7 +336,7 @@ class DlibFaceResNet(nn.Module):
     def __init__(self, stem, blocks, fc, meta, device=None, dtype=None):
         super().__init__()
         dd = {"device": device, "dtype": dtype}
-        conv, aff, _, pool = stem
+        conv, _, _, pool = stem  # con, affine, relu, max_pool
         self.conv1, self.affine1 = _conv_from(conv, **dd), _Affine(conv.fields["num_filters"], **dd)
         pf = pool.fields
         self.stem_pool = ((pf["nr"], pf["nc"]), (pf["stride_y"], pf["stride_x"]), (pf["pad_y"], pf["pad_x"]))

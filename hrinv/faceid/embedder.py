@@ -8,9 +8,10 @@ import torch
 from torch import nn
 
 from ..errors import ShapeError, WeightsNotFoundError
-from .preprocess import PREPROCESS, preprocess as _preprocess
+from .preprocess import PREPROCESS
+from .preprocess import preprocess as _preprocess
 
-__all__ = ["FaceEmbedder", "load_face_embedder", "KNOWN_WEIGHTS", "default_search_dirs"]
+__all__ = ["KNOWN_WEIGHTS", "FaceEmbedder", "default_search_dirs", "load_face_embedder"]
 
 log = logging.getLogger("HRInv")
 

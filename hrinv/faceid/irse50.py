@@ -20,7 +20,7 @@ from torch import nn
 
 from ..errors import CheckpointCorruptError, CheckpointFormatError, ShapeError, WeightsNotFoundError
 
-__all__ = ["IRSE50", "load_irse50", "STAGES"]
+__all__ = ["IRSE50", "STAGES", "load_irse50"]
 
 log = logging.getLogger("HRInv")
 
@@ -166,7 +166,7 @@ def load_irse50(path, device=None, dtype=None):
             obj = load_file(str(path))
         else:
             obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # pickle errors, zip errors, unsupported globals
+    except Exception as e:  # noqa: BLE001 - torch.load/safetensors raise many types (pickle, zip, globals)
         msg = str(e).splitlines()[0][:300]
         if "weights_only" in str(e) or "Unsupported global" in str(e):
             raise CheckpointFormatError(f"{path}: refused to load, the file is not a plain tensor state dict "

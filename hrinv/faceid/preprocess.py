@@ -20,12 +20,11 @@ IR-SE50, dlib's ``(255 x - mean) / 256`` inside the dlib network).
 ``none``: no change; the image must already have the network's input size (values in [0, 1]).
 """
 
-import torch
 import torch.nn.functional as F
 
 from ..errors import ShapeError
 
-__all__ = ["PREPROCESS", "DLIB_CHIP_BOX", "preprocess", "resize", "crop_box"]
+__all__ = ["DLIB_CHIP_BOX", "PREPROCESS", "crop_box", "preprocess", "resize"]
 
 # (centre x, centre y, side), as fractions of the image width/height.
 DLIB_CHIP_BOX = (0.502, 0.617, 0.698)

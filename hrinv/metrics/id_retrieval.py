@@ -23,8 +23,14 @@ import torch
 
 from ..errors import DatasetLayoutError, ShapeError
 
-__all__ = ["IDRetrievalResult", "id_retrieval", "id_retrieval_from_folders", "scan_layout", "embed_files",
-           "default_threshold"]
+__all__ = [
+    "IDRetrievalResult",
+    "default_threshold",
+    "embed_files",
+    "id_retrieval",
+    "id_retrieval_from_folders",
+    "scan_layout",
+]
 
 log = logging.getLogger("HRInv")
 
@@ -110,7 +116,7 @@ class IDRetrievalResult:
 
     def table(self, per_content=True):
         """A plain-text table of the headline numbers (and per-content accuracy)."""
-        pct = lambda v: "-" if v is None else f"{100 * v:6.2f} %"  # noqa: E731
+        pct = lambda v: "-" if v is None else f"{100 * v:6.2f} %"
         rows = [("ID retrieval (top-1)", pct(self.top1)),
                 (f"ID retrieval (thresh {self.threshold:g})" if self.threshold is not None
                  else "ID retrieval (thresholded)", pct(self.top1_thresholded)),
