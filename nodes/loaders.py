@@ -141,11 +141,12 @@ class LoadFaceEmbedder(io.ComfyNode):
             node_id="HRInv_LoadFaceEmbedder",
             display_name="Load face-embedding network (HRInv)",
             category=f"{CATEGORY}/loaders",
-            description="Load a face-recognition network from models/facerecog for the ID-retrieval score: dlib's "
-                        "dlib_face_recognition_resnet_model_v1.dat (the paper's metric) or an IR-SE50 ArcFace .pth.",
+            description="Load a face-recognition network from models/facerecog for the ID-retrieval score: ArcFace "
+                        "IR-SE50 model_ir_se50.pth (the paper's network) or dlib's "
+                        "dlib_face_recognition_resnet_model_v1.dat (CC0-licensed, no extra install).",
             inputs=[io.Combo.Input("model_name", options=_comfy.list_files("hrinv_faceid"),
-                                   tooltip="Face-embedding weights in models/facerecog, e.g. "
-                                           "dlib_face_recognition_resnet_model_v1.dat.")],
+                                   tooltip="Face-embedding weights in models/facerecog: model_ir_se50.pth "
+                                           "(ArcFace) or dlib_face_recognition_resnet_model_v1.dat (dlib).")],
             outputs=[FACE_EMBEDDER.Output(display_name="face_embedder", tooltip="Face-embedding network for the "
                                                                                 "ID-retrieval score.")],
         )
