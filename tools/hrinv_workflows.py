@@ -428,39 +428,52 @@ def substitute(graph: dict, files: dict, steps: int = 2, size: int = 64, lso_ste
 COLOURS = {"HRInv_": (52, 78, 120), "LoadImage": (60, 95, 60), "Save": (110, 70, 45), "Preview": (110, 70, 45)}
 
 
-def draw_schematic(ui: dict, title: str, path: Path, width: int = 768) -> None:
-    """A 16:10 JPEG of the graph: one box per node (title + type), arrows for links. Our own drawing, no images
-    from anywhere else."""
+def _font(size: int):
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)          # Pillow >= 10.1: scalable built-in font
+    except TypeError:
+        return ImageFont.load_default()
+
+
+def draw_schematic(ui: dict, title: str, path: Path, width: int = 960) -> None:
+    """A JPEG of the graph: one box per node (title + node type), links coloured by kind (ours gold, images blue).
+    Our own drawing from the workflow itself; no pictures from anywhere else."""
     from PIL import Image, ImageDraw
 
     xs = [n["pos"][0] for n in ui["nodes"]]
     ys = [n["pos"][1] for n in ui["nodes"]]
-    bw, bh = 340, 120
-    W, H = max(xs) + bw + 40, max(ys) + bh + 40 + 60
+    bw, bh, top = 340, 150, 90
+    W, H = max(xs) + bw + 40, max(ys) + bh + 40 + top
     scale = width / W
-    img = Image.new("RGB", (width, max(int(H * scale), int(width * 0.5))), (28, 28, 32))
+    img = Image.new("RGB", (width, max(int(H * scale), int(width * 0.45))), (30, 31, 36))
     dr = ImageDraw.Draw(img)
-    dr.text((12, 8), title, fill=(235, 235, 235))
-    off = 40
+    dr.text((14, 10), title, fill=(240, 240, 240), font=_font(22))
+    f_title, f_type = _font(max(10, int(30 * scale))), _font(max(9, int(24 * scale)))
 
     def box(n):
         x, y = n["pos"]
-        return (x * scale, (y + off) * scale, (x + bw) * scale, (y + off + bh) * scale)
+        return (x * scale, (y + top) * scale, (x + bw) * scale, (y + top + bh) * scale)
 
     nodes = {n["id"]: n for n in ui["nodes"]}
     for _, src, _, dst, _, t in ui["links"]:
         a, b = box(nodes[src]), box(nodes[dst])
         p, q = (a[2], (a[1] + a[3]) / 2), (b[0], (b[1] + b[3]) / 2)
-        colour = (200, 170, 80) if t.startswith("HRINV") else (120, 170, 220)
-        dr.line([p, ((p[0] + q[0]) / 2, p[1]), ((p[0] + q[0]) / 2, q[1]), q], fill=colour, width=2)
+        colour = (214, 178, 84) if t.startswith("HRINV") else (112, 168, 224)
+        mid = (p[0] + q[0]) / 2 if q[0] > p[0] else p[0] + 8
+        dr.line([p, (mid, p[1]), (mid, q[1]), q], fill=colour, width=2)
     for n in ui["nodes"]:
         colour = next((c for k, c in COLOURS.items() if n["type"].startswith(k) or k in n["type"]), (70, 70, 80))
         x0, y0, x1, y1 = box(n)
-        dr.rounded_rectangle((x0, y0, x1, y1), radius=6, fill=colour, outline=(200, 200, 210))
-        dr.text((x0 + 5, y0 + 4), n.get("title", n["type"])[:34], fill=(255, 255, 255))
-        dr.text((x0 + 5, y0 + 18), n["type"].replace("HRInv_", "")[:34], fill=(200, 200, 200))
+        dr.rounded_rectangle((x0, y0, x1, y1), radius=7, fill=colour, outline=(210, 210, 220))
+        name = n.get("title", n["type"])
+        while dr.textlength(name, font=f_title) > (x1 - x0) - 10 and len(name) > 4:
+            name = name[:-2] + "…" if not name.endswith("…") else name[:-2] + "…"
+        dr.text((x0 + 6, y0 + 5), name, fill=(255, 255, 255), font=f_title)
+        dr.text((x0 + 6, y0 + 8 + 34 * scale), n["type"].replace("HRInv_", ""), fill=(205, 205, 210), font=f_type)
     path.parent.mkdir(parents=True, exist_ok=True)
-    img.save(path, "JPEG", quality=88)
+    img.save(path, "JPEG", quality=85)
 
 
 def pack_object_info() -> dict:
