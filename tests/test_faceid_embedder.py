@@ -71,3 +71,12 @@ def test_crop_box_replicates_edges():
     out = crop_box(x, 0.0, 0.0, 0.5)  # 2x2 box centred on the top-left corner
     assert out.shape == (1, 1, 2, 2) and torch.equal(out[0, 0], torch.tensor([[0.0, 0.0], [0.0, 0.0]]))
     assert preprocess(torch.rand(2, 3, 256, 256), "dlib", (150, 150)).shape == (2, 3, 150, 150)
+
+
+def test_half_precision_and_inference_mode(emb):
+    x = torch.rand(2, 3, 160, 160, generator=torch.Generator().manual_seed(3))
+    half = load_face_embedder(emb.meta["path"], dtype=torch.bfloat16)
+    with torch.inference_mode():  # ComfyUI runs nodes under inference mode
+        a = half.embed(x)
+    assert a.dtype == torch.float32
+    assert ((a - emb.embed(x)) ** 2).sum(dim=1).max() < 0.01  # far below the 0.16 same-person threshold

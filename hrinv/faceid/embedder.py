@@ -100,7 +100,8 @@ class FaceEmbedder(nn.Module):
         Shape:
             ``[B, 3, H, W] -> [B, dim]``.
         """
-        x = _preprocess(images.to(device=self.device, dtype=self.dtype), self.preprocess, self.input_size)
+        work = torch.float64 if self.dtype == torch.float64 else torch.float32  # resampling in >= fp32 (no fp16 aa)
+        x = _preprocess(images.to(device=self.device, dtype=work), self.preprocess, self.input_size).to(self.dtype)
         if self.kind == "irse50":
             return self.net(x * 2 - 1)  # already unit-norm
         out = self.net(x)  # [B, 128] raw dlib descriptors
