@@ -6,8 +6,9 @@ Modes, per image size:
   ckpt      full resolution with activation checkpointing of the VGG segments (``checkpoint=True``)
   tile      full resolution, spatial tiles of ``--tile`` px with an exact halo, each tile checkpointed
 
-Each (mode, size) runs in a fresh subprocess so that CPU peak memory (ru_maxrss growth during the step) is not
-polluted by the previous run; on CUDA, ``torch.cuda.max_memory_allocated`` is used. Target features are computed
+Each (mode, size) runs in a fresh subprocess. CPU peak memory = the highest resident set size sampled every
+millisecond during the step minus the size before it (large allocations are mmapped, so freed memory leaves RSS); on
+CUDA, ``torch.cuda.max_memory_allocated`` above the level before the step. Target features are computed
 before the timed step (the inversion loop computes them once).
 
     PYTHONPATH=. python benchmarks/bench_perceptual.py                      # CPU: 256, 512, 1024
@@ -17,7 +18,6 @@ before the timed step (the inversion loop computes them once).
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -28,6 +28,32 @@ MODES = ("full", "down256", "ckpt", "tile")
 def _rss_mb():
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+class _RssPeak:
+    """Samples the resident set size every millisecond in a thread (torch ops release the GIL) and keeps the max.
+
+    The child processes run with a fixed ``MALLOC_MMAP_THRESHOLD_`` so that large tensors are mmapped and returned to
+    the OS when freed: RSS then follows live memory instead of glibc's high-water mark.
+    """
+
+    def __enter__(self):
+        import threading
+
+        self.peak = _rss_mb()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self):
+        while not self._stop.wait(0.001):
+            self.peak = max(self.peak, _rss_mb())
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, _rss_mb())
 
 
 def run_one(mode, size, device, weights, tile, repeat):
@@ -52,18 +78,20 @@ def run_one(mode, size, device, weights, tile, repeat):
     else:
         base = _rss_mb()
     times = []
-    for _ in range(repeat):
-        pred = pred0.clone().requires_grad_(True)
-        t0 = time.perf_counter()
-        val = loss(pred, target).sum()
-        val.backward()
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
+    with _RssPeak() as sampler:
+        for _ in range(repeat):
+            pred = pred0.clone().requires_grad_(True)
+            t0 = time.perf_counter()
+            val = loss(pred, target).sum()
+            val.backward()
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - t0)
+            del pred
     if dev.type == "cuda":
         peak = (torch.cuda.max_memory_allocated() - base) / 2**20
     else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base
+        peak = sampler.peak - base
     tgt_mb = sum(f.numel() * f.element_size() for f in target.feats.values()) / 2**20
     return {"mode": mode, "size": size, "time_s": min(times), "peak_mb": peak, "target_mb": tgt_mb,
             "loss": float(val)}
@@ -89,7 +117,8 @@ def main():
         for mode in args.modes:
             cmd = [sys.executable, __file__, "--one", mode, str(size), "--device", args.device, "--tile",
                    str(args.tile), "--repeat", str(args.repeat), "--weights", args.weights]
-            out = subprocess.run(cmd, capture_output=True, text=True)
+            env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
+            out = subprocess.run(cmd, capture_output=True, text=True, env=env)
             line = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]
             if out.returncode != 0 or not line:
                 print(f"{mode} @ {size}: failed\n{out.stderr[-2000:]}")

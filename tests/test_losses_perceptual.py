@@ -184,6 +184,19 @@ def test_calibration_options(vgg):
     assert measure_calibration(vgg, [img], ops=(7,), reference=vgg)[7] == pytest.approx(1.0)
     with pytest.raises(InvalidSettingError, match="calibration"):
         PerceptualLoss(vgg, "conv", calibration="rms2")
+    rms = PerceptualLoss(vgg, "conv", calibration="rms")
+    assert rms.calibration == PerceptualLoss(vgg, "conv").calibration == vgg.calibration
+    glob = PerceptualLoss(vgg, "conv", calibration="global")
+    g = glob.calibration[2]
+    assert all(v == g for v in glob.calibration.values())
+    assert min(vgg.calibration[t] for t in (2, 7, 14, 21, 28)) < g < max(vgg.calibration[t] for t in (2, 7, 14, 21, 28))
+    none = PerceptualLoss(vgg, "conv", calibration="none")
+    torch.testing.assert_close(glob(img, glob.target(other)), none(img, none.target(other)) * g * g, rtol=1e-5, atol=0)
+    from hrinv.losses import VGG16Conv
+    uncalibrated = VGG16Conv("torchvision")
+    assert PerceptualLoss(uncalibrated, "conv").calibration == {}
+    with pytest.raises(InvalidSettingError, match="measure_calibration"):
+        PerceptualLoss(uncalibrated, "conv", calibration="rms")
 
 
 def test_checkpoint_is_exact(vgg):

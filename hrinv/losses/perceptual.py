@@ -110,8 +110,12 @@ class PerceptualLoss(nn.Module):
         taps: ``"conv"`` (pre-ReLU, the paper) or ``"relu"`` (post-ReLU, the CIPS-3D++ variant). ``None``: from the
             preset (``"conv"`` for dicts). With ``layers="conv"``/``"high"`` and ``taps="relu"`` the CIPS-3D++
             ``vgg16_relu_1024`` λ's are used.
-        calibration: ``"auto"`` (the weight set's own calibration when it carries one, else none), ``"none"``, or
-            ``{op index: scale}``. Features are multiplied by it before λ.
+        calibration: multipliers applied to the features before λ. ``"auto"`` (default): the weight set's own
+            per-tap calibration when it carries one (the known caffe weights), else none (torchvision/timm: the
+            paper, unchanged). ``"rms"``: that per-tap calibration (unit RMS per tap on real faces at 1024²; error if
+            the weights carry none). ``"global"``: one factor for all taps (the geometric mean of the five per-tap
+            factors), which keeps the network's own layer balance. ``"none"``/``None``: raw features.
+            ``{op index: scale}``: explicit (e.g. from :func:`measure_calibration`).
         checkpoint: recompute VGG segments in backward (``torch.utils.checkpoint``, non-reentrant). Same result,
             less memory.
         tile: process the image in spatial tiles of this many (network-input) pixels, each with a halo and each
@@ -190,16 +194,26 @@ class PerceptualLoss(nn.Module):
     def _resolve_calibration(self, cal) -> dict:
         if cal is None or cal == "none":
             return {}
-        if cal == "auto":
-            if self.vgg.calibration:
-                return {int(k): float(v) for k, v in self.vgg.calibration.items()}
+        if isinstance(cal, dict):
+            return {int(k): float(v) for k, v in cal.items()}
+        if cal not in ("auto", "rms", "global"):
+            raise InvalidSettingError(f"calibration must be 'auto', 'rms', 'global', 'none', None or {{op index: "
+                                      f"scale}}, got {cal!r}")
+        known = {int(k): float(v) for k, v in (self.vgg.calibration or {}).items()}
+        if not known:
+            if cal != "auto":
+                raise InvalidSettingError(f"calibration={cal!r} needs measured constants, but these VGG16 weights "
+                                          f"carry none (only known weight sets do); pass calibration="
+                                          f"measure_calibration(vgg, images) or calibration='none'")
             if self.vgg.convention.name != "torchvision":
                 log.warning("VGG16 weights with the %s convention but no known calibration: the paper's λ's assume "
                             "torchvision feature scales; consider measure_calibration()", self.vgg.convention.name)
             return {}
-        if isinstance(cal, dict):
-            return {int(k): float(v) for k, v in cal.items()}
-        raise InvalidSettingError(f"calibration must be 'auto', 'none', None or {{op index: scale}}, got {cal!r}")
+        if cal == "global":  # one factor for every tap: keeps the network's own depth profile of activations
+            ref = [t if self.kind == "conv" else t + 1 for t in PRESETS["vgg16_conv_1024"][1]]
+            g = math.exp(sum(math.log(known[op]) for op in ref) / len(ref))
+            return {op: g for op in known}
+        return known  # "auto" / "rms": per-tap unit RMS
 
     @property
     def config(self) -> tuple:
