@@ -124,8 +124,8 @@ def main(argv=None):
         z = torch.randn(args.batch, 512, generator=g).to(dev)
         nparam = sum(t.numel() for t in G.parameters())
         with torch.no_grad():
-            tf, mf = timed(lambda: G.synthesis(G.mapping(z), fused_modconv=True), dev, args.repeats)
-            tu, mu = timed(lambda: G.synthesis(G.mapping(z), fused_modconv=False), dev, args.repeats)
+            tf, mf = timed(lambda G=G, z=z: G.synthesis(G.mapping(z), fused_modconv=True), dev, args.repeats)
+            tu, mu = timed(lambda G=G, z=z: G.synthesis(G.mapping(z), fused_modconv=False), dev, args.repeats)
         print(f"{res:>5} {nparam / 1e6:7.1f}M {tf:9.3f} {mib(mf):>13} {tu:10.3f} {mib(mu):>13} {tu / tf:14.2f}")
         del G
 

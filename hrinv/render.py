@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from .errors import ShapeError
 
-__all__ = ["render", "canvas_layout"]
+__all__ = ["canvas_layout", "render"]
 
 log = logging.getLogger("HRInv")
 

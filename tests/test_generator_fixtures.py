@@ -39,7 +39,7 @@ def fx(request):
 
 
 def test_config_roundtrip(fx):
-    G, io, cfg = fx
+    G, _, cfg = fx
     assert G.num_ws == cfg["num_ws"]
     assert G.synthesis.block_resolutions == cfg["fixture"]["block_resolutions"]
     assert {str(k): v for k, v in G.synthesis.channels.items()} == cfg["fixture"]["channels"]

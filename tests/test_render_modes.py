@@ -95,7 +95,8 @@ def test_out_dtype_callback_and_errors(G, ws):
 
     with pytest.raises(KeyboardInterrupt):
         render(G, ws, 10, 10, tile=4, callback=cancel)
-    for kw in [dict(height=0, width=4), dict(height=4, width=4, mode="magic"), dict(height=4, width=4, tile=0)]:
+    for kw in [{"height": 0, "width": 4}, {"height": 4, "width": 4, "mode": "magic"},
+               {"height": 4, "width": 4, "tile": 0}]:
         with pytest.raises(ShapeError):
             render(G, ws, **kw)
 

@@ -10,7 +10,7 @@ import torch
 from ..errors import CheckpointFormatError
 from . import ops
 
-__all__ = ["FullyConnectedLayer", "Conv2dLayer", "SynthesisLayer", "ToRGBLayer", "SynthesisBlock"]
+__all__ = ["Conv2dLayer", "FullyConnectedLayer", "SynthesisBlock", "SynthesisLayer", "ToRGBLayer"]
 
 
 def _dd(device, dtype):
@@ -189,7 +189,7 @@ class SynthesisBlock(torch.nn.Module):
         if fused_modconv is None:  # NVIDIA's rule for inference: fused, except fp16 with batch > 1
             fused_modconv = dtype != torch.float16 or int(ws.shape[0]) == 1
         w_iter = iter(ws.unbind(dim=1))
-        kw = dict(fused_modconv=fused_modconv, noise_mode=noise_mode, generator=generator)
+        kw = {"fused_modconv": fused_modconv, "noise_mode": noise_mode, "generator": generator}
         if self.in_channels == 0:
             x = self.const.to(dtype).unsqueeze(0).repeat([ws.shape[0], 1, 1, 1])  # [B, C, 4, 4]
             x = self.conv1(x, next(w_iter), noise=noise.get("conv1"), **kw)

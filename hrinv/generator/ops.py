@@ -16,15 +16,15 @@ import torch
 import torch.nn.functional as F
 
 __all__ = [
+    "ACT_GAIN",
+    "bias_act",
+    "conv2d_resample",
+    "downsample2d",
+    "modulated_conv2d",
+    "normalize_2nd_moment",
     "setup_filter",
     "upfirdn2d",
     "upsample2d",
-    "downsample2d",
-    "bias_act",
-    "conv2d_resample",
-    "modulated_conv2d",
-    "normalize_2nd_moment",
-    "ACT_GAIN",
 ]
 
 # Default gain applied after each activation so that the output keeps unit variance (NVIDIA ``def_gain``).
@@ -259,7 +259,7 @@ def modulated_conv2d(x, weight, styles, noise=None, up=1, down=1, padding=0, res
         Tensor ``[N, O, H', W']``.
     """
     n = x.shape[0]
-    out_c, in_c, kh, kw = weight.shape
+    _, in_c, kh, kw = weight.shape
     if styles.shape != (n, in_c):
         raise ValueError(f"modulated_conv2d: styles must be [{n}, {in_c}], got {tuple(styles.shape)}")
 

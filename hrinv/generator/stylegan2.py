@@ -19,7 +19,7 @@ from ..errors import CheckpointFormatError, ShapeError
 from . import ops
 from .layers import FullyConnectedLayer, SynthesisBlock
 
-__all__ = ["MappingNetwork", "SynthesisNetwork", "Generator", "NOISE_MODES"]
+__all__ = ["NOISE_MODES", "Generator", "MappingNetwork", "SynthesisNetwork"]
 
 log = logging.getLogger("HRInv")
 
