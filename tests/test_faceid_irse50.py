@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import shared_path
 
 from hrinv.errors import CheckpointFormatError, ShapeError, WeightsNotFoundError
@@ -113,3 +114,39 @@ def test_missing_file(tmp_path):
 def test_wrong_network_input_size(embedder):
     with pytest.raises(ShapeError, match="112"):
         embedder.net(torch.rand(1, 3, 100, 100))
+
+
+def _functional_irse50(sd, x):
+    """IR-SE50 forward written directly from the state dict and the reference description (independent wiring)."""
+    def bn(t, p):
+        return F.batch_norm(t, sd[p + ".running_mean"], sd[p + ".running_var"], sd[p + ".weight"], sd[p + ".bias"],
+                            False, 0.0, 1e-5)
+
+    x = F.prelu(bn(F.conv2d(x, sd["input_layer.0.weight"], padding=1), "input_layer.1"), sd["input_layer.2.weight"])
+    unit = 0
+    for n in (3, 4, 14, 3):
+        for k in range(n):
+            p, stride = f"body.{unit}.", 2 if k == 0 else 1
+            if p + "shortcut_layer.0.weight" in sd:
+                short = bn(F.conv2d(x, sd[p + "shortcut_layer.0.weight"], stride=stride), p + "shortcut_layer.1")
+            else:
+                short = F.max_pool2d(x, 1, stride)
+            r = bn(x, p + "res_layer.0")
+            r = F.prelu(F.conv2d(r, sd[p + "res_layer.1.weight"], padding=1), sd[p + "res_layer.2.weight"])
+            r = bn(F.conv2d(r, sd[p + "res_layer.3.weight"], stride=stride, padding=1), p + "res_layer.4")
+            s = r.mean(dim=(2, 3), keepdim=True)
+            s = torch.sigmoid(F.conv2d(F.relu(F.conv2d(s, sd[p + "res_layer.5.fc1.weight"])),
+                                       sd[p + "res_layer.5.fc2.weight"]))
+            x = r * s + short
+            unit += 1
+    x = bn(x, "output_layer.0").flatten(1)
+    x = F.linear(x, sd["output_layer.3.weight"], sd["output_layer.3.bias"])
+    x = F.batch_norm(x, sd["output_layer.4.running_mean"], sd["output_layer.4.running_var"],
+                     sd["output_layer.4.weight"], sd["output_layer.4.bias"], False, 0.0, 1e-5)
+    return F.normalize(x, dim=1)
+
+
+def test_forward_matches_an_independent_functional_version(weights_file, embedder):
+    _, sd = weights_file
+    x = torch.rand(1, 3, 112, 112, generator=torch.Generator().manual_seed(4)) * 2 - 1
+    torch.testing.assert_close(embedder.net(x), _functional_irse50(sd, x), atol=1e-5, rtol=1e-4)
