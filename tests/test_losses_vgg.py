@@ -8,8 +8,13 @@ import torch.nn.functional as F
 from conftest import shared_path
 from safetensors.torch import load_file, save_file
 
-from hrinv.errors import (CheckpointCorruptError, CheckpointFormatError, InvalidSettingError, UnsafeCheckpointError,
-                          WeightsNotFoundError)
+from hrinv.errors import (
+    CheckpointCorruptError,
+    CheckpointFormatError,
+    InvalidSettingError,
+    UnsafeCheckpointError,
+    WeightsNotFoundError,
+)
 from hrinv.losses import CAFFE, TORCHVISION, VGG16Conv, load_vgg16
 from hrinv.losses.vgg import CONV_INDICES, POOL_INDICES
 

@@ -3,5 +3,15 @@
 from hrinv.losses.perceptual import PRESETS, PerceptualLoss, TargetFeatures, measure_calibration, tile_halo
 from hrinv.losses.vgg import CAFFE, TORCHVISION, InputConvention, VGG16Conv, load_vgg16
 
-__all__ = ["PerceptualLoss", "TargetFeatures", "PRESETS", "measure_calibration", "tile_halo", "VGG16Conv",
-           "load_vgg16", "InputConvention", "TORCHVISION", "CAFFE"]
+__all__ = [
+           "CAFFE",
+           "PRESETS",
+           "TORCHVISION",
+           "InputConvention",
+           "PerceptualLoss",
+           "TargetFeatures",
+           "VGG16Conv",
+           "load_vgg16",
+           "measure_calibration",
+           "tile_halo",
+]

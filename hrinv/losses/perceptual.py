@@ -14,15 +14,21 @@ import math
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 from torch.utils.checkpoint import checkpoint as _checkpoint
 
 from hrinv.errors import InvalidSettingError, ShapeError
 from hrinv.losses.vgg import CONV_INDICES, POOL_INDICES, RELU_INDICES, VGG16Conv, tap_reduction
 
-__all__ = ["PerceptualLoss", "TargetFeatures", "PRESETS", "KNOWN_CALIBRATIONS", "measure_calibration",
-           "tile_halo"]
+__all__ = [
+    "KNOWN_CALIBRATIONS",
+    "PRESETS",
+    "PerceptualLoss",
+    "TargetFeatures",
+    "measure_calibration",
+    "tile_halo",
+]
 
 log = logging.getLogger("HRInv")
 
@@ -74,7 +80,7 @@ class TargetFeatures:
     def batch(self) -> int:
         return next(iter(self.feats.values())).shape[0]
 
-    def to(self, *args, **kwargs) -> "TargetFeatures":
+    def to(self, *args, **kwargs) -> TargetFeatures:
         return TargetFeatures({k: v.to(*args, **kwargs) for k, v in self.feats.items()}, self.size, self.config)
 
 
@@ -131,7 +137,8 @@ class PerceptualLoss(nn.Module):
                  checkpoint: bool = False, tile: int | None = None, tile_halo: int | None = None):
         super().__init__()
         if not isinstance(vgg, VGG16Conv):
-            raise InvalidSettingError(f"vgg must be a hrinv.losses.VGG16Conv (from load_vgg16), got {type(vgg).__name__}")
+            raise InvalidSettingError(f"vgg must be a hrinv.losses.VGG16Conv (from load_vgg16), got "
+                                      f"{type(vgg).__name__}")
         if any(p.is_inference() for p in vgg.parameters()):
             raise InvalidSettingError("the VGG parameters are inference tensors (the network was built under "
                                       "torch.inference_mode()), so no gradient can flow through it; build it with "
@@ -161,7 +168,8 @@ class PerceptualLoss(nn.Module):
         if isinstance(layers, dict):
             bad = [k for k in layers if int(k) not in CONV_INDICES]
             if bad or not layers:
-                raise InvalidSettingError(f"layers dict keys must be conv op indices {list(CONV_INDICES)} (the tap is that "
+                raise InvalidSettingError(f"layers dict keys must be conv op indices {list(CONV_INDICES)} (the tap is "
+                                          f"that "
                                  f"conv's output, or its ReLU with taps='relu'); got {sorted(layers)}")
             return taps or "conv", {int(k): float(v) for k, v in sorted(layers.items())}
         if layers in ("conv", "high"):
@@ -177,7 +185,8 @@ class PerceptualLoss(nn.Module):
                 raise InvalidSettingError(f"preset {layers!r} is defined on {kind} taps; taps={taps!r} contradicts it "
                                  f"(pass a dict of λ's to combine freely)")
             return kind, dict(w)
-        raise InvalidSettingError(f"unknown layers {layers!r}; expected 'conv', 'high', one of {sorted(PRESETS)}, or a dict "
+        raise InvalidSettingError(f"unknown layers {layers!r}; expected 'conv', 'high', one of {sorted(PRESETS)}, or "
+                                  f"a dict "
                          f"{{conv op index: λ}}")
 
     @staticmethod
@@ -273,7 +282,8 @@ class PerceptualLoss(nn.Module):
     def _prep_mask(self, mask, img_size, batch):
         if mask is None:
             return None
-        if not isinstance(mask, torch.Tensor) or mask.ndim != 4 or mask.shape[1] != 1 or mask.shape[0] not in (1, batch):
+        ok = isinstance(mask, torch.Tensor) and mask.ndim == 4 and mask.shape[1] == 1 and mask.shape[0] in (1, batch)
+        if not ok:
             raise ShapeError(f"mask: expected [B, 1, H, W] or [1, 1, H, W] with values in 0..1 and B={batch}, got "
                              f"{tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__}")
         if tuple(mask.shape[-2:]) != tuple(img_size):

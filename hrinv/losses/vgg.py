@@ -9,7 +9,8 @@ ReLUs right after each conv (1, 3, 6, ...); max-pools at 4, 9, 16, 23, 30. A tap
 so tap 2 is conv1_2 before its ReLU and tap 3 is relu1_2.
 
 Weights come from a local file in one of the common layouts (torchvision ``vgg16-*.pth``, timm ``vgg16.tv_in1k``
-``.safetensors``/``.pth``, a bare ``features`` state dict, or the Caffe-convention ``vgg16_imagenet_caffe.safetensors``).
+``.safetensors``/``.pth``, a bare ``features`` state dict, or the Caffe-convention
+``vgg16_imagenet_caffe.safetensors``).
 Each loaded network carries its input convention (:class:`InputConvention`) and, when the weights are known, a per-tap
 calibration (see ``docs/perceptual-loss.md``).
 """
@@ -21,23 +22,29 @@ import json
 import logging
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
-from hrinv.errors import CheckpointCorruptError, InvalidSettingError, CheckpointFormatError, UnsafeCheckpointError, WeightsNotFoundError
+from hrinv.errors import (
+    CheckpointCorruptError,
+    CheckpointFormatError,
+    InvalidSettingError,
+    UnsafeCheckpointError,
+    WeightsNotFoundError,
+)
 
 __all__ = [
+    "CAFFE",
     "CONV_INDICES",
     "POOL_INDICES",
     "RELU_INDICES",
-    "InputConvention",
     "TORCHVISION",
-    "CAFFE",
+    "InputConvention",
     "VGG16Conv",
     "load_vgg16",
     "tap_channels",
@@ -189,7 +196,7 @@ class VGG16Conv(nn.Module):
         Shape:
             x: [B, 3, H, W]; out[t]: [B, tap_channels(t), H // tap_reduction(t), W // tap_reduction(t)]
         """
-        wanted = sorted(set(int(t) for t in taps))
+        wanted = sorted({int(t) for t in taps})
         if not wanted or wanted[0] < 0 or wanted[-1] > _LAST_OP:
             raise InvalidSettingError(f"taps must be op indices in 0..{_LAST_OP}, got {list(taps)}")
         out = {}
@@ -222,7 +229,7 @@ def _read_file(path: Path) -> tuple[dict, dict]:
         try:
             with safe_open(str(path), framework="pt") as f:
                 meta = dict(f.metadata() or {})
-                sd = {k: f.get_tensor(k) for k in f.keys()}
+                sd = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not iterable)
         except SafetensorError as e:
             raise CheckpointCorruptError(f"{path}: not a readable .safetensors file ({e}). Expected a VGG16 state "
                                          f"dict; re-download or re-export the file.") from e
@@ -260,8 +267,7 @@ def _normalise_keys(sd: dict, source: str) -> dict:
     for key, value in sd.items():
         k = key
         for p in _STRIP_PREFIXES:
-            if k.startswith(p):
-                k = k[len(p):]
+            k = k.removeprefix(p)
         if k.startswith(_IGNORED_PREFIXES):
             continue
         m = _KEY_RE.match(k)
@@ -353,7 +359,8 @@ def _hf_cache_file(repo_id: str) -> Path:
                 if (snap / name).is_file():
                     return snap / name
     raise WeightsNotFoundError(f"{repo_id} is not in the local Hugging Face cache (looked in {tried}). hrinv never "
-                               f"downloads at run time: fetch it once with `huggingface-cli download {repo_id}` or pass "
+                               f"downloads at run time: fetch it once with `huggingface-cli download {repo_id}` or "
+                               f"pass "
                                f"a local weights file as path=.")
 
 
@@ -372,8 +379,9 @@ def load_vgg16(path=None, device=None, dtype=None, *, convention=None, timm_name
         dtype: dtype of the parameters (default float32).
         convention: override the input convention ("torchvision" or "caffe"). By default it is read from the file's
             safetensors metadata, else inferred from a "caffe" file name, else torchvision.
-        timm_name: e.g. ``"vgg16.tv_in1k"``: take ``timm/<name>`` from the local Hugging Face hub cache (``HF_HUB_CACHE``
-            / ``HF_HOME`` respected, no network, timm itself is not needed). Used only when ``path`` is ``None``.
+        timm_name: e.g. ``"vgg16.tv_in1k"``: take ``timm/<name>`` from the local Hugging Face hub cache
+            (``HF_HUB_CACHE`` / ``HF_HOME`` respected, no network, timm itself is not needed). Used only when ``path``
+            is ``None``.
 
     Returns:
         A ``VGG16Conv`` in eval mode with ``requires_grad_(False)``.
