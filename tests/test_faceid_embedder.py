@@ -51,6 +51,10 @@ def test_input_forms_agree(emb):
     assert a.shape == (2, 128) and b.shape == (3, 128) and c.shape == (1, 128)
     torch.testing.assert_close(b[[0, 2]], a, atol=1e-5, rtol=1e-4)
     assert (a[0] - c[0]).abs().max() < 0.05
+    grey = emb.embed(x[:1, :1])  # [1, 1, H, W] is replicated to RGB
+    torch.testing.assert_close(grey, emb.embed(x[:1, :1].expand(-1, 3, -1, -1)))
+    rgba = emb.embed(torch.cat([x[:1], torch.ones(1, 1, 128, 128)], dim=1))  # opaque alpha: same as RGB
+    torch.testing.assert_close(rgba, a[:1], atol=1e-5, rtol=1e-4)
 
 
 def test_bad_inputs_say_what_to_do(emb):

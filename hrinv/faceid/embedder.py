@@ -137,6 +137,8 @@ class FaceEmbedder(nn.Module):
 def _check_image(t, where):
     if not torch.is_tensor(t):
         raise ShapeError(f"{where}: expected a torch tensor image, got {type(t).__name__}.")
+    if t.ndim == 4 and t.shape[1] in (1, 2, 4) and t.shape[-1] not in (1, 2, 3, 4):
+        t = _to_rgb(t)  # greyscale (+alpha) or RGBA tensors are converted, like hrinv.imageio does for files
     if t.ndim != 4 or t.shape[1] != 3:
         hint = " (ComfyUI IMAGE is [B, H, W, 3]: use images.movedim(-1, 1))" if t.ndim == 4 and t.shape[-1] == 3 \
             else ""
@@ -151,6 +153,17 @@ def _check_image(t, where):
             hint = " They look like [-1, 1] images: pass (x + 1) / 2." if lo >= -1.001 and hi <= 1.001 else ""
             raise ShapeError(f"{where}: expected values in [0, 1], got [{lo:.3g}, {hi:.3g}].{hint}")
     return t
+
+
+def _to_rgb(t):
+    """[B, 1|2|4, H, W] -> [B, 3, H, W]: replicate grey, composite alpha over white."""
+    scale = 255.0 if t.dtype == torch.uint8 else 1.0
+    t = t.float() / scale
+    colour, alpha = (t[:, :-1], t[:, -1:]) if t.shape[1] in (2, 4) else (t, None)
+    colour = colour.expand(-1, 3, -1, -1) if colour.shape[1] == 1 else colour
+    if alpha is not None:
+        colour = colour * alpha + (1.0 - alpha)
+    return colour
 
 
 def _as_batches(images):
