@@ -7,6 +7,7 @@ CelebA identity are each other's nearest neighbour.
 
 import io
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -33,7 +34,7 @@ def _jpeg(x, quality=10):
         buf = io.BytesIO()
         Image.fromarray(arr).save(buf, format="JPEG", quality=quality)
         buf.seek(0)
-        out.append(torch.from_numpy(__import__("numpy").asarray(Image.open(buf).convert("RGB")).copy()))
+        out.append(torch.from_numpy(np.asarray(Image.open(buf).convert("RGB")).copy()))
     return torch.stack(out).permute(0, 3, 1, 2).float() / 255
 
 
