@@ -193,12 +193,14 @@ def test_timm_model_agrees_if_timm_imports(caffe_sd):
 # errors
 
 
-def test_missing_file_and_no_path(tmp_path, monkeypatch):
+def test_missing_file_no_path_and_env(tmp_path, monkeypatch, caffe_path):
     with pytest.raises(WeightsNotFoundError, match="not found"):
         load_vgg16(tmp_path / "nope.pth")
     monkeypatch.delenv("HRINV_VGG16", raising=False)
     with pytest.raises(WeightsNotFoundError, match="path="):
         load_vgg16()
+    monkeypatch.setenv("HRINV_VGG16", str(caffe_path))
+    assert load_vgg16().meta["path"] == str(caffe_path)
 
 
 def test_vgg19_bn_and_shape_errors(tmp_path, caffe_sd):
