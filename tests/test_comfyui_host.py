@@ -222,6 +222,11 @@ def test_pack_loads_with_every_node(comfy, real_info):
     log = comfy.tail(200000)
     assert "IMPORT FAILED" not in "\n".join(l for l in log.splitlines() if PACK_DIR_NAME in l)
     assert "could not load the nodes" not in log
+    assert not any(PACK_DIR_NAME in l and ("Cannot import" in l or "Error while calling" in l)
+                   for l in log.splitlines()), log[-6000:]
+    for line in log.splitlines():
+        if PACK_DIR_NAME in line and "seconds" in line:
+            print("\n" + line.strip())                                                 # import time of the pack
     stats = comfy.get("/system_stats")
     print(f"\nComfyUI {stats['system'].get('comfyui_version')} torch {stats['system'].get('pytorch_version')} "
           f"started in {comfy.startup_s:.1f} s")
