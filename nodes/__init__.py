@@ -40,9 +40,9 @@ def _ensure_hrinv() -> None:
 
 _ensure_hrinv()
 
-from comfy_api.latest import ComfyExtension  # noqa: E402
+from comfy_api.latest import ComfyExtension
 
-from . import _comfy  # noqa: E402
+from . import _comfy
 
 _comfy.register_model_folders()
 

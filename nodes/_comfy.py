@@ -16,13 +16,12 @@ import copy
 import logging
 import os
 import traceback
-from typing import Callable, Iterator, Optional
-
-import torch
+from collections.abc import Callable, Iterator
 
 import comfy.model_management as mm
 import comfy.utils
 import folder_paths
+import torch
 
 log = logging.getLogger("HRInv")
 
@@ -156,7 +155,7 @@ def module_bytes(*modules: torch.nn.Module) -> int:
 
 
 @contextlib.contextmanager
-def device_session(*modules: Optional[torch.nn.Module], working_bytes: int = 0) -> Iterator[torch.device]:
+def device_session(*modules: torch.nn.Module | None, working_bytes: int = 0) -> Iterator[torch.device]:
     """Yield the compute device for a block of work on ``modules``. Before it, the host is asked to free
     ``weights + working_bytes`` there (unloading its own models if needed) so that ours fit next to them; after it
     (also on error or Cancel) the device cache is emptied. The hrinv functions copy the networks they need to the
@@ -225,12 +224,12 @@ def _preview_image(preview: torch.Tensor, max_size: int):
     return ("JPEG", Image.fromarray(arr), max_size)
 
 
-def progress(total: int, max_preview: int = 512) -> Callable[[int, int, Optional[torch.Tensor]], None]:
+def progress(total: int, max_preview: int = 512) -> Callable[[int, int, torch.Tensor | None], None]:
     """The ``callback(step, total, preview)`` the hrinv loops take: checks Cancel first, then advances the node's
     progress bar in the editor, with the preview (``[B, 3, H, W]`` in [-1, 1], first sample shown) as a live image."""
     bar = comfy.utils.ProgressBar(max(int(total), 1))
 
-    def callback(step: int, total_: int, preview: Optional[torch.Tensor] = None) -> None:
+    def callback(step: int, total_: int, preview: torch.Tensor | None = None) -> None:
         check_interrupt()
         pv = _preview_image(preview, max_preview) if preview is not None else None
         bar.update_absolute(int(step), int(total_) if total_ else None, pv)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import logging
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -74,7 +73,7 @@ def to_comfy(img: torch.Tensor) -> torch.Tensor:
         return out.permute(0, 2, 3, 1).contiguous().to(_comfy.intermediate_device())   # [B, H, W, 3]
 
 
-def mask_to_lib(mask: Optional[torch.Tensor], batch: int, height: int, width: int, device=None):
+def mask_to_lib(mask: torch.Tensor | None, batch: int, height: int, width: int, device=None):
     """MASK ``[B, H, W]`` / ``[H, W]`` in 0..1 -> ``[batch, 1, height, width]`` (resized, batch of 1 repeated), or
     None."""
     if mask is None:

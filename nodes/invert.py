@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import weakref
 
-import torch
 from comfy_api.latest import io
 
 from . import _comfy
@@ -12,7 +11,7 @@ from ._common import CATEGORY, fit_to_resolution, guarded, mask_to_lib, to_comfy
 from .types import GENERATOR, LATENT, VGG, LatentHandle
 
 FIT_MODES = ["crop & resize", "resize", "as is"]
-_W_STATS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()     # generator module -> (w_avg, w_std)
+_W_STATS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()     # generator module -> (w_avg, w_std)
 VGG_BYTES_PER_PIXEL = 5600       # full-resolution VGG16 loss + generator activations (paper Table I: 5.9 GB at 1024²)
 
 

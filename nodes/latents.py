@@ -35,7 +35,7 @@ class SaveLatent(io.ComfyNode):
     def execute(cls, latent, filename_prefix="hrinv") -> io.NodeOutput:
         try:
             full, rel = _comfy.latent_save_path(filename_prefix or "hrinv")
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 (the host raises a bare Exception for paths outside output/)
             raise NodeError(f"cannot save under the prefix {filename_prefix!r}: {exc}. Use a plain name or a "
                             f"sub-folder inside the output folder.") from None
         latent.latent.save(full)

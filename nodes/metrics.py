@@ -100,7 +100,7 @@ class IDRetrievalScore(io.ComfyNode):
         emb = face_embedder.model
         with _comfy.device_session(emb) as device, torch.no_grad(), _comfy.no_inference_mode():
             net = _comfy.device_copy(emb, device)
-            to_bchw = lambda x: x[..., :3].permute(0, 3, 1, 2).float().clone()         # noqa: E731  [B, 3, H, W]
+            to_bchw = lambda x: x[..., :3].permute(0, 3, 1, 2).float().clone()
             res = id_retrieval(to_bchw(content), to_bchw(stylised), labels, embedder=net,
                                threshold=float(threshold) or None)
         lines = [res.table(), "", "stylised | own content | nearest | sq. dist own | sq. dist nearest | rank | hit"]

@@ -15,8 +15,14 @@ from typing import Any
 from comfy_api.latest import io
 
 __all__ = [
-    "GENERATOR", "LATENT", "VGG", "FACE_EMBEDDER",
-    "GeneratorHandle", "LatentHandle", "VGGHandle", "FaceEmbedderHandle",
+    "FACE_EMBEDDER",
+    "GENERATOR",
+    "LATENT",
+    "VGG",
+    "FaceEmbedderHandle",
+    "GeneratorHandle",
+    "LatentHandle",
+    "VGGHandle",
 ]
 
 # Socket types. Prefixed so they never collide with core (LATENT is Comfy's {"samples": ...}) or other packs.

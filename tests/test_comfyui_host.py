@@ -32,8 +32,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from nodes_harness import REPO, SHARED_WEIGHTS, face_images, object_info, random_vgg, stubbed_pack, tiny_generators
+
 from tools import hrinv_workflows as wf
 
 pytestmark = pytest.mark.comfyui

@@ -6,8 +6,7 @@ import os
 
 import pytest
 import torch
-
-from nodes_harness import (face_images, random_vgg, run_node, stubbed_pack, tiny_face_embedder, tiny_generators)
+from nodes_harness import face_images, random_vgg, run_node, stubbed_pack, tiny_face_embedder, tiny_generators
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +81,7 @@ def test_loader_fingerprint_follows_the_file(h):
 
 
 def test_invert_shapes_range_and_no_mutation(inverted, gens):
-    img, before, lat, rec, hooks = inverted
+    img, before, lat, rec, _ = inverted
     assert torch.equal(img, before)                                         # the input IMAGE is untouched
     L = lat.latent
     assert tuple(L.ws.shape) == (2, gens[0].model.num_ws, gens[0].model.w_dim)

@@ -3,8 +3,8 @@
 import json
 
 import pytest
-
 from nodes_harness import REPO
+
 from tools import hrinv_workflows as wf
 
 UI_FILES = sorted((REPO / "workflows").glob("*.json"))
@@ -35,7 +35,7 @@ def test_api_copy_matches_ui(path, info):
     ui = json.loads(path.read_text())
     api = json.loads((API_DIR / path.name).read_text())
     assert wf.check_api(api, info) == []
-    strip = lambda g: {k: {"class_type": v["class_type"], "inputs": v["inputs"]} for k, v in g.items()}  # noqa
+    strip = lambda g: {k: {"class_type": v["class_type"], "inputs": v["inputs"]} for k, v in g.items()}
     assert strip(wf.ui_to_api(ui, info)) == strip(api)
 
 

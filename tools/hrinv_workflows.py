@@ -253,8 +253,8 @@ def check_api(graph: dict, object_info: dict, check_files: bool = False) -> list
                 errors.append(f"node {nid} ({ct}): {name}={value!r} is not a boolean")
             elif kind == "STRING" and not isinstance(value, str):
                 errors.append(f"node {nid} ({ct}): {name}={value!r} is not a string")
-            if kind in ("INT", "FLOAT") and isinstance(value, (int, float)):
-                if "min" in opts and value < opts["min"] or "max" in opts and value > opts["max"]:
+            if kind in ("INT", "FLOAT") and isinstance(value, (int, float)) and (
+                    "min" in opts and value < opts["min"] or "max" in opts and value > opts["max"]):
                     errors.append(f"node {nid} ({ct}): {name}={value} outside [{opts.get('min')}, {opts.get('max')}]")
         for name, (cat, _) in declared.items():
             if cat == "required" and name not in node["inputs"]:
@@ -469,7 +469,7 @@ def draw_schematic(ui: dict, title: str, path: Path, width: int = 960) -> None:
         dr.rounded_rectangle((x0, y0, x1, y1), radius=7, fill=colour, outline=(210, 210, 220))
         name = n.get("title", n["type"])
         while dr.textlength(name, font=f_title) > (x1 - x0) - 10 and len(name) > 4:
-            name = name[:-2] + "…" if not name.endswith("…") else name[:-2] + "…"
+            name = name.rstrip("…")[:-1] + "…"
         dr.text((x0 + 6, y0 + 5), name, fill=(255, 255, 255), font=f_title)
         dr.text((x0 + 6, y0 + 8 + 34 * scale), n["type"].replace("HRInv_", ""), fill=(205, 205, 210), font=f_type)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -33,7 +33,7 @@ def module_size(module):
     return sum(t.nelement() * t.element_size() for t in module.state_dict().values())
 
 
-def free_memory(memory_required, device, keep_loaded=[]):
+def free_memory(memory_required, device, keep_loaded=[]):  # noqa: B006 (ComfyUI's signature)
     free_memory_calls.append((memory_required, device))
     return []
 
