@@ -177,6 +177,41 @@ class EarlyStopping:
 
 
 # ----------------------------------------------------------------------------------------------------------------------
+# Adam
+
+
+class _Adam:
+    """Adam exactly as ``torch.optim.Adam`` (default flags, no weight decay), written out so that the first use does
+    not import ``torch._dynamo`` (``torch.optim`` does, costing seconds per process) and so its state is ours to drop.
+    """
+
+    def __init__(self, params: List[torch.Tensor], betas=(0.9, 0.999), eps: float = 1e-8):
+        self.params = params
+        self.b1, self.b2 = float(betas[0]), float(betas[1])
+        self.eps = eps
+        self.t = 0
+        self.m = [torch.zeros_like(p) for p in params]
+        self.v = [torch.zeros_like(p) for p in params]
+
+    @torch.no_grad()
+    def step(self, lr: float) -> None:
+        self.t += 1
+        bc1 = 1.0 - self.b1 ** self.t
+        bc2 = 1.0 - self.b2 ** self.t
+        for p, m, v in zip(self.params, self.m, self.v):
+            if p.grad is None:
+                continue
+            g = p.grad
+            m.lerp_(g, 1.0 - self.b1)
+            v.mul_(self.b2).addcmul_(g, g, value=1.0 - self.b2)
+            denom = (v.sqrt() / math.sqrt(bc2)).add_(self.eps)
+            p.addcdiv_(m, denom, value=-lr / bc1)
+
+    def clear(self) -> None:
+        self.m, self.v, self.params = [], [], []
+
+
+# ----------------------------------------------------------------------------------------------------------------------
 # The loop
 
 
@@ -248,7 +283,7 @@ def optimize(variables: Mapping[str, torch.Tensor], closure: Closure, *, steps: 
         params = {k: thaw(v).requires_grad_(True) for k, v in variables.items()}
         masks = {k: thaw(m) for k, m in (grad_mask or {}).items()}
         gens = make_generators(seeds) if perturb else []
-        opt = torch.optim.Adam(list(params.values()), lr=0.0, betas=tuple(betas))
+        opt = _Adam(list(params.values()), betas=betas)
         history: List[List[float]] = []
         stopped = False
         step = 0
@@ -256,8 +291,6 @@ def optimize(variables: Mapping[str, torch.Tensor], closure: Closure, *, steps: 
             for step in range(steps):
                 t = step / steps
                 cur_lr = lr_at(t, lr, lr_rampup, lr_rampdown)
-                for group in opt.param_groups:
-                    group["lr"] = cur_lr
                 inputs = dict(params)
                 for name, scale in perturb.items():
                     p = params[name]
@@ -268,12 +301,13 @@ def optimize(variables: Mapping[str, torch.Tensor], closure: Closure, *, steps: 
                 loss, image = closure(inputs, step, steps)
                 if loss.ndim != 1:
                     raise ValueError(f"the closure must return a per-sample loss of shape [B], got {tuple(loss.shape)}")
-                opt.zero_grad(set_to_none=True)
+                for p in params.values():
+                    p.grad = None
                 loss.sum().backward()
                 for name, m in masks.items():
                     if params[name].grad is not None:
                         params[name].grad.mul_(m)
-                opt.step()
+                opt.step(cur_lr)
                 if post_step is not None:
                     with torch.no_grad():
                         post_step(params)
@@ -292,6 +326,5 @@ def optimize(variables: Mapping[str, torch.Tensor], closure: Closure, *, steps: 
             # Cancellation or error: drop the graph, the grads and Adam's state so nothing outlives the call.
             for p in params.values():
                 p.grad = None
-            opt.state.clear()
-            del opt
+            opt.clear()
     return OptimResult(variables=out, history=history, steps_run=len(history), stopped_early=stopped)

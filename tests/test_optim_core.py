@@ -181,3 +181,22 @@ def test_argument_errors():
         optimize({"code": torch.zeros(2, 4, 8)}, closure, steps=1, perturb={"code": 1.0})
     with pytest.raises(ValueError, match=r"\[B\]"):
         optimize({"code": torch.zeros(2, 4, 8)}, lambda v, s, n: (v["code"].sum(), None), steps=1)
+
+
+def test_own_adam_matches_torch_adam():
+    from hrinv.optim import _Adam
+
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randn(5, 7, generator=g)
+    a, b = x0.clone().requires_grad_(True), x0.clone().requires_grad_(True)
+    ours, ref = _Adam([a], betas=(0.9, 0.999)), torch.optim.Adam([b], lr=0.1, betas=(0.9, 0.999))
+    for step in range(20):
+        lr = lr_at(step / 20, 0.1)
+        for p in (a, b):
+            p.grad = None
+            ((p - 1.5).square() * torch.arange(7.0)).sum().backward()
+        ours.step(lr)
+        for group in ref.param_groups:
+            group["lr"] = lr
+        ref.step()
+    torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)

@@ -1,0 +1,148 @@
+"""``hrinv invert IMAGE... --generator G --vgg VGG --out DIR``: invert images into W+ (+ noise) (paper Eq. 1 / 5).
+
+For each image it writes ``DIR/<stem>.png`` (the reconstruction), ``DIR/<stem>.latent.safetensors`` (the
+:class:`hrinv.latent.Latent`) and ``DIR/<stem>.json`` (settings and metrics: PSNR, final loss, seconds).
+"""
+
+import argparse
+import logging
+import time
+from pathlib import Path
+
+HELP = "invert images into a generator's W+ (+noise) space with the HRInversion loss (paper Eq. 1; Eq. 5 --no-noise)"
+
+log = logging.getLogger("HRInv")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ._common import add_device_arguments
+
+    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files (aligned faces for face generators)")
+    parser.add_argument("--generator", "-g", required=True, metavar="CKPT",
+                        help="generator checkpoint (.pkl NVIDIA, .pt rosinality, .safetensors hrinv)")
+    parser.add_argument("--vgg", required=True, metavar="VGG_WEIGHTS",
+                        help="VGG16 weights for the perceptual loss (torchvision/timm/caffe file)")
+    parser.add_argument("--out", "-o", required=True, metavar="DIR", help="output folder")
+    parser.add_argument("--preset", default="reconstruction",
+                        choices=["reconstruction", "cross_domain", "downsampled_256", "nvidia_projector"],
+                        help="starting settings: reconstruction (Eq. 1, default), cross_domain (Eq. 5: W+ only), "
+                             "downsampled_256 (ablation baseline), nvidia_projector (W, noise reg., 256 px loss); "
+                             "the options below override it")
+    parser.add_argument("--steps", type=int, default=None, help="optimisation steps (paper: 1000)")
+    parser.add_argument("--lr", type=float, default=None, help="Adam base learning rate (reference 0.1)")
+    parser.add_argument("--space", choices=["w+", "w"], default=None, help="latent space (default w+)")
+    parser.add_argument("--noise", dest="noise", action="store_true", default=None,
+                        help="also optimise the noise maps (Eq. 1; default for the reconstruction preset)")
+    parser.add_argument("--no-noise", dest="noise", action="store_false",
+                        help="W+ only, noise maps stay the generator's constants (Eq. 5)")
+    parser.add_argument("--lambda-mse", type=float, default=None, help="weight of the pixel MSE term (default 0)")
+    parser.add_argument("--noise-regularize", type=float, default=None,
+                        help="weight of the noise-map regulariser (default 0; NVIDIA 1e5)")
+    parser.add_argument("--loss-layers", choices=["conv", "high"], default=None,
+                        help="VGG layers: conv (d_conv, default) or high (d_h)")
+    parser.add_argument("--downsample", type=int, default=None,
+                        help="compute the loss at this size (shorter side) instead of full resolution")
+    parser.add_argument("--seed", type=int, default=0, help="seed (image i of a batch uses seed + i); default 0")
+    parser.add_argument("--batch-size", type=int, default=1, help="images inverted together (same size only)")
+    parser.add_argument("--keep-aspect", action="store_true",
+                        help="keep non-square images: scale the longer side to the generator resolution and pad "
+                             "(padding is masked out of the loss) or render through the INR head if there is one; "
+                             "default: centre-crop to a square and LANCZOS-resize, like the reference projector")
+    parser.add_argument("--early-stop", type=int, default=0, metavar="PATIENCE",
+                        help="stop when the loss stalled for this many steps (after the latent-noise ramp); 0 = off")
+    parser.add_argument("--save-target", action="store_true", help="also save the fitted target as <stem>_target.png")
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress output")
+    add_device_arguments(parser)
+
+
+def _config(args):
+    from ..invert import InversionConfig
+
+    over = {"seed": int(args.seed)}
+    for key, value in (("steps", args.steps), ("lr", args.lr), ("latent_space", args.space),
+                       ("optimize_noise", args.noise), ("lambda_mse", args.lambda_mse),
+                       ("noise_regularize", args.noise_regularize), ("loss_layers", args.loss_layers),
+                       ("downsample", args.downsample)):
+        if value is not None:
+            over[key] = value
+    if args.early_stop:
+        over["early_stop_patience"] = int(args.early_stop)
+    return InversionConfig.preset(args.preset, **over)
+
+
+def run(args) -> int:
+    import torch
+
+    from ..invert import compute_w_stats, invert
+    from ..io.checkpoints import load_generator
+    from ..losses import load_vgg16
+    from ._common import Progress, load_image, resolve_device, resolve_dtype, save_image, write_json
+
+    try:
+        config = _config(args)
+    except ValueError as e:
+        print(f"hrinv invert: error: {e}")
+        return 2
+    if args.batch_size < 1:
+        print("hrinv invert: error: --batch-size must be >= 1")
+        return 2
+    device, dtype = resolve_device(args.device), resolve_dtype(args.dtype)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    missing = [p for p in args.images if not Path(p).is_file()]
+    if missing:
+        print(f"hrinv invert: error: image file(s) not found: {', '.join(missing)}")
+        return 2
+
+    G = load_generator(args.generator, device=device, dtype=dtype)
+    vgg = load_vgg16(args.vgg, device=device)
+    res = G.img_resolution
+    if not args.quiet:
+        print(f"generator {args.generator}: {res}px, {G.num_ws} ws, fingerprint {G.fingerprint()}; device {device}")
+    stats = compute_w_stats(G, config.w_avg_samples, config.w_stats_seed, device=device)
+
+    # Load and group images of the same size into batches.
+    items = []
+    for p in args.images:
+        t = load_image(p, res, keep_aspect=args.keep_aspect)  # [1, 3, H, W]
+        items.append((Path(p), t))
+    groups = []
+    for path, t in items:
+        if groups and len(groups[-1]) < args.batch_size and groups[-1][0][1].shape == t.shape:
+            groups[-1].append((path, t))
+        else:
+            groups.append([(path, t)])
+
+    stems = {}
+    for group in groups:
+        target = torch.cat([t for _, t in group])  # [B, 3, H, W]
+        names = []
+        for path, _ in group:
+            stem = path.stem
+            stems[stem] = stems.get(stem, 0) + 1
+            names.append(stem if stems[stem] == 1 else f"{stem}_{stems[stem]}")
+        label = ", ".join(names) if len(names) <= 3 else f"{names[0]} +{len(names) - 1}"
+        t0 = time.perf_counter()
+        result = invert(G, target, vgg, config, device=device, dtype=dtype, w_stats=stats,
+                        callback=Progress(label, quiet=args.quiet))
+        seconds = time.perf_counter() - t0
+        for i, (name, (path, t)) in enumerate(zip(names, group)):
+            lat = result.latent[i]
+            lat.settings["source_image"] = str(path)
+            lat.save(out / f"{name}.latent.safetensors")
+            save_image(result.image[i], out / f"{name}.png")
+            if args.save_target:
+                save_image(t[0], out / f"{name}_target.png")
+            record = {"image": str(path), "generator": str(args.generator), "vgg": str(args.vgg),
+                      "generator_fingerprint": lat.generator_fingerprint, "device": str(device),
+                      "dtype": str(dtype), "batch_size": len(group), "settings": lat.settings,
+                      "metrics": {"psnr": lat.metrics["psnr"][0], "loss": lat.metrics["loss"][0],
+                                  "seconds": seconds, "seconds_per_image": seconds / len(group),
+                                  "steps_run": result.metrics["steps_run"],
+                                  "stopped_early": result.metrics["stopped_early"]}}
+            write_json(out / f"{name}.json", record)
+            if not args.quiet:
+                print(f"{name}: PSNR {record['metrics']['psnr']:.2f} dB, loss {record['metrics']['loss']:.4g}, "
+                      f"{seconds / len(group):.1f}s -> {out / (name + '.png')}")
+    return 0
+

@@ -1,0 +1,528 @@
+"""GAN inversion into W+ (+ noise) with the HRInversion perceptual loss (paper Eq. 1, and Eq. 5 without noise).
+
+``invert(G, target, loss, config)`` finds, for each image of ``target [B, 3, H, W]`` (in [-1, 1]), the W+ code (and
+optionally the per-layer noise maps) whose synthesis is closest to it under ``loss`` (the VGG16 conv loss d_conv at
+full resolution by default) plus ``λ_mse`` times the pixel MSE. The loop is the reference projector's (NVIDIA
+stylegan2-ada ``projector.py`` as released in HRInversion): w initialised at w̄, Adam lr 0.1 with a 5 % linear
+ramp-up and 25 % cosine ramp-down, latent noise ε with σ = w_std · 0.05 · max(0, 1 − t / 0.75)², per-step noise-map
+normalisation. See ``docs/inversion.md`` for every default and its source.
+
+The user's generator is never modified: a frozen deep copy is optimised through. Batches are B independent problems
+(sample i of a batch with ``seed`` equals a single run with ``seed + i``). Non-square targets go through the INR head
+(``shape=(H, W)``) when the generator has one, else are padded to a square and masked out of the loss.
+"""
+
+import copy
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Tuple, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import ShapeError
+from .latent import Latent
+from .optim import (EarlyStopping, grad_context, make_generators, module_has_inference_tensors, optimize,
+                    randn_per_sample, sample_seeds)
+
+__all__ = ["InversionConfig", "InversionResult", "invert", "compute_w_stats", "pad_to_square", "crop_from_square",
+           "psnr", "PRESETS"]
+
+log = logging.getLogger("HRInv")
+
+_SPACES = ("w+", "w")
+_INITS = ("mean", "random")
+_NON_SQUARE = ("auto", "inr", "pad")
+
+
+@dataclass
+class InversionConfig:
+    """Settings of :func:`invert`. Defaults = the HRInversion reconstruction setting (Eq. 1); see docs/inversion.md.
+
+    Attributes:
+        steps: Adam steps (paper Table I: 1000).
+        lr: base learning rate (reference 0.1).
+        latent_space: ``"w+"`` (one code per layer, HRInversion) or ``"w"`` (one code repeated, NVIDIA projector).
+        optimize_noise: optimise the per-layer noise maps with W+ (Eq. 1). False = Eq. 5 (W+ only, the noise stays
+            the generator's constant buffers), used for the cross-domain projections.
+        noise_regularize: weight of the noise-map autocorrelation regulariser (reference function default 1e5, the
+            authors' shipped config 0; the paper argues it is not needed without down-sampling).
+        normalize_noise: re-normalise every noise map to zero mean / unit RMS after each step (reference: on).
+        lambda_mse: weight of the pixel MSE (mean over pixels, images in [-1, 1]); the paper gives no value, 0.
+        initial_noise_factor: ε starts at ``w_std · initial_noise_factor`` (reference 0.05).
+        noise_ramp: fraction of the run after which ε is 0 (reference 0.75).
+        lr_rampup, lr_rampdown: learning-rate ramps as fractions of the run (reference 0.05 / 0.25).
+        betas: Adam betas (reference (0.9, 0.999)).
+        w_avg_samples: number of z samples mapped to estimate w̄ and w_std (reference 10000).
+        w_stats_seed: seed of those z samples (reference ``np.random.RandomState(123)``, reproduced exactly).
+        init: ``"mean"`` (w̄, reference) or ``"random"`` (a mapped random z, truncated towards w̄ by
+            ``init_truncation``; drawn per sample from its seed).
+        init_truncation: ψ of the random init (1 = no truncation).
+        seed: seed of the noise-map init and the ε draws; sample i of a batch uses ``seed + i``. None = random
+            unless ``invert(generator=...)`` is given.
+        preview_every: send a preview image to the callback every N steps (0 = never).
+        early_stop_patience: stop when no sample improved its loss by ``early_stop_min_rel`` (relative) within this
+            many steps, checked after the ε ramp (0 = off, the reference).
+        early_stop_min_rel: see above.
+        loss_layers: ``"conv"`` (d_conv, Eq. 3), ``"high"`` (d_h) or a ``{tap: weight}`` dict; used when
+            :func:`invert` is given a VGG network rather than a ready loss.
+        downsample: area-downsample prediction and target so their shorter side is at most this before the loss
+            (None = full resolution, HRInversion; 256 = the NVIDIA/rosinality baseline of the ablation).
+        non_square: ``"auto"`` (INR head if the generator has one, else pad), ``"inr"`` or ``"pad"``.
+        force_fp32: run synthesis in fp32 (reference inversion setting for our code: True).
+    """
+
+    steps: int = 1000
+    lr: float = 0.1
+    latent_space: str = "w+"
+    optimize_noise: bool = True
+    noise_regularize: float = 0.0
+    normalize_noise: bool = True
+    lambda_mse: float = 0.0
+    initial_noise_factor: float = 0.05
+    noise_ramp: float = 0.75
+    lr_rampup: float = 0.05
+    lr_rampdown: float = 0.25
+    betas: Tuple[float, float] = (0.9, 0.999)
+    w_avg_samples: int = 10000
+    w_stats_seed: int = 123
+    init: str = "mean"
+    init_truncation: float = 1.0
+    seed: Optional[int] = None
+    preview_every: int = 0
+    early_stop_patience: int = 0
+    early_stop_min_rel: float = 1e-3
+    loss_layers: Union[str, Dict[int, float]] = "conv"
+    downsample: Optional[int] = None
+    non_square: str = "auto"
+    force_fp32: bool = True
+
+    def __post_init__(self):
+        def bad(name, want):
+            raise ValueError(f"InversionConfig.{name} must be {want}, got {getattr(self, name)!r}")
+
+        if not isinstance(self.steps, int) or isinstance(self.steps, bool) or self.steps < 1:
+            bad("steps", "an integer >= 1 (the paper uses 1000)")
+        if not (isinstance(self.lr, (int, float)) and self.lr > 0):
+            bad("lr", "a positive number (reference 0.1)")
+        if isinstance(self.latent_space, str):
+            self.latent_space = self.latent_space.lower()
+        if self.latent_space not in _SPACES:
+            bad("latent_space", f"one of {_SPACES}")
+        for name in ("noise_regularize", "lambda_mse", "initial_noise_factor", "noise_ramp", "lr_rampup",
+                     "lr_rampdown", "early_stop_min_rel"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not np.isfinite(v) or v < 0:
+                bad(name, "a finite number >= 0")
+        for name in ("noise_ramp", "lr_rampup", "lr_rampdown"):
+            if getattr(self, name) > 1:
+                bad(name, "a fraction of the run in [0, 1]")
+        if self.lr_rampup + self.lr_rampdown > 1:
+            raise ValueError(f"InversionConfig: lr_rampup + lr_rampdown must be <= 1, got {self.lr_rampup} + "
+                             f"{self.lr_rampdown}")
+        if self.early_stop_min_rel >= 1:
+            bad("early_stop_min_rel", "a fraction in [0, 1)")
+        self.betas = tuple(float(b) for b in self.betas)
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            bad("betas", "two numbers in [0, 1)")
+        if not isinstance(self.w_avg_samples, int) or self.w_avg_samples < 2:
+            bad("w_avg_samples", "an integer >= 2 (reference 10000)")
+        if self.init not in _INITS:
+            bad("init", f"one of {_INITS}")
+        if not 0 <= self.init_truncation <= 1:
+            bad("init_truncation", "ψ in [0, 1]")
+        if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0):
+            bad("seed", "None or an integer >= 0")
+        for name in ("preview_every", "early_stop_patience"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                bad(name, "an integer >= 0 (0 = off)")
+        if isinstance(self.loss_layers, str):
+            if self.loss_layers not in ("conv", "high"):
+                bad("loss_layers", "'conv', 'high' or a {vgg tap: weight} dict")
+        elif not isinstance(self.loss_layers, dict) or not self.loss_layers:
+            bad("loss_layers", "'conv', 'high' or a non-empty {vgg tap: weight} dict")
+        if self.downsample is not None and (not isinstance(self.downsample, int) or self.downsample <= 32):
+            bad("downsample", "None (full resolution) or an integer > 32 (VGG needs more than 32 px)")
+        if self.non_square not in _NON_SQUARE:
+            bad("non_square", f"one of {_NON_SQUARE}")
+
+    def to_dict(self) -> dict:
+        """JSON-able dict (stored in the latent's settings)."""
+        d = dataclasses.asdict(self)
+        d["betas"] = list(self.betas)
+        if isinstance(self.loss_layers, dict):
+            d["loss_layers"] = {str(k): float(v) for k, v in self.loss_layers.items()}
+        return d
+
+    @classmethod
+    def preset(cls, name: str, **overrides) -> "InversionConfig":
+        """A named setting: see :data:`PRESETS` (``reconstruction`` = Eq. 1, ``cross_domain`` = Eq. 5, ...)."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown inversion preset {name!r}; choose one of {sorted(PRESETS)}")
+        return cls(**{**PRESETS[name], **overrides})
+
+
+PRESETS = {
+    # Eq. 1: W+ and noise, d_conv at full resolution.
+    "reconstruction": {},
+    # Eq. 5: the source / target projections of the stylisation: W+ only, noise left at G's constants.
+    "cross_domain": {"optimize_noise": False},
+    # Ablation baseline (paper Fig. 1b / Table II): the same loop with the loss computed at 256 px.
+    "downsampled_256": {"downsample": 256},
+    # NVIDIA stylegan2-ada projector: W space, noise maps with the 1e5 regulariser, loss at 256 px.
+    "nvidia_projector": {"latent_space": "w", "noise_regularize": 1e5, "downsample": 256},
+}
+
+
+@dataclass
+class InversionResult:
+    """What :func:`invert` returns.
+
+    Attributes:
+        latent: the optimised :class:`Latent` (``ws [B, num_ws, w_dim]``, noise maps or None, settings, metrics).
+        image: the reconstruction without ε, cropped back to the target size. Shape: ``[B, 3, H, W]``, [-1, 1].
+        history: loss per step and sample. Shape: ``[steps_run, B]``.
+    """
+
+    latent: Latent
+    image: torch.Tensor
+    history: torch.Tensor
+    metrics: dict = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Helpers
+
+
+@torch.no_grad()
+def compute_w_stats(G, num_samples: int = 10000, seed: int = 123, device=None, dtype=None,
+                    chunk: int = 1000) -> Tuple[torch.Tensor, float]:
+    """w̄ and w_std of ``G``'s mapping, as the reference projector computes them.
+
+    ``z = np.random.RandomState(seed).randn(num_samples, z_dim)``; ``w = G.mapping(z)[:, 0]``; ``w̄ = mean(w)``;
+    ``w_std = sqrt(Σ ||w − w̄||² / N)`` (the RMS L2 distance over all w_dim dims, not a per-dim std).
+
+    Returns:
+        ``(w_avg [w_dim] float32, w_std float)``.
+    """
+    if getattr(G, "c_dim", 0):
+        raise ShapeError(f"inversion of conditional generators (c_dim={G.c_dim}) is not supported: w̄ would depend "
+                         f"on the class label; use an unconditional generator")
+    p = next(G.mapping.parameters())
+    device = p.device if device is None else torch.device(device)
+    dtype = p.dtype if dtype is None else dtype
+    z_all = np.random.RandomState(seed).randn(num_samples, G.z_dim)  # [N, z_dim] float64, as the reference
+    ws = []
+    with torch.inference_mode(False):
+        for i in range(0, num_samples, chunk):
+            z = torch.from_numpy(z_all[i:i + chunk]).to(device=device, dtype=dtype)  # [n, z_dim]
+            ws.append(G.mapping(z, None)[:, 0].float())  # [n, w_dim]
+    w = torch.cat(ws)  # [N, w_dim]
+    w_avg = w.mean(0)  # [w_dim]
+    w_std = float(((w - w_avg).square().sum() / num_samples).sqrt())
+    return w_avg.detach().clone(), w_std
+
+
+def pad_to_square(img: torch.Tensor, mode: str = "replicate") -> Tuple[torch.Tensor, torch.Tensor, Tuple[int, ...]]:
+    """Pad ``img [B, C, H, W]`` (centred) to a square of side ``max(H, W)``.
+
+    Args:
+        img: images.
+        mode: ``F.pad`` mode for the border (``replicate`` keeps VGG features near the edge plausible).
+
+    Returns:
+        ``(square [B, C, S, S], mask [B, 1, S, S] (1 on the image, 0 on the padding), pads (left, right, top,
+        bottom))``; :func:`crop_from_square` undoes it.
+    """
+    h, w = img.shape[-2:]
+    s = max(h, w)
+    left, top = (s - w) // 2, (s - h) // 2
+    pads = (left, s - w - left, top, s - h - top)
+    square = F.pad(img, pads, mode=mode) if any(pads) else img.clone()  # [B, C, S, S]
+    mask = torch.zeros(img.shape[0], 1, s, s, device=img.device, dtype=img.dtype)
+    mask[:, :, top:top + h, left:left + w] = 1
+    return square, mask, pads
+
+
+def crop_from_square(img: torch.Tensor, pads: Tuple[int, ...]) -> torch.Tensor:
+    """Inverse of :func:`pad_to_square`: remove ``pads = (left, right, top, bottom)`` from ``img [..., S, S]``."""
+    left, right, top, bottom = (int(p) for p in pads)
+    h, w = img.shape[-2:]
+    return img[..., top:h - bottom, left:w - right]
+
+
+def psnr(pred: torch.Tensor, target: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """PSNR in dB per sample of images in [-1, 1] (clamped, compared in [0, 1], like 8-bit PSNR). Shape: ``[B]``."""
+    a = (pred.detach().float().clamp(-1, 1) + 1) / 2
+    b = (target.detach().float().clamp(-1, 1) + 1) / 2
+    se = (a - b).square()  # [B, C, H, W]
+    if mask is None:
+        mse = se.flatten(1).mean(1)
+    else:
+        m = mask.float().expand_as(se)
+        mse = (se * m).flatten(1).sum(1) / m.flatten(1).sum(1).clamp_min(1e-8)
+    return 10 * torch.log10(1.0 / mse.clamp_min(1e-12))
+
+
+def _masked_mse(pred, target, mask):
+    se = (pred - target).square()  # [B, C, H, W]
+    if mask is None:
+        return se.flatten(1).mean(1)
+    m = mask.expand_as(se)
+    return (se * m).flatten(1).sum(1) / m.flatten(1).sum(1).clamp_min(1e-8)
+
+
+def _noise_regularizer(maps: List[torch.Tensor]) -> torch.Tensor:
+    """Reference autocorrelation penalty, per sample: Σ over maps and octaves of mean(v·roll(v))² (W and H)."""
+    total = 0
+    for v in maps:  # [B, 1, r, r]
+        while True:
+            total = total + (v * torch.roll(v, shifts=1, dims=3)).mean(dim=(1, 2, 3)).square()
+            total = total + (v * torch.roll(v, shifts=1, dims=2)).mean(dim=(1, 2, 3)).square()
+            if v.shape[2] <= 8:
+                break
+            v = F.avg_pool2d(v, kernel_size=2)
+    return total  # [B]
+
+
+def _normalize_noise_(params: Dict[str, torch.Tensor]) -> None:
+    for k, v in params.items():
+        if k.startswith("noise."):
+            v.sub_(v.mean(dim=(1, 2, 3), keepdim=True))
+            v.mul_(v.square().mean(dim=(1, 2, 3), keepdim=True).rsqrt())
+
+
+def _resize_for_loss(img: torch.Tensor, size: Optional[int]) -> torch.Tensor:
+    if size is None or min(img.shape[-2:]) <= size:
+        return img
+    h, w = img.shape[-2:]
+    scale = size / min(h, w)
+    return F.interpolate(img, size=(max(1, round(h * scale)), max(1, round(w * scale))), mode="area")
+
+
+def _first_param(module):
+    if isinstance(module, torch.nn.Module):
+        for t in list(module.parameters()) + list(module.buffers()):
+            return t
+    return None
+
+
+def _prepare_loss(loss, config: InversionConfig, device):
+    """Turn ``loss`` (a PerceptualLoss-like object, a VGG network, or a plain callable) into a usable loss."""
+    if loss is None:
+        raise ValueError("invert() needs a loss: a hrinv.losses.PerceptualLoss, a VGG16 from hrinv.load_vgg16(...), "
+                         "or a callable loss(pred, target) -> [B]")
+    is_vgg = isinstance(loss, torch.nn.Module) and not hasattr(loss, "target") and hasattr(loss, "preprocess")
+    if is_vgg:
+        from .losses import PerceptualLoss
+
+        loss = PerceptualLoss(loss, layers=config.loss_layers)
+    if isinstance(loss, torch.nn.Module):
+        p = _first_param(loss)
+        needs_copy = module_has_inference_tensors(loss) or any(q.requires_grad for q in loss.parameters()) or (
+            p is not None and p.device != device)
+        if needs_copy:  # never let the user's VGG collect grads or keep inference tensors
+            loss = copy.deepcopy(loss).to(device).requires_grad_(False)
+        loss.eval()
+    return loss
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# invert()
+
+
+def invert(G, target: torch.Tensor, loss=None, config: Optional[InversionConfig] = None, *, device=None, dtype=None,
+           mask: Optional[torch.Tensor] = None, callback: Optional[Callable] = None,
+           generator: Optional[torch.Generator] = None, w_stats: Optional[Tuple[torch.Tensor, float]] = None,
+           init_latent: Optional[Latent] = None) -> InversionResult:
+    """Invert ``target`` into ``G``'s W+ (+ noise) space (paper Eq. 1; Eq. 5 with ``optimize_noise=False``).
+
+    Args:
+        G: a :class:`hrinv.generator.stylegan2.Generator` (never modified; a frozen copy is used).
+        target: images in [-1, 1]. Shape: ``[B, 3, H, W]`` with ``H = W = G.img_resolution``, or any ``H, W`` when
+            ``G.inr`` exists, or non-square with ``max(H, W) = G.img_resolution`` (padded and masked).
+        loss: a ``PerceptualLoss`` (``.target(img)`` + ``loss(pred, feats, mask=None) -> [B]``), a VGG16 from
+            :func:`hrinv.load_vgg16` (wrapped with ``config.loss_layers``), or any callable
+            ``loss(pred, target_img) -> [B]``.
+        config: :class:`InversionConfig` (default: the paper's reconstruction setting).
+        device, dtype: where / in which dtype the generator copy runs (default: G's). Variables stay float32.
+        mask: optional loss weights in [0, 1]. Shape: ``[B or 1, 1, H, W]``.
+        callback: ``callback(step, total, preview)``; raise from it to cancel (nothing is left behind).
+        generator: ``torch.Generator`` that draws the per-sample seeds when ``config.seed`` is None.
+        w_stats: precomputed ``(w_avg, w_std)`` from :func:`compute_w_stats` (skips 10000 mapping samples).
+        init_latent: start from this latent instead of w̄ (its noise maps too, when it has them).
+
+    Returns:
+        :class:`InversionResult`.
+
+    Raises:
+        ShapeError: the target/mask shape does not fit the generator.
+    """
+    config = config or InversionConfig()
+    t0 = time.perf_counter()
+    with grad_context():
+        p0 = next(G.parameters())
+        device = p0.device if device is None else torch.device(device)
+        dtype = p0.dtype if dtype is None else dtype
+        target = _check_target(target, "target")
+        b, _, h, w = target.shape
+        res = G.img_resolution
+        if mask is not None:
+            mask = _check_mask(mask, b, h, w)
+
+        # Frozen private copy of G (clones every tensor, so inference tensors become normal ones).
+        Gc = copy.deepcopy(G).to(device=device, dtype=dtype).eval().requires_grad_(False)
+        target = target.detach().clone().to(device=device, dtype=torch.float32)  # [B, 3, H, W]
+        mask = None if mask is None else mask.detach().clone().to(device=device, dtype=torch.float32)
+
+        shape, pads = None, None
+        if (h, w) != (res, res):
+            use_inr = Gc.inr is not None and config.non_square in ("auto", "inr")
+            if use_inr:
+                shape = (h, w)
+            elif config.non_square == "inr":
+                raise ShapeError(f"non_square='inr' needs a generator with an INR head (G.inr is None); target is "
+                                 f"{h}x{w}, generator renders {res}x{res}")
+            elif max(h, w) == res:
+                target, pad_mask, pads = pad_to_square(target)  # [B, 3, res, res], [B, 1, res, res]
+                mask = pad_mask if mask is None else pad_to_square(mask, mode="constant")[0] * pad_mask
+            else:
+                raise ShapeError(f"target is {h}x{w} but the generator renders {res}x{res} and has no INR head: resize "
+                                 f"the image so its longer side is {res} (non-square targets are then padded and "
+                                 f"masked), e.g. `hrinv invert --keep-aspect`")
+
+        loss_fn = _prepare_loss(loss, config, device)
+        has_feats = hasattr(loss_fn, "target")
+        loss_param = _first_param(loss_fn)
+        loss_dtype = loss_param.dtype if loss_param is not None and loss_param.is_floating_point() else torch.float32
+        tgt_small = _resize_for_loss(target, config.downsample)
+        mask_small = None if mask is None else _resize_for_loss(mask, config.downsample)
+        with torch.no_grad():
+            tgt_feats = loss_fn.target(tgt_small.to(loss_dtype)) if has_feats else tgt_small
+
+        # w statistics, seeds, initial variables.
+        if w_stats is None:
+            w_stats = compute_w_stats(Gc, config.w_avg_samples, config.w_stats_seed, device=device, dtype=dtype)
+        w_avg = w_stats[0].detach().clone().to(device=device, dtype=torch.float32)  # [w_dim]
+        w_std = float(w_stats[1])
+        seeds = sample_seeds(b, config.seed, generator)
+        init_gens = make_generators([(s * 1_000_003 + 17) % 2**63 for s in seeds])
+        variables = _init_variables(Gc, config, b, w_avg, seeds, init_gens, device, init_latent)
+        noise_names = [k[len("noise."):] for k in variables if k.startswith("noise.")]
+
+        def render(v):
+            ws = v["ws"] if config.latent_space == "w+" else v["ws"].expand(-1, Gc.num_ws, -1)  # [B, num_ws, w_dim]
+            noise = {n: v["noise." + n].to(dtype) for n in noise_names} or None
+            return Gc.synthesis(ws.to(dtype), noise_mode="const", noise=noise, shape=shape,
+                                force_fp32=config.force_fp32)  # [B, 3, H', W']
+
+        def objective(img, v):
+            pred = _resize_for_loss(img.float(), config.downsample).to(loss_dtype)
+            if has_feats:
+                total = loss_fn(pred, tgt_feats, mask=mask_small)
+            else:
+                total = loss_fn(pred, tgt_feats) if mask_small is None else loss_fn(pred, tgt_feats, mask=mask_small)
+            total = total.float().reshape(b)  # [B]
+            if config.lambda_mse > 0:
+                total = total + config.lambda_mse * _masked_mse(img.float(), target, mask)
+            if config.noise_regularize > 0 and noise_names:
+                total = total + config.noise_regularize * _noise_regularizer([v["noise." + n] for n in noise_names])
+            return total
+
+        def closure(v, step, steps):
+            img = render(v)
+            return objective(img, v), img
+
+        cb = callback
+        if callback is not None and pads is not None:
+            def cb(step, total, preview):
+                callback(step, total, None if preview is None else crop_from_square(preview, pads))
+
+        result = optimize(
+            variables, closure, steps=config.steps, lr=config.lr, lr_rampup=config.lr_rampup,
+            lr_rampdown=config.lr_rampdown, betas=config.betas, perturb={"ws": w_std},
+            noise_factor=config.initial_noise_factor, noise_ramp=config.noise_ramp, seeds=seeds,
+            post_step=_normalize_noise_ if (noise_names and config.normalize_noise) else None, callback=cb,
+            preview_every=config.preview_every,
+            early_stopping=EarlyStopping(config.early_stop_patience, config.early_stop_min_rel, config.noise_ramp)
+            if config.early_stop_patience else None)
+
+        with torch.no_grad():
+            final = result.variables
+            img = render(final).float()  # [B, 3, H', W']
+            final_loss = objective(img, final)  # [B]
+            quality = psnr(img, target, mask)  # [B]
+        ws = final["ws"] if config.latent_space == "w+" else final["ws"].expand(-1, Gc.num_ws, -1)
+        noise = {n: final["noise." + n].detach().clone() for n in noise_names} or None
+        if pads is not None:
+            img = crop_from_square(img, pads)
+        seconds = time.perf_counter() - t0
+        metrics = {"loss": [float(x) for x in final_loss], "psnr": [float(x) for x in quality],
+                   "seconds": seconds, "steps_run": result.steps_run, "stopped_early": result.stopped_early}
+        settings = {"inversion": config.to_dict(), "target_size": [int(h), int(w)], "pads": list(pads or ()),
+                    "render_shape": list(shape) if shape else None, "seeds": [str(s) for s in seeds],
+                    "w_std": w_std}
+        latent = Latent(ws.detach().clone().contiguous(), noise, G.fingerprint() if hasattr(G, "fingerprint") else "",
+                        settings, metrics)
+        history = torch.tensor(result.history, dtype=torch.float32).reshape(result.steps_run, b)
+        log.info("inverted %d image(s) in %.1f s: PSNR %s dB", b, seconds, ", ".join(f"{x:.2f}" for x in quality))
+    return InversionResult(latent=latent, image=img.detach().clamp(-1, 1), history=history, metrics=metrics)
+
+
+def _check_target(t, name):
+    if not isinstance(t, torch.Tensor) or t.ndim != 4 or t.shape[1] != 3:
+        got = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+        raise ShapeError(f"{name} must be an RGB image batch [B, 3, H, W] in [-1, 1], got {got}")
+    if not t.is_floating_point():
+        raise ShapeError(f"{name} must be floating point in [-1, 1], got {t.dtype}; convert uint8 with x / 127.5 - 1")
+    if min(t.shape[-2:]) < 4:
+        raise ShapeError(f"{name} is only {t.shape[-2]}x{t.shape[-1]} px")
+    lo, hi = float(t.min()), float(t.max())
+    if lo < -1.5 or hi > 1.5:
+        raise ShapeError(f"{name} values must be in [-1, 1] (StyleGAN convention), got [{lo:.3g}, {hi:.3g}]; "
+                         f"map [0, 1] images with x * 2 - 1 and [0, 255] with x / 127.5 - 1")
+    return t
+
+
+def _check_mask(mask, b, h, w):
+    if not isinstance(mask, torch.Tensor) or mask.ndim != 4 or mask.shape[1] != 1 or mask.shape[0] not in (1, b) \
+            or tuple(mask.shape[-2:]) != (h, w):
+        got = tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
+        raise ShapeError(f"mask must be [B or 1, 1, H, W] = [{b} or 1, 1, {h}, {w}] with weights in [0, 1], got {got}")
+    return mask.expand(b, 1, h, w)
+
+
+def _init_variables(Gc, config, b, w_avg, seeds, gens, device, init_latent):
+    """Initial ``{"ws": ..., "noise.<layer>": ...}`` (float32) for a batch of ``b`` problems."""
+    variables = {}
+    rows = 1 if config.latent_space == "w" else Gc.num_ws
+    if init_latent is not None:
+        init_latent.check_compatible(Gc)
+        if init_latent.batch_size not in (1, b):
+            raise ShapeError(f"init_latent has batch {init_latent.batch_size}, the target batch is {b}")
+        ws = init_latent.ws.detach().clone().to(device=device, dtype=torch.float32).expand(b, -1, -1)
+        if config.latent_space == "w":
+            ws = ws.mean(1, keepdim=True)
+        variables["ws"] = ws.contiguous()  # [B, rows, w_dim]
+    elif config.init == "random":
+        z = randn_per_sample((Gc.z_dim,), gens, device=device, dtype=next(Gc.mapping.parameters()).dtype)
+        with torch.no_grad():
+            w0 = Gc.mapping(z, None)[:, :1].float()  # [B, 1, w_dim]
+        w0 = w_avg + config.init_truncation * (w0 - w_avg)
+        variables["ws"] = w0.expand(b, rows, -1).contiguous()
+    else:
+        variables["ws"] = w_avg.reshape(1, 1, -1).expand(b, rows, -1).contiguous()  # [B, rows, w_dim]
+    if config.optimize_noise:
+        bufs = Gc.synthesis.noise_buffers()
+        for name, buf in bufs.items():
+            r = buf.shape[-2:]
+            if init_latent is not None and init_latent.noise is not None and name in init_latent.noise:
+                n = init_latent.noise[name].detach().clone().to(device=device, dtype=torch.float32).expand(b, 1, *r)
+            else:
+                n = randn_per_sample((1, *r), gens, device=device)  # [B, 1, r, r]
+            variables["noise." + name] = n.contiguous()
+    return variables
