@@ -16,8 +16,8 @@ def schedule_inputs(what: str) -> list:
     return [
         io.Combo.Input("schedule", options=PRESETS, default="paper",
                        tooltip=f"λ per synthesis block, the weight of the target {what}. paper: 0.2 for blocks up "
-                               f"to 128 px, 0.7 above (the paper's setting). constant: the 'constant_lambda' value for every "
-                               f"block. custom list: the 'lambdas' text. source / target: λ = 0 / 1 everywhere."),
+                               f"to 128 px, 0.7 above (the paper's setting). constant: the 'constant_lambda' value for "
+                               f"every block. custom list: the 'lambdas' text. source / target: λ = 0 / 1 everywhere."),
         io.Float.Input("constant_lambda", default=0.5, min=0.0, max=1.0, step=0.01,
                        tooltip="λ for every block when schedule = constant (0 = source, 1 = target)."),
         io.String.Input("lambdas", default="0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.7, 0.7, 0.7", multiline=False,

@@ -63,7 +63,7 @@ class HRInvert(io.ComfyNode):
                 io.Float.Input("lambda_mse", default=0.0, min=0.0, max=100.0, step=0.01,
                                tooltip="Weight of an extra pixel MSE term (images in [-1, 1]). 0 = perceptual "
                                        "loss only, as in the paper."),
-                io.Int.Input("seed", default=0, min=0, max=2**31 - 1,
+                io.Int.Input("seed", default=0, min=0, max=2**31 - 1, control_after_generate=False,
                              tooltip="Seed of the noise-map init and the latent jitter; image i of the batch uses "
                                      "seed + i. Same seed + same inputs = same result."),
                 io.Float.Input("learning_rate", default=0.1, min=0.0001, max=10.0, step=0.001,

@@ -42,7 +42,7 @@ class LocalStyleOptimize(io.ComfyNode):
                 io.Boolean.Input("noise_maps", default=False,
                                  tooltip="Also optimise the noise maps (the paper does; their effect is "
                                          "negligible and it costs time)."),
-                io.Int.Input("seed", default=0, min=0, max=2**31 - 1,
+                io.Int.Input("seed", default=0, min=0, max=2**31 - 1, control_after_generate=False,
                              tooltip="Seed of the offset init and jitter; image i uses seed + i."),
             ],
             outputs=[LATENT.Output(display_name="latent", tooltip="The refined latent (w_m + offset, noise maps)."),

@@ -36,7 +36,8 @@ class RenderAnyResolution(io.ComfyNode):
                 io.Int.Input("tile", default=0, min=0, max=16384, step=8,
                              tooltip="INR head only: render in tiles of this many pixels (0 = one piece); lowers "
                                      "peak memory for very large outputs, seamless. Cancel works between tiles."),
-                io.Int.Input("seed", default=0, min=0, max=2**31 - 1, tooltip="Seed of the random noise mode."),
+                io.Int.Input("seed", default=0, min=0, max=2**31 - 1, control_after_generate=False,
+                             tooltip="Seed of the random noise mode."),
                 io.Combo.Input("mode", options=["auto", "inr", "resize"], default="auto",
                                tooltip="Advanced: inr = render through the Style-INR-GAN head (needs one); resize = "
                                        "render at the generator's size and resample (a fallback, not the paper's "
@@ -62,9 +63,10 @@ class RenderAnyResolution(io.ComfyNode):
                 _comfy.no_inference_mode():
             noise = lat.noise if noise_mode == "latent" else None
             rng = torch.Generator(device=device).manual_seed(int(seed))
-            img = render(G, lat.ws, int(height), int(width), noise_mode="const" if noise_mode == "latent" else noise_mode,
-                         noise=noise, mode=mode, fit=fit, tile=int(tile) or None, device=device,
-                         callback=_comfy.progress(1), generator=rng)                      # [B, 3, H, W] on cpu
+            mode_ = "const" if noise_mode == "latent" else noise_mode
+            img = render(G, lat.ws, int(height), int(width), noise_mode=mode_, noise=noise, mode=mode, fit=fit,
+                         tile=int(tile) or None, device=device, callback=_comfy.progress(1),
+                         generator=rng)                                                    # [B, 3, H, W] on cpu
         return io.NodeOutput(to_comfy(img))
 
 

@@ -265,6 +265,31 @@ def test_workflows_are_templates(comfy):
         assert jpg[:3] == b"\xff\xd8\xff"
 
 
+def test_templates_load_in_the_real_editor(comfy):
+    """Optional: open ComfyUI's own frontend in headless Chromium, load every template and export it to API format;
+    it must equal workflows/api/. Needs node, Chromium and playwright-core (HRINV_PLAYWRIGHT_NODE_MODULES)."""
+    import shutil
+
+    modules = os.environ.get("HRINV_PLAYWRIGHT_NODE_MODULES")
+    chromium = os.environ.get("HRINV_CHROMIUM", shutil.which("chromium") or "")
+    if not (modules and shutil.which("node") and chromium):
+        pytest.skip("set HRINV_PLAYWRIGHT_NODE_MODULES (a node_modules with playwright-core) and have node + chromium")
+    out = subprocess.run(["node", str(REPO / "tools" / "browser_templates_check.mjs"), comfy.url, PACK_DIR_NAME,
+                          chromium], env={**os.environ, "NODE_PATH": modules}, capture_output=True, text=True,
+                         timeout=300, check=False)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])["templates"]
+    assert sorted(result) == sorted(wf.WORKFLOW_SPECS)
+    for name, r in result.items():
+        assert not r["errors"] and not r["missing"], (name, r)
+        ours = json.loads((REPO / "workflows" / "api" / f"{name}.json").read_text())
+        exported = {k: {"class_type": v["class_type"],
+                        "inputs": {i: x for i, x in v["inputs"].items()
+                                   if not (v["class_type"] == "PreviewAny" and i == "preview")}}
+                    for k, v in r["output"].items()}
+        assert exported == {k: {"class_type": v["class_type"], "inputs": v["inputs"]} for k, v in ours.items()}, name
+
+
 def test_model_folders_are_merged(comfy):
     assert FILES[wf.SOURCE_CKPT] in comfy.get("/models/hrinv_stylegan")
     assert comfy.files[wf.VGG_FILE] in comfy.get("/models/hrinv_vgg")

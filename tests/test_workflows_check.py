@@ -89,3 +89,12 @@ def test_substitute_shrinks_work():
     assert g["1"]["inputs"]["ckpt_name"] == "a.safetensors"
     assert g["12"]["inputs"]["steps"] == 2 and g["23"]["inputs"]["width"] == 64
     assert wf.wf_paper_pipeline()["12"]["inputs"]["steps"] == 1000          # the original is untouched
+
+
+def test_editor_widget_conventions():
+    # the editor adds a 'control after generate' value after INT inputs named seed (unless told not to) and an
+    # upload value after LoadImage's image; our nodes opt out of the seed control so templates re-run from cache
+    assert wf.extra_widget_values("seed", "INT", {}) == ["fixed"]
+    assert wf.extra_widget_values("seed", "INT", {"control_after_generate": False}) == []
+    assert wf.extra_widget_values("steps", "INT", {"control_after_generate": True}) == ["fixed"]
+    assert wf.extra_widget_values("image", "COMBO", {"image_upload": True}) == ["image"]

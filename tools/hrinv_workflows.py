@@ -35,7 +35,8 @@ CORE_NODES = {
     "ImageBatch": {"input": {"required": {"image1": ["IMAGE"], "image2": ["IMAGE"]}},
                    "input_order": {"required": ["image1", "image2"]}, "output": ["IMAGE"], "output_name": ["IMAGE"],
                    "output_node": False},
-    "SaveImage": {"input": {"required": {"images": ["IMAGE", {}], "filename_prefix": ["STRING", {"default": "ComfyUI"}]},
+    "SaveImage": {"input": {"required": {"images": ["IMAGE", {}],
+                                         "filename_prefix": ["STRING", {"default": "ComfyUI"}]},
                             "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}},
                   "input_order": {"required": ["images", "filename_prefix"], "hidden": ["prompt", "extra_pnginfo"]},
                   "output": [], "output_name": [], "output_node": True},
@@ -192,6 +193,18 @@ def _widget_inputs(info: dict) -> list:
     return out
 
 
+def extra_widget_values(name: str, kind: str, opts: dict) -> list:
+    """Values the editor stores after a widget's own value: the image-upload button of LoadImage, and the
+    'control after generate' widget it adds to INT inputs that ask for it or are named seed / noise_seed (unless the
+    input says control_after_generate=False). Saved as 'fixed' so that a loaded template re-runs from the cache."""
+    extra = []
+    if opts.get("image_upload"):
+        extra.append("image")
+    if kind == "INT" and opts.get("control_after_generate", name in ("seed", "noise_seed")):
+        extra.append("fixed")
+    return extra
+
+
 def _types_match(out_type: str, in_type) -> bool:
     if isinstance(in_type, list):
         return False
@@ -319,8 +332,7 @@ def api_to_ui(graph: dict, object_info: dict, name: str) -> dict:
                 v = node["inputs"].get(iname)
                 if is_widget:
                     widgets.append(v if v is not None else opts.get("default"))
-                    if opts.get("image_upload"):
-                        widgets.append("image")
+                    widgets.extend(extra_widget_values(iname, "COMBO" if isinstance(t, list) else t, opts))
                     continue
                 entry = {"name": iname, "type": t, "link": None}
                 if cat == "optional":
@@ -345,7 +357,8 @@ def api_to_ui(graph: dict, object_info: dict, name: str) -> dict:
                       "widgets_values": widgets, "title": node.get("_meta", {}).get("title", node["class_type"])})
     ui_links = [[l[0], l[1], l[2], l[3], l[4], l[5]] for l in links]
     return {"id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"hrinv/{name}")), "revision": 0,
-            "last_node_id": max(ids.values()), "last_link_id": len(links), "nodes": sorted(nodes, key=lambda n: n["id"]),
+            "last_node_id": max(ids.values()), "last_link_id": len(links),
+            "nodes": sorted(nodes, key=lambda n: n["id"]),
             "links": ui_links, "groups": [], "config": {}, "extra": {"ds": {"scale": 0.8, "offset": [0, 0]}},
             "version": 0.4}
 
@@ -366,8 +379,7 @@ def ui_to_api(ui: dict, object_info: dict) -> dict:
             if not values:
                 break
             inputs[wname] = values.pop(0)
-            if opts.get("image_upload") and values:
-                values.pop(0)
+            del values[:len(extra_widget_values(wname, kind, opts))]
         graph[str(n["id"])] = {"class_type": n["type"], "inputs": inputs, "_meta": {"title": n.get("title", "")}}
     return graph
 
@@ -384,7 +396,7 @@ def check_ui(ui: dict, object_info: dict) -> list:
         if info is None:
             errors.append(f"node {n['id']}: unknown node type {n['type']!r}")
             continue
-        n_w = sum(2 if opts.get("image_upload") else 1 for (_, _, opts, _, _) in _widget_inputs(info))
+        n_w = sum(1 + len(extra_widget_values(name, kind, opts)) for (name, kind, opts, _, _) in _widget_inputs(info))
         if len(n.get("widgets_values", [])) != n_w:
             errors.append(f"node {n['id']} ({n['type']}): {len(n.get('widgets_values', []))} widget values, "
                           f"expected {n_w}")
