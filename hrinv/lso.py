@@ -298,8 +298,11 @@ def local_style_optimize(G_m, w_m, content: torch.Tensor, loss, config: Optional
         has_feats = hasattr(loss_fn, "target")
         w_base = ws_in.detach().to(device=device, dtype=torch.float32).expand(batch, -1, -1).clone()  # [B, N, D]
         x_s = content.detach().to(device=device, dtype=torch.float32).expand(batch, -1, -1, -1)  # [B, 3, H, W]
+        lp = next(iter(list(loss_fn.parameters()) + list(loss_fn.buffers())), None) \
+            if isinstance(loss_fn, torch.nn.Module) else None
+        loss_dtype = lp.dtype if lp is not None and lp.is_floating_point() else torch.float32
         with torch.no_grad():
-            target = loss_fn.target(x_s) if has_feats else x_s
+            target = loss_fn.target(x_s.to(loss_dtype)) if has_feats else x_s
         if w_stats is None:
             w_stats = compute_w_stats(G, config.w_avg_samples, config.w_stats_seed, device=device, dtype=dtype)
         w_std = float(w_stats[1])
@@ -338,8 +341,8 @@ def local_style_optimize(G_m, w_m, content: torch.Tensor, loss, config: Optional
                                force_fp32=config.force_fp32)  # [B, 3, H, W]
 
         def d_h(img):
-            pred = img.float()
-            return (loss_fn(pred, target) if has_feats else loss_fn(pred, target)).float().reshape(batch)  # [B]
+            pred = img.to(loss_dtype) if has_feats else img.float()
+            return loss_fn(pred, target).float().reshape(batch)  # [B]
 
         with torch.no_grad():
             d0 = d_h(render(w_base, variables))  # [B] (noise maps at their initial values)
