@@ -205,7 +205,9 @@ def test_checkpoint_is_exact(vgg):
     for ckpt in (False, True):
         loss = PerceptualLoss(vgg, "conv", checkpoint=ckpt)
         pred = pred0.clone().requires_grad_(True)
-        val = loss(pred, loss.target(tgt))
+        mask = torch.ones(2, 1, 64, 48)
+        mask[1, :, 20:] = 0.3
+        val = loss(pred, loss.target(tgt), mask=mask)
         val.sum().backward()
         results.append((val.detach(), pred.grad))
     torch.testing.assert_close(results[1][0], results[0][0], rtol=1e-6, atol=0)

@@ -254,16 +254,24 @@ class PerceptualLoss(nn.Module):
             x = F.interpolate(x, size=self.downsample, mode="area")  # [B, 3, s, s]
         return x
 
-    def _features(self, x, checkpointed: bool) -> dict:
-        """VGG features at self.ops (op index -> tensor)."""
-        ops = sorted(self.ops.values())
-        if not checkpointed:
-            return self.vgg(x, ops)
-        out, h, start = {}, x, 0
-        for op in ops:
-            h = _checkpoint(self.vgg.run, h, start, op, use_reentrant=False)
-            out[op], start = h, op + 1
-        return out
+    def _checkpointed_loss(self, x, target: TargetFeatures, m):
+        """Loss with the trunk split into segments that end at the taps, each segment (and its tap distance)
+        recomputed in backward: only the segment boundaries (the tap outputs) stay alive between forward and
+        backward."""
+        B, _, H, W = x.shape
+        loss = x.new_zeros(B, dtype=torch.float32)
+        h, start = x, 0
+        for layer, op in sorted(self.ops.items(), key=lambda kv: kv[1]):
+            r = tap_reduction(op)
+            mk = None if m is None else self._mask_at(m, op, (H // r, W // r))
+
+            def segment(h_in, start=start, op=op, layer=layer, t=target.feats[op], mk=mk):
+                out = self.vgg.run(h_in, start, op)  # [B, C, H/r, W/r]
+                return out, self._tap_distance(layer, out, t, mk)
+
+            h, dist = _checkpoint(segment, h, use_reentrant=False)
+            loss, start = loss + dist, op + 1
+        return loss  # [B]
 
     def _mask_at(self, mask, op, shape, offset=(0, 0)):
         """Mask averaged over each feature cell of op ``op``: [Bm, 1, h, w] (``offset`` in feature cells)."""
@@ -353,7 +361,9 @@ class PerceptualLoss(nn.Module):
         x = self._network_input(pred)  # [B, 3, H', W']
         if self.tile is not None:
             return self._tiled_loss(x, target, m)
-        feats = self._features(x, self.checkpoint and torch.is_grad_enabled())
+        if self.checkpoint and torch.is_grad_enabled():
+            return self._checkpointed_loss(x, target, m)
+        feats = self.vgg(x, sorted(self.ops.values()))
         loss = pred.new_zeros(B, dtype=torch.float32)
         for layer, op in self.ops.items():
             f = feats[op]
