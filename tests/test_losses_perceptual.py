@@ -264,3 +264,18 @@ def test_comfyui_inference_mode_workflow():
         bad = VGG16Conv("caffe")
     with pytest.raises(InvalidSettingError, match="inference"):
         PerceptualLoss(bad, "conv")
+
+
+@pytest.mark.slow
+def test_stored_caffe_calibration_reproduces_on_a_real_face(vgg):
+    """The stored constants (16 faces at 1024²) give about unit RMS on another CelebA-HQ face at 1024²."""
+    import numpy as np
+    from PIL import Image
+
+    files = sorted(shared_path("data", "faces", "celebahq").glob("*.jpg"))
+    im = Image.open(files[-1]).convert("RGB").resize((1024, 1024), Image.LANCZOS)
+    img = torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1).float()[None] / 127.5 - 1  # [1, 3, 1024, 1024]
+    with torch.no_grad():
+        measured = measure_calibration(vgg, [img], ops=(2, 7, 14, 21, 28))
+    for op, scale in measured.items():
+        assert 0.6 < vgg.calibration[op] / scale < 1.6, (op, vgg.calibration[op], scale)
