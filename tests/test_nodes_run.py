@@ -20,6 +20,11 @@ def h(tmp_path_factory):
         models.mkdir(parents=True)
         save_generator(G_s, models / "tiny_source.safetensors")
         save_generator(G_t, models / "tiny_target.safetensors")
+        from hrinv.generator.inr import INRHead
+
+        G_inr, _ = tiny_generators()
+        G_inr.attach_inr(INRHead(G_inr.synthesis.channels[64], 64))
+        save_generator(G_inr, models / "tiny_inr.safetensors")
         types = ns.node_module.types
         ns.base = base
         ns.vgg = types.VGGHandle(random_vgg(), "random")
@@ -222,3 +227,47 @@ def test_id_retrieval_score_report_and_picture(h):
 def test_nothing_left_in_inference_mode_or_with_grad(h, inverted):
     lat = inverted[2].latent
     assert not lat.ws.requires_grad and not lat.ws.is_inference()
+
+
+def test_inr_head_options_and_any_size_rendering(h, inverted):
+    L = h.nodes["HRInv_LoadStyleINRGAN"]
+    (with_head,) = run_node(L, ckpt_name="tiny_inr.safetensors", inr_head="from checkpoint")
+    (dropped,) = run_node(L, ckpt_name="tiny_inr.safetensors", inr_head="none")
+    (attached,) = run_node(L, ckpt_name="tiny_source.safetensors", inr_head="tiny_inr.safetensors")
+    assert with_head.model.inr is not None and dropped.model.inr is None and attached.model.inr is not None
+    assert "+INR" in repr(with_head)
+    with pytest.raises(Exception, match="has no INR head"):
+        run_node(L, ckpt_name="tiny_source.safetensors", inr_head="tiny_target.safetensors")
+    R = h.nodes["HRInv_RenderAnyResolution"]
+    (img,) = run_node(R, generator=attached, latent=inverted[2], width=96, height=40, mode="inr", tile=32)
+    assert img.shape == (2, 40, 96, 3)
+    with pytest.raises(Exception, match="INR head"):
+        run_node(R, generator=dropped, latent=inverted[2], width=96, height=40, mode="inr")
+
+
+def test_vgg_and_face_loaders(h):
+    from nodes_harness import SHARED_WEIGHTS
+
+    vgg_dir, face_dir = h.base / "models" / "vgg", h.base / "models" / "facerecog"
+    vgg_dir.mkdir(parents=True, exist_ok=True)
+    face_dir.mkdir(parents=True, exist_ok=True)
+    caffe = SHARED_WEIGHTS / "vgg16_imagenet_caffe.safetensors"
+    if caffe.exists():
+        os.symlink(caffe, vgg_dir / caffe.name)
+        name = caffe.name
+    else:
+        from safetensors.torch import save_file
+
+        save_file({f"features.{k}": v.contiguous() for k, v in random_vgg().features.state_dict().items()},
+                  str(vgg_dir / "vgg16_random.safetensors"))
+        name = "vgg16_random.safetensors"
+    assert "Looked in" in h.nodes["HRInv_LoadVGG16"].validate_inputs(vgg_name="vgg16-397923af.pth")
+    (vgg,) = run_node(h.nodes["HRInv_LoadVGG16"], vgg_name=name)
+    assert not any(p.is_inference() or p.requires_grad for p in vgg.model.parameters())
+    assert "Looked in" in h.nodes["HRInv_LoadFaceEmbedder"].validate_inputs(model_name="model_ir_se50.pth")
+    dlib = SHARED_WEIGHTS / "dlib_face_recognition_resnet_model_v1.dat"
+    if not dlib.exists():
+        pytest.skip(f"needs {dlib} for the face-embedder loader")
+    os.symlink(dlib, face_dir / dlib.name)
+    (face,) = run_node(h.nodes["HRInv_LoadFaceEmbedder"], model_name=dlib.name)
+    assert face.model.name == "dlib" and face.model.dim == 128
