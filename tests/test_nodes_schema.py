@@ -113,3 +113,10 @@ def test_import_is_cheap_and_builds_nothing(tmp_path):
     n, heavy, dt = out.stdout.split(" ", 1)[0], out.stdout.split("[", 1)[1].split("]")[0], out.stdout.split()[-1]
     assert int(n) == len(EXPECTED) and heavy == "", out.stdout
     assert float(dt) < 5.0
+
+
+def test_nodes_doc_is_current():
+    from tools import nodes_doc
+
+    text = nodes_doc.DOC.read_text()
+    assert nodes_doc.render_doc(text) == text, "run python tools/nodes_doc.py"
