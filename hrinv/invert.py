@@ -16,8 +16,8 @@ import copy
 import dataclasses
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -25,11 +25,26 @@ import torch.nn.functional as F
 
 from .errors import ShapeError
 from .latent import Latent
-from .optim import (EarlyStopping, grad_context, make_generators, module_has_inference_tensors, optimize,
-                    randn_per_sample, sample_seeds)
+from .optim import (
+    EarlyStopping,
+    grad_context,
+    make_generators,
+    module_has_inference_tensors,
+    optimize,
+    randn_per_sample,
+    sample_seeds,
+)
 
-__all__ = ["InversionConfig", "InversionResult", "invert", "compute_w_stats", "pad_to_square", "crop_from_square",
-           "psnr", "PRESETS"]
+__all__ = [
+    "PRESETS",
+    "InversionConfig",
+    "InversionResult",
+    "compute_w_stats",
+    "crop_from_square",
+    "invert",
+    "pad_to_square",
+    "psnr",
+]
 
 log = logging.getLogger("HRInv")
 
@@ -86,17 +101,17 @@ class InversionConfig:
     noise_ramp: float = 0.75
     lr_rampup: float = 0.05
     lr_rampdown: float = 0.25
-    betas: Tuple[float, float] = (0.9, 0.999)
+    betas: tuple[float, float] = (0.9, 0.999)
     w_avg_samples: int = 10000
     w_stats_seed: int = 123
     init: str = "mean"
     init_truncation: float = 1.0
-    seed: Optional[int] = None
+    seed: int | None = None
     preview_every: int = 0
     early_stop_patience: int = 0
     early_stop_min_rel: float = 1e-3
-    loss_layers: Union[str, Dict[int, float]] = "conv"
-    downsample: Optional[int] = None
+    loss_layers: str | dict[int, float] = "conv"
+    downsample: int | None = None
     non_square: str = "auto"
     force_fp32: bool = True
 
@@ -200,7 +215,7 @@ class InversionResult:
 
 @torch.no_grad()
 def compute_w_stats(G, num_samples: int = 10000, seed: int = 123, device=None, dtype=None,
-                    chunk: int = 1000) -> Tuple[torch.Tensor, float]:
+                    chunk: int = 1000) -> tuple[torch.Tensor, float]:
     """w̄ and w_std of ``G``'s mapping, as the reference projector computes them.
 
     ``z = np.random.RandomState(seed).randn(num_samples, z_dim)``; ``w = G.mapping(z)[:, 0]``; ``w̄ = mean(w)``;
@@ -227,7 +242,7 @@ def compute_w_stats(G, num_samples: int = 10000, seed: int = 123, device=None, d
     return w_avg.detach().clone(), w_std
 
 
-def pad_to_square(img: torch.Tensor, mode: str = "replicate") -> Tuple[torch.Tensor, torch.Tensor, Tuple[int, ...]]:
+def pad_to_square(img: torch.Tensor, mode: str = "replicate") -> tuple[torch.Tensor, torch.Tensor, tuple[int, ...]]:
     """Pad ``img [B, C, H, W]`` (centred) to a square of side ``max(H, W)``.
 
     Args:
@@ -248,14 +263,14 @@ def pad_to_square(img: torch.Tensor, mode: str = "replicate") -> Tuple[torch.Ten
     return square, mask, pads
 
 
-def crop_from_square(img: torch.Tensor, pads: Tuple[int, ...]) -> torch.Tensor:
+def crop_from_square(img: torch.Tensor, pads: tuple[int, ...]) -> torch.Tensor:
     """Inverse of :func:`pad_to_square`: remove ``pads = (left, right, top, bottom)`` from ``img [..., S, S]``."""
     left, right, top, bottom = (int(p) for p in pads)
     h, w = img.shape[-2:]
     return img[..., top:h - bottom, left:w - right]
 
 
-def psnr(pred: torch.Tensor, target: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+def psnr(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """PSNR in dB per sample of images in [-1, 1] (clamped, compared in [0, 1], like 8-bit PSNR). Shape: ``[B]``."""
     a = (pred.detach().float().clamp(-1, 1) + 1) / 2
     b = (target.detach().float().clamp(-1, 1) + 1) / 2
@@ -276,7 +291,7 @@ def _masked_mse(pred, target, mask):
     return (se * m).flatten(1).sum(1) / m.flatten(1).sum(1).clamp_min(1e-8)
 
 
-def _noise_regularizer(maps: List[torch.Tensor]) -> torch.Tensor:
+def _noise_regularizer(maps: list[torch.Tensor]) -> torch.Tensor:
     """Reference autocorrelation penalty, per sample: Σ over maps and octaves of mean(v·roll(v))² (W and H)."""
     total = 0
     for v in maps:  # [B, 1, r, r]
@@ -289,14 +304,14 @@ def _noise_regularizer(maps: List[torch.Tensor]) -> torch.Tensor:
     return total  # [B]
 
 
-def _normalize_noise_(params: Dict[str, torch.Tensor]) -> None:
+def _normalize_noise_(params: dict[str, torch.Tensor]) -> None:
     for k, v in params.items():
         if k.startswith("noise."):
             v.sub_(v.mean(dim=(1, 2, 3), keepdim=True))
             v.mul_(v.square().mean(dim=(1, 2, 3), keepdim=True).rsqrt())
 
 
-def _resize_for_loss(img: torch.Tensor, size: Optional[int]) -> torch.Tensor:
+def _resize_for_loss(img: torch.Tensor, size: int | None) -> torch.Tensor:
     if size is None or min(img.shape[-2:]) <= size:
         return img
     h, w = img.shape[-2:]
@@ -335,10 +350,10 @@ def _prepare_loss(loss, config: InversionConfig, device):
 # invert()
 
 
-def invert(G, target: torch.Tensor, loss=None, config: Optional[InversionConfig] = None, *, device=None, dtype=None,
-           mask: Optional[torch.Tensor] = None, callback: Optional[Callable] = None,
-           generator: Optional[torch.Generator] = None, w_stats: Optional[Tuple[torch.Tensor, float]] = None,
-           init_latent: Optional[Latent] = None) -> InversionResult:
+def invert(G, target: torch.Tensor, loss=None, config: InversionConfig | None = None, *, device=None, dtype=None,
+           mask: torch.Tensor | None = None, callback: Callable | None = None,
+           generator: torch.Generator | None = None, w_stats: tuple[torch.Tensor, float] | None = None,
+           init_latent: Latent | None = None) -> InversionResult:
     """Invert ``target`` into ``G``'s W+ (+ noise) space (paper Eq. 1; Eq. 5 with ``optimize_noise=False``).
 
     Args:

@@ -17,16 +17,16 @@ import json
 import logging
 import pickle
 import zipfile
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, Optional, Union
 
 import numpy as np
 import torch
 
 from .errors import IncompatibleGeneratorsError, ShapeError, UnsafeCheckpointError
 
-__all__ = ["Latent", "LATENT_FORMAT"]
+__all__ = ["LATENT_FORMAT", "Latent"]
 
 log = logging.getLogger("HRInv")
 
@@ -48,7 +48,7 @@ class Latent:
     """
 
     ws: torch.Tensor
-    noise: Optional[Dict[str, torch.Tensor]] = None
+    noise: dict[str, torch.Tensor] | None = None
     generator_fingerprint: str = ""
     settings: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
@@ -137,7 +137,7 @@ class Latent:
         if first.noise is not None:
             noise = {k: torch.cat([p.noise[k].to(first.ws.device) for p in parts]) for k in first.noise}
         metrics = {}
-        for k, v in first.metrics.items():
+        for k in first.metrics:
             if all(_is_per_sample(p.metrics.get(k), p.batch_size) for p in parts):
                 metrics[k] = [x for p in parts for x in p.metrics[k]]
         fp = next((p.generator_fingerprint for p in parts if p.generator_fingerprint), "")
@@ -189,7 +189,7 @@ class Latent:
     # ------------------------------------------------------------------------------------------------------------------
     # Files
 
-    def save(self, path: Union[str, Path]) -> Path:
+    def save(self, path: str | Path) -> Path:
         """Write ``.safetensors``: tensors ``ws`` and ``noise.<layer>`` (float32, CPU) + JSON metadata ``hrinv``."""
         from safetensors.torch import save_file
 
@@ -205,7 +205,7 @@ class Latent:
         return path
 
     @classmethod
-    def load(cls, path: Union[str, Path], device=None, *, allow_pickled_noise: bool = False) -> "Latent":
+    def load(cls, path: str | Path, device=None, *, allow_pickled_noise: bool = False) -> "Latent":
         """Read a latent from ``.safetensors`` (ours) or ``.npz`` (NVIDIA / HRInversion projector outputs).
 
         Args:
@@ -237,7 +237,7 @@ class Latent:
 
         with safe_open(str(path), framework="pt") as f:
             raw = (f.metadata() or {}).get("hrinv")
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
         if raw is None:
             raise ValueError(f"{path} is a .safetensors file without hrinv latent metadata (expected key 'hrinv' "
                              f"with format {LATENT_FORMAT!r}); is it a generator or VGG weights file?")
@@ -284,8 +284,8 @@ class Latent:
             noise = {}
             for name, arr in bufs.items():
                 layer = str(name)
-                layer = layer[len("synthesis."):] if layer.startswith("synthesis.") else layer
-                layer = layer[: -len(".noise_const")] if layer.endswith(".noise_const") else layer
+                layer = layer.removeprefix("synthesis.")
+                layer = layer.removesuffix(".noise_const")
                 a = np.asarray(arr, dtype=np.float32)
                 if a.ndim != 2:
                     a = a.reshape(a.shape[-2:])
@@ -317,11 +317,11 @@ def _json_default(obj):
 class _NumpyOnlyUnpickler(pickle.Unpickler):
     """Unpickler that can rebuild numpy arrays / dtypes / scalars and plain containers, and nothing else."""
 
-    _ALLOWED = {
+    _ALLOWED = frozenset({
         ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
         ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
         ("numpy", "ndarray"), ("numpy", "dtype"), ("collections", "OrderedDict"),
-    }
+    })
 
     def find_class(self, module, name):
         if (module, name) in self._ALLOWED:

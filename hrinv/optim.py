@@ -24,27 +24,27 @@ and inference tensors are accepted.
 
 import logging
 import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 import torch
 
 __all__ = [
-    "lr_at",
-    "noise_sigma_at",
-    "sample_seeds",
-    "make_generators",
-    "randn_per_sample",
     "EarlyStopping",
     "OptimResult",
-    "optimize",
     "grad_context",
+    "lr_at",
+    "make_generators",
+    "noise_sigma_at",
+    "optimize",
+    "randn_per_sample",
+    "sample_seeds",
     "thaw",
 ]
 
 log = logging.getLogger("HRInv")
 
-ProgressCallback = Callable[[int, int, Optional[torch.Tensor]], None]
+ProgressCallback = Callable[[int, int, torch.Tensor | None], None]
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -86,7 +86,7 @@ def noise_sigma_at(t: float, scale: float, factor: float = 0.05, ramp: float = 0
 # Per-sample random streams
 
 
-def sample_seeds(batch: int, seed: Optional[int] = None, generator: Optional[torch.Generator] = None) -> List[int]:
+def sample_seeds(batch: int, seed: int | None = None, generator: torch.Generator | None = None) -> list[int]:
     """Seeds of the B per-sample random streams.
 
     ``seed`` gives ``[seed, seed + 1, ...]`` (so sample i of a batch run equals a single run with ``seed + i``);
@@ -100,7 +100,7 @@ def sample_seeds(batch: int, seed: Optional[int] = None, generator: Optional[tor
     return [int(s) for s in torch.randint(0, 2**62, (batch,), generator=generator, device=generator.device)]
 
 
-def make_generators(seeds: Sequence[int]) -> List[torch.Generator]:
+def make_generators(seeds: Sequence[int]) -> list[torch.Generator]:
     """One CPU ``torch.Generator`` per seed (draws happen on the CPU so CPU and GPU runs see the same numbers)."""
     return [torch.Generator().manual_seed(int(s)) for s in seeds]
 
@@ -167,7 +167,7 @@ class EarlyStopping:
         if not 0.0 <= self.start <= 1.0:
             raise ValueError(f"early-stopping start must be a fraction in [0, 1], got {self.start}")
 
-    def should_stop(self, history: List[List[float]], t: float) -> bool:
+    def should_stop(self, history: list[list[float]], t: float) -> bool:
         p = self.patience
         if p <= 0 or t < self.start or len(history) <= p:
             return False
@@ -185,7 +185,7 @@ class _Adam:
     not import ``torch._dynamo`` (``torch.optim`` does, costing seconds per process) and so its state is ours to drop.
     """
 
-    def __init__(self, params: List[torch.Tensor], betas=(0.9, 0.999), eps: float = 1e-8):
+    def __init__(self, params: list[torch.Tensor], betas=(0.9, 0.999), eps: float = 1e-8):
         self.params = params
         self.b1, self.b2 = float(betas[0]), float(betas[1])
         self.eps = eps
@@ -226,23 +226,23 @@ class OptimResult:
         stopped_early: True when early stopping ended the loop.
     """
 
-    variables: Dict[str, torch.Tensor]
-    history: List[List[float]] = field(default_factory=list)
+    variables: dict[str, torch.Tensor]
+    history: list[list[float]] = field(default_factory=list)
     steps_run: int = 0
     stopped_early: bool = False
 
 
-Closure = Callable[[Dict[str, torch.Tensor], int, int], "tuple[torch.Tensor, Optional[torch.Tensor]]"]
+Closure = Callable[[dict[str, torch.Tensor], int, int], "tuple[torch.Tensor, torch.Tensor | None]"]
 
 
 def optimize(variables: Mapping[str, torch.Tensor], closure: Closure, *, steps: int, lr: float = 0.1,
              lr_rampup: float = 0.05, lr_rampdown: float = 0.25, betas=(0.9, 0.999),
-             perturb: Optional[Mapping[str, Union[float, torch.Tensor]]] = None, noise_factor: float = 0.05,
-             noise_ramp: float = 0.75, seeds: Optional[Sequence[int]] = None,
-             grad_mask: Optional[Mapping[str, torch.Tensor]] = None,
-             post_step: Optional[Callable[[Dict[str, torch.Tensor]], None]] = None,
-             callback: Optional[ProgressCallback] = None, preview_every: int = 0,
-             early_stopping: Optional[EarlyStopping] = None) -> OptimResult:
+             perturb: Mapping[str, float | torch.Tensor] | None = None, noise_factor: float = 0.05,
+             noise_ramp: float = 0.75, seeds: Sequence[int] | None = None,
+             grad_mask: Mapping[str, torch.Tensor] | None = None,
+             post_step: Callable[[dict[str, torch.Tensor]], None] | None = None,
+             callback: ProgressCallback | None = None, preview_every: int = 0,
+             early_stopping: EarlyStopping | None = None) -> OptimResult:
     """Minimise ``closure(vars)`` over ``variables`` with Adam and the reference schedules.
 
     Args:
@@ -284,7 +284,7 @@ def optimize(variables: Mapping[str, torch.Tensor], closure: Closure, *, steps: 
         masks = {k: thaw(m) for k, m in (grad_mask or {}).items()}
         gens = make_generators(seeds) if perturb else []
         opt = _Adam(list(params.values()), betas=betas)
-        history: List[List[float]] = []
+        history: list[list[float]] = []
         stopped = False
         step = 0
         try:

@@ -4,8 +4,8 @@ import json
 
 import pytest
 import torch
-
 from conftest import shared_path
+
 from hrinv.cli import main
 
 
@@ -36,7 +36,8 @@ def test_cli_invert_writes_png_latent_json(paths, tmp_path, capsys):
     rec = json.loads((out / f"{stem}.json").read_text())
     assert rec["settings"]["inversion"]["steps"] == 2 and rec["settings"]["inversion"]["optimize_noise"] is False
     assert rec["settings"]["inversion"]["seed"] == 3
-    assert {"psnr", "loss", "seconds"} <= set(rec["metrics"]) and rec["metrics"]["psnr"] > 0  # the raw fixture G is far from faces
+    # the raw fixture generator is far from faces, so only check the metrics are there
+    assert {"psnr", "loss", "seconds"} <= set(rec["metrics"]) and rec["metrics"]["psnr"] > 0
     lat = Latent.load(out / f"{stem}.latent.safetensors")
     G = load_generator(paths["gen"])
     lat.check_compatible(G, strict_fingerprint=True)

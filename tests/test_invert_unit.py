@@ -4,10 +4,10 @@ import json
 
 import pytest
 import torch
-
 from conftest import shared_path
+
 from hrinv.errors import ShapeError
-from hrinv.invert import (InversionConfig, compute_w_stats, crop_from_square, invert, pad_to_square, psnr)
+from hrinv.invert import InversionConfig, compute_w_stats, crop_from_square, invert, pad_to_square, psnr
 from hrinv.latent import Latent
 
 

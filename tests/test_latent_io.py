@@ -1,7 +1,5 @@
 """hrinv.latent.Latent: round trips, batch helpers, npz reading (no pickle by default), generator compatibility."""
 
-import json
-import pickle
 
 import numpy as np
 import pytest

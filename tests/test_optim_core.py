@@ -55,7 +55,7 @@ def test_latent_noise_schedule():
 
 
 def test_optimize_reduces_loss_and_leaves_inputs_alone():
-    G, target, closure = _problem()
+    G, _, closure = _problem()
     init = torch.zeros(2, 4, 8)
     before = [p.clone() for p in G.parameters()]
     res = optimize({"code": init}, closure, steps=60, lr=0.1, perturb={"code": 1.0}, seeds=[0, 1])

@@ -15,8 +15,16 @@ import torch
 
 from ..errors import ShapeError
 
-__all__ = ["add_device_arguments", "resolve_device", "resolve_dtype", "load_image", "fit_image", "save_image",
-           "write_json", "Progress"]
+__all__ = [
+    "Progress",
+    "add_device_arguments",
+    "fit_image",
+    "load_image",
+    "resolve_device",
+    "resolve_dtype",
+    "save_image",
+    "write_json",
+]
 
 _DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
            "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
