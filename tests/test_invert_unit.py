@@ -262,3 +262,22 @@ def test_presets():
     with pytest.raises(ValueError, match="preset"):
         InversionConfig.preset("nope")
     json.dumps(InversionConfig(loss_layers={21: 2e-4}).to_dict())
+
+
+def test_any_size_target_through_inr_head(G, stats):
+    import copy
+
+    from hrinv.generator.inr import INRHead
+
+    Gi = copy.deepcopy(G)
+    Gi.attach_inr(INRHead(Gi.synthesis.channels[Gi.img_resolution], Gi.img_resolution))
+    with torch.no_grad():
+        target = Gi.synthesis(stats[0].expand(1, Gi.num_ws, -1), shape=(24, 40)).clamp(-1, 1)  # [1, 3, 24, 40]
+    target = (target + 0.1 * torch.randn(target.shape, generator=torch.Generator().manual_seed(0))).clamp(-1, 1)
+    res = invert(Gi, target, mse, InversionConfig(steps=6, seed=0), w_stats=stats)
+    assert res.image.shape == (1, 3, 24, 40)
+    assert res.latent.settings["render_shape"] == [24, 40] and res.latent.settings["pads"] == []
+    assert all(p.grad is None for p in Gi.inr.parameters())
+    with torch.no_grad():
+        again = Gi.synthesis(res.latent.ws, shape=(24, 40), **res.latent.synthesis_kwargs())
+    torch.testing.assert_close(again.clamp(-1, 1), res.image, atol=1e-5, rtol=0)
