@@ -39,6 +39,7 @@ def test_vgg_inversion_of_representable_target_reaches_30db(perceptual):
     print(f"nv_small W+ inversion, {STEPS_64} steps: PSNR {float(start):.2f} dB at w_avg -> {got:.2f} dB")
     assert got >= 30.0, f"PSNR {got:.2f} dB (from {float(start):.2f} dB at w_avg)"
     assert res.history[-1, 0] < 0.1 * res.history[0, 0]
+    assert all(p.grad is None for p in perceptual.parameters()) and all(p.grad is None for p in G.parameters())
 
 
 STEPS_64 = 100  # 60 steps reach ~30.3 dB, 100 steps ~32.0 dB (measured)

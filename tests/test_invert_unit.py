@@ -281,3 +281,21 @@ def test_any_size_target_through_inr_head(G, stats):
     with torch.no_grad():
         again = Gi.synthesis(res.latent.ws, shape=(24, 40), **res.latent.synthesis_kwargs())
     torch.testing.assert_close(again.clamp(-1, 1), res.image, atol=1e-5, rtol=0)
+
+
+def test_downsample_for_the_baseline_loss(G, stats):
+    from hrinv.invert import _resize_for_loss
+
+    img = torch.arange(2 * 3 * 96 * 128, dtype=torch.float32).view(2, 3, 96, 128)
+    small = _resize_for_loss(img, 48)
+    assert small.shape == (2, 3, 48, 64)
+    torch.testing.assert_close(small, torch.nn.functional.avg_pool2d(img, 2))  # area = box average
+    assert _resize_for_loss(img, 256) is img and _resize_for_loss(img, None) is img
+    seen = []
+
+    def spy(pred, target):
+        seen.append(tuple(pred.shape))
+        return mse(pred, target)
+
+    invert(G, _targets(G, b=1), spy, InversionConfig(steps=1, downsample=33), w_stats=stats)
+    assert seen == [(1, 3, 32, 32)] * 2  # 32 <= 33: untouched (one step + the final evaluation)
