@@ -167,6 +167,10 @@ def test_relu_variant_and_presets(vgg):
         PerceptualLoss(vgg, "vgg19")
     with pytest.raises(InvalidSettingError, match="conv op indices"):
         PerceptualLoss(vgg, {3: 1.0})
+    with pytest.raises(InvalidSettingError, match="λ > 0"):
+        PerceptualLoss(vgg, {2: 0.0, 7: -1.0})
+    assert PerceptualLoss(vgg, {2: 0.0, 21: 2e-4}).ops == {21: 21}  # λ = 0 taps are not computed
+    assert PerceptualLoss(vgg, "conv", tile=40, tile_halo=50).halo == 64  # aligned to the 16-px pooling grid
     for bad in ("half", 16, (64, 20)):
         with pytest.raises(InvalidSettingError, match="downsample"):
             PerceptualLoss(vgg, "conv", downsample=bad)

@@ -155,7 +155,8 @@ class PerceptualLoss(nn.Module):
             raise InvalidSettingError(f"tile must be at least 16 pixels, got {tile}")
         align = tap_reduction(self.last_op)
         self.tile = None if tile is None else int(math.ceil(int(tile) / align) * align)
-        self.halo = _default_halo(self.last_op) if tile_halo is None else int(tile_halo)
+        # a halo that is not a multiple of the pooling alignment would shift the pooling grid: round it up
+        self.halo = _default_halo(self.last_op) if tile_halo is None else int(math.ceil(int(tile_halo) / align) * align)
         # effective per-tap multiplier λ_l * c_l
         self.scales = {t: float(self.weights[t]) * float(self.calibration.get(self.ops[t], 1.0)) for t in self.weights}
 
@@ -170,9 +171,12 @@ class PerceptualLoss(nn.Module):
             bad = [k for k in layers if int(k) not in CONV_INDICES]
             if bad or not layers:
                 raise InvalidSettingError(f"layers dict keys must be conv op indices {list(CONV_INDICES)} (the tap is "
-                                          f"that "
-                                 f"conv's output, or its ReLU with taps='relu'); got {sorted(layers)}")
-            return taps or "conv", {int(k): float(v) for k, v in sorted(layers.items())}
+                                          f"that conv's output, or its ReLU with taps='relu'); got {sorted(layers)}")
+            weights = {int(k): float(v) for k, v in sorted(layers.items()) if float(v) != 0.0}  # λ = 0: not computed
+            if not weights or any(not math.isfinite(v) or v < 0 for v in weights.values()):
+                raise InvalidSettingError(f"layers dict needs at least one finite λ > 0 (and none negative); got "
+                                          f"{layers}")
+            return taps or "conv", weights
         if layers in ("conv", "high"):
             kind = taps or "conv"
             name = "vgg16_conv_1024" if kind == "conv" else "vgg16_relu_1024"
