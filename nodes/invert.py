@@ -20,15 +20,16 @@ def preview_every(steps: int) -> int:
     return max(1, steps // 25)
 
 
-def w_stats(G, config, device):
-    """w̄ / w_std of a generator, computed once per loaded generator (10 000 mapping samples) and reused."""
+def w_stats(G, config):
+    """w̄ / w_std of a generator, computed once per loaded generator (10 000 mapping samples, on the generator's
+    own device: the shared input is never moved) and reused; hrinv moves w̄ to the compute device."""
     from hrinv.invert import compute_w_stats
 
     key = (config.w_avg_samples, config.w_stats_seed)
     cached = _W_STATS.get(G)
     if cached is not None and cached[0] == key:
         return cached[1]
-    stats = compute_w_stats(G, num_samples=config.w_avg_samples, seed=config.w_stats_seed, device=device)
+    stats = compute_w_stats(G, num_samples=config.w_avg_samples, seed=config.w_stats_seed)
     _W_STATS[G] = (key, stats)
     return stats
 
@@ -113,7 +114,7 @@ class HRInvert(io.ComfyNode):
         b, _, h, w = target.shape
         m = mask_to_lib(mask, b, h, w)                                                  # [B, 1, H, W] or None
         with _comfy.device_session(G, vgg.model, working_bytes=b * h * w * VGG_BYTES_PER_PIXEL) as device:
-            stats = w_stats(G, config, device)
+            stats = w_stats(G, config)
             result = invert(G, target, vgg.model, config, device=device, mask=m, callback=_comfy.progress(steps),
                             w_stats=stats)
         latent = result.latent.to(device="cpu")

@@ -66,7 +66,7 @@ class LocalStyleOptimize(io.ComfyNode):
         b, _, h, w = target.shape
         b = max(b, lat.batch_size)
         with _comfy.device_session(G, vgg.model, working_bytes=b * h * w * VGG_BYTES_PER_PIXEL) as device:
-            stats = w_stats(G, config, device)
+            stats = w_stats(G, config)
             result = local_style_optimize(G, lat, target, vgg.model, config, device=device,
                                           callback=_comfy.progress(steps), w_stats=stats)
         return io.NodeOutput(LatentHandle(result.latent.to(device="cpu"), f"lso({latent.label})"),
