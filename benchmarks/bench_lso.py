@@ -65,9 +65,10 @@ def main(argv=None):
     ap.add_argument("--pairs", type=int, default=3)
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--quick", action="store_true", help="only the default setting and the two ablations")
+    ap.add_argument("--quick", action="store_true", help="the defaults, the two ablations, no ε, with noise maps")
     ap.add_argument("--reg", default="0,0.1,0.5,2", help="λ_reg values (relative units)")
     ap.add_argument("--lr", default="0.1,0.3", help="lr values (units of w_std/sqrt(w_dim))")
+    ap.add_argument("--no-all-rows", action="store_true", help="skip the all-rows ablation in a sweep")
     ap.add_argument("--json", default=None, help="also write the rows to this JSON file")
     args = ap.parse_args(argv)
     if not (SHARED / "fixtures" / "nv_small").exists():
@@ -113,13 +114,15 @@ def main(argv=None):
     settings = []
     if args.quick:
         base = LSOConfig()
-        settings = [("default", {}), ("no L2 (λ_reg=0)", {"reg_weight": 0.0}), ("all rows", {"rows": "all"})]
+        settings = [("default", {}), ("no L2 (λ_reg=0)", {"reg_weight": 0.0}), ("all rows", {"rows": "all"}),
+                    ("no ε", {"noise_factor": 0.0}), ("with noise maps", {"optimize_noise": True})]
         print(f"defaults: lr {base.lr}, λ_reg {base.reg_weight}")
     else:
         for lr in [float(x) for x in args.lr.split(",")]:
             for reg in [float(x) for x in args.reg.split(",")]:
                 settings.append((f"lr {lr:g} reg {reg:g}", {"lr": lr, "reg_weight": reg}))
-        settings.append(("all rows (defaults)", {"rows": "all"}))
+        if not args.no_all_rows:
+            settings.append(("all rows (defaults)", {"rows": "all"}))
     print(f"{'setting':28s} {'dh_drop':>8s} {'style_drift':>11s} {'|w_opt|':>8s} {'sec':>6s}")
     out = []
     for name, kw in settings:
