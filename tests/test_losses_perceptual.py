@@ -44,7 +44,7 @@ def _reference_loss(vgg, pred, target, weights, kind="conv", cal=None, size=None
 
 
 def test_conv_and_high_match_reference_formula(vgg):
-    pred, tgt = _smooth(64, 48, 1, batch=2), _smooth(64, 48, 2, batch=2)
+    pred, tgt = _smooth(48, 40, 1, batch=2), _smooth(48, 40, 2, batch=2)
     for layers, weights in (("conv", PRESETS["vgg16_conv_1024"][1]), ("high", {21: 2e-4, 28: 5e-4})):
         loss = PerceptualLoss(vgg, layers, calibration="none")
         got = loss(pred, loss.target(tgt))
@@ -218,9 +218,10 @@ def test_checkpoint_is_exact(vgg):
     torch.testing.assert_close(results[1][1], results[0][1], rtol=1e-5, atol=1e-12)
 
 
-@pytest.mark.parametrize("layers,size,tile", [({2: 2e-4, 7: 1e-4, 14: 1e-4}, (80, 72), 32), ("conv", (70, 52), 32)])
-def test_tiling_is_exact(vgg, layers, size, tile):
-    pred0, tgt = _smooth(*size, 20, batch=2), _smooth(*size, 21, batch=2)
+@pytest.mark.parametrize("layers,size,batch", [({2: 2e-4, 7: 1e-4, 14: 1e-4}, (64, 72), 2), ("conv", (66, 40), 1)])
+def test_tiling_is_exact(vgg, layers, size, batch):
+    tile = 32  # (66, 40): the last row of tiles is 2 px high, so deep taps get empty cores there
+    pred0, tgt = _smooth(*size, 20, batch=batch), _smooth(*size, 21, batch=batch)
     mask = torch.ones(1, 1, *size)
     mask[..., : size[0] // 3, :] = 0.25
     out = []
@@ -231,8 +232,7 @@ def test_tiling_is_exact(vgg, layers, size, tile):
         val = loss(pred, target, mask=mask)
         val.sum().backward()
         out.append((val.detach(), pred.grad, target))
-    if tile is not None:
-        assert len(list(PerceptualLoss(vgg, layers, tile=tile)._tiles(*size))) == 6 + 3 * isinstance(layers, dict)
+    assert len(list(PerceptualLoss(vgg, layers, tile=tile)._tiles(*size))) == 6
     for op in out[0][2].feats:
         torch.testing.assert_close(out[1][2].feats[op], out[0][2].feats[op], rtol=1e-4, atol=1e-3)
     torch.testing.assert_close(out[1][0], out[0][0], rtol=1e-5, atol=0)
