@@ -17,8 +17,8 @@ synthesis parameter moved by 0.3·mean|p|·N(0, 1) (a stand-in for fine-tuning);
 [-1, 1] (so the exact content code is known); reference code w_t = a mapped random z; λ per block (b4..b64) =
 0.2, 0.2, 0.2, 0.7, 0.7 (the paper's 0.2-low / 0.7-high split at this size). LSO on rows "auto" (0–4), 50 steps.
 
-Run: ``PYTHONPATH=. python benchmarks/bench_lso.py [--quick] [--pairs 3] [--steps 50]`` (CPU, a few minutes per setting on a
-loaded 2-core machine; ``--device cuda`` when available). Needs ../shared (fixtures + VGG weights).
+Run: ``PYTHONPATH=. python benchmarks/bench_lso.py [--quick] [--pairs 3] [--steps 50]`` (CPU, a few minutes per
+setting on a loaded 2-core machine; ``--device cuda`` when available). Needs ../shared (fixtures + VGG weights).
 """
 
 import argparse

@@ -115,7 +115,7 @@ def _parse_block_name(name, block_resolutions: Sequence[int]) -> int:
 
 
 def parse_lambda(text: str) -> LambdaSpec:
-    """Turn a command-line λ (``paper``, ``swap:b64``, ``0.5``, ``0.2,0.2,0.7``) into a schedule for :func:`block_lambdas`.
+    """Turn a command-line λ (``paper``, ``swap:b64``, ``0.5``, ``0.2,0.2,0.7``) into a :func:`block_lambdas` spec.
 
     Args:
         text: the user's string.
@@ -587,8 +587,10 @@ def lerp_latents(w_s, w_t, lam: LambdaSpec = "paper", *, num_ws: int | None = No
         "lambda_per_block": {f"b{r}": v for r, v in per_block.items()},
         "lambda_per_row": [float(v) for v in lam_rows],
         "scheme": scheme,
-        "source": {"fingerprint": getattr(w_s, "generator_fingerprint", None), "settings": getattr(w_s, "settings", None)},
-        "target": {"fingerprint": getattr(w_t, "generator_fingerprint", None), "settings": getattr(w_t, "settings", None)},
+        "source": {"fingerprint": getattr(w_s, "generator_fingerprint", None),
+                   "settings": getattr(w_s, "settings", None)},
+        "target": {"fingerprint": getattr(w_t, "generator_fingerprint", None),
+                   "settings": getattr(w_t, "settings", None)},
     }
     fingerprint = (_fingerprint(generator) if generator is not None else None) or ""
     return _make_latent(type(w_s), out, noise, fingerprint, settings)

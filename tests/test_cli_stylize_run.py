@@ -64,8 +64,9 @@ def test_stylize_then_render(workdir, capsys):
     assert "step 2/2" in capsys.readouterr().err  # progress output
 
     png = workdir / "again.png"
-    rc = main(["render", str(out / "face__toon.latent.safetensors"), "--generator", str(out / "generator_m.safetensors"),
-               "--width", "40", "--height", "56", "--out", str(png), "--device", "cpu"])
+    rc = main(["render", str(out / "face__toon.latent.safetensors"),
+               "--generator", str(out / "generator_m.safetensors"), "--width", "40", "--height", "56",
+               "--out", str(png), "--device", "cpu"])
     assert rc == 0 and Image.open(png).size == (40, 56)
 
 
