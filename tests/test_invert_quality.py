@@ -33,7 +33,9 @@ def test_vgg_inversion_of_representable_target_reaches_30db(perceptual):
         rows = G.mapping(torch.randn(G.num_ws, G.z_dim, generator=g))[:, 0]  # a random W+: one mapped z per row
         target = G.synthesis(rows[None]).clamp(-1, 1)  # [1, 3, 64, 64]
         start = psnr(G.synthesis(w_avg.expand(1, G.num_ws, -1)), target)
-    cfg = InversionConfig.preset("cross_domain", steps=STEPS_64, seed=0)
+    # No latent jitter: the target is exactly representable, so ε only slows this short run down (100 steps with the
+    # default ε reach ~32.0 dB; 50 steps without reach ~33.0 dB, measured).
+    cfg = InversionConfig.preset("cross_domain", steps=STEPS_64, seed=0, initial_noise_factor=0.0)
     res = invert(G, target, perceptual, cfg, w_stats=stats)
     got = res.latent.metrics["psnr"][0]
     print(f"nv_small W+ inversion, {STEPS_64} steps: PSNR {float(start):.2f} dB at w_avg -> {got:.2f} dB")
@@ -42,7 +44,7 @@ def test_vgg_inversion_of_representable_target_reaches_30db(perceptual):
     assert all(p.grad is None for p in perceptual.parameters()) and all(p.grad is None for p in G.parameters())
 
 
-STEPS_64 = 100  # 60 steps reach ~30.3 dB, 100 steps ~32.0 dB (measured)
+STEPS_64 = 50
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -87,14 +89,14 @@ def test_generic_core_inverts_real_faces_with_pretrained_dcgan(perceptual):
     with torch.no_grad():
         img0 = G(z0)
         loss0, psnr0 = perceptual(img0, feats), psnr(img0, target)
-    res = optimize({"z": z0}, closure, steps=STEPS_DCGAN, lr=0.1, perturb={"z": 10.0}, seeds=[0, 1])
+    res = optimize({"z": z0}, closure, steps=STEPS_DCGAN, lr=0.1)  # 50 steps: loss x0.44 / x0.55, PSNR +3.9 / +4.8 dB
     with torch.no_grad():
         img1 = G(res.variables["z"])
         loss1, psnr1 = perceptual(img1, feats), psnr(img1, target)
     print(f"DCGAN z inversion of real faces, {STEPS_DCGAN} steps: loss {loss0.tolist()} -> {loss1.tolist()}, "
           f"PSNR {psnr0.tolist()} -> {psnr1.tolist()}")
-    assert (loss1 < 0.6 * loss0).all(), (loss0, loss1)
-    assert (psnr1 > psnr0 + 1.5).all(), (psnr0, psnr1)
+    assert (loss1 < 0.7 * loss0).all(), (loss0, loss1)
+    assert (psnr1 > psnr0 + 2.0).all(), (psnr0, psnr1)
 
 
-STEPS_DCGAN = 80
+STEPS_DCGAN = 60
