@@ -71,12 +71,12 @@ class HRInvert(io.ComfyNode):
                                tooltip="Advanced: Adam base learning rate (reference 0.1), with the reference "
                                        "warm-up and cool-down ramps."),
                 io.Combo.Input("loss_layers", options=["conv", "high"], default="conv",
-                               tooltip="Advanced: VGG16 layers of the loss. conv = all 13 conv layers (d_conv, the "
-                                       "paper's choice); high = only deep layers (d_h, ablation)."),
+                               tooltip="Advanced: VGG16 layers of the loss. conv = the five conv taps conv1_2…conv5_3 "
+                                       "(d_conv, the paper's choice); high = only deep layers (d_h, ablation)."),
                 io.Int.Input("loss_downsample", default=0, min=0, max=4096,
                              tooltip="Advanced: 0 = loss at full resolution (HRInversion). A size like 256 "
                                      "computes the loss at that size instead (the baseline the paper improves on; "
-                                     "less memory)."),
+                                     "less memory). Sizes 1-32 are refused: VGG16 needs more than 32 px."),
                 io.Float.Input("noise_regularize", default=0.0, min=0.0, max=1e6, step=1.0,
                                tooltip="Advanced: weight of the noise-map regulariser (NVIDIA projector: 1e5; "
                                        "HRInversion: 0)."),
