@@ -22,7 +22,7 @@ import torch
 
 from hrinv.generator.inr import INRHead
 from hrinv.generator.stylegan2 import Generator
-from hrinv.render import render
+from hrinv.rendering import render
 
 
 def _rss_bytes():

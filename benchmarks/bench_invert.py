@@ -36,7 +36,7 @@ def run_one(args):
 
     sys.path.insert(0, str(REPO))
     from hrinv.generator.stylegan2 import Generator
-    from hrinv.invert import InversionConfig, compute_w_stats, invert
+    from hrinv.inversion import InversionConfig, compute_w_stats, invert
     from hrinv.losses import PerceptualLoss, load_vgg16
 
     device = torch.device(args.device)

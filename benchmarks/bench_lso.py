@@ -76,7 +76,7 @@ def main(argv=None):
         return 2
 
     from hrinv.interpolate import lerp_generators, lerp_latents, generator_relation
-    from hrinv.invert import compute_w_stats
+    from hrinv.inversion import compute_w_stats
     from hrinv.losses.perceptual import PerceptualLoss
     from hrinv.losses.vgg import load_vgg16
     from hrinv.lso import LSOConfig, local_style_optimize, resolve_rows

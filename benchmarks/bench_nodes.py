@@ -45,8 +45,8 @@ def main():
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp, stubbed_pack(tmp) as h:
         t_import = time.perf_counter() - t0
-        from hrinv.invert import InversionConfig, compute_w_stats, invert
-        from hrinv.render import render
+        from hrinv.inversion import InversionConfig, compute_w_stats, invert
+        from hrinv.rendering import render
 
         G, _ = tiny_generators()
         vgg = random_vgg()

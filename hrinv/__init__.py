@@ -16,13 +16,13 @@ _LAZY = {
     "load_generator": "hrinv.io.checkpoints",
     "save_generator": "hrinv.io.checkpoints",
     "fit_inr_head": "hrinv.generator.inr",
-    "render": "hrinv.render",
+    "render": "hrinv.rendering",
     # perceptual loss (issue 3)
     "load_vgg16": "hrinv.losses.vgg",
     "PerceptualLoss": "hrinv.losses.perceptual",
     # inversion, interpolation, LSO (issue 3)
-    "invert": "hrinv.invert",
-    "InversionConfig": "hrinv.invert",
+    "invert": "hrinv.inversion",
+    "InversionConfig": "hrinv.inversion",
     "Latent": "hrinv.latent",
     "lerp_generators": "hrinv.interpolate",
     "lerp_latents": "hrinv.interpolate",

@@ -249,7 +249,7 @@ def local_style_optimize(G_m, w_m, content: torch.Tensor, loss, config: Optional
         device, dtype: where / in which dtype G_m runs (default: G_m's). Variables stay float32.
         callback: ``callback(step, total, preview)``; raise from it to cancel (nothing is left behind).
         generator: ``torch.Generator`` drawing the per-sample seeds when ``config.seed`` is None.
-        w_stats: precomputed ``(w_avg, w_std)`` of G_m (from :func:`hrinv.invert.compute_w_stats`).
+        w_stats: precomputed ``(w_avg, w_std)`` of G_m (from :func:`hrinv.inversion.compute_w_stats`).
 
     Returns:
         :class:`LSOResult`.
@@ -258,7 +258,7 @@ def local_style_optimize(G_m, w_m, content: torch.Tensor, loss, config: Optional
         ShapeError: content / code shapes that do not fit G_m.
         InvalidSettingError: a bad row selection or config.
     """
-    from .invert import compute_w_stats  # local: invert imports heavy helpers we do not need at import time
+    from .inversion import compute_w_stats  # local: invert imports heavy helpers we do not need at import time
 
     config = config or LSOConfig()
     t0 = time.perf_counter()

@@ -23,7 +23,7 @@ def preview_every(steps: int) -> int:
 def w_stats(G, config):
     """w̄ / w_std of a generator, computed once per loaded generator (10 000 mapping samples, on the generator's
     own device: the shared input is never moved) and reused; hrinv moves w̄ to the compute device."""
-    from hrinv.invert import compute_w_stats
+    from hrinv.inversion import compute_w_stats
 
     key = (config.w_avg_samples, config.w_stats_seed)
     cached = _W_STATS.get(G)
@@ -101,7 +101,7 @@ class HRInvert(io.ComfyNode):
     def execute(cls, generator, image, vgg, steps=1000, latent_space="W+", noise_maps=True, lambda_mse=0.0, seed=0,
                 learning_rate=0.1, loss_layers="conv", loss_downsample=0, noise_regularize=0.0, fit=FIT_MODES[0],
                 mask=None) -> io.NodeOutput:
-        from hrinv.invert import InversionConfig, invert
+        from hrinv.inversion import InversionConfig, invert
 
         G = generator.model
         config = InversionConfig(steps=int(steps), lr=float(learning_rate), latent_space=latent_space.lower(),

@@ -54,7 +54,7 @@ class RenderAnyResolution(io.ComfyNode):
     @guarded("HRInversion: Render at Any Resolution")
     def execute(cls, generator, latent, width=1024, height=1024, noise_mode="latent", tile=0, seed=0, mode="auto",
                 fit="stretch") -> io.NodeOutput:
-        from hrinv.render import render
+        from hrinv.rendering import render
 
         G, lat = generator.model, latent.latent
         b = lat.batch_size

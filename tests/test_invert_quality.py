@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import shared_path
 
-from hrinv.invert import InversionConfig, compute_w_stats, invert, psnr
+from hrinv.inversion import InversionConfig, compute_w_stats, invert, psnr
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""hrinv.invert on the tiny NVIDIA fixture generator with a cheap pixel loss: API contract, not image quality."""
+"""hrinv.inversion on the tiny NVIDIA fixture generator with a cheap pixel loss: API contract, not image quality."""
 
 import json
 
@@ -7,7 +7,7 @@ import torch
 from conftest import shared_path
 
 from hrinv.errors import ShapeError
-from hrinv.invert import InversionConfig, compute_w_stats, crop_from_square, invert, pad_to_square, psnr
+from hrinv.inversion import InversionConfig, compute_w_stats, crop_from_square, invert, pad_to_square, psnr
 from hrinv.latent import Latent
 
 
@@ -284,7 +284,7 @@ def test_any_size_target_through_inr_head(G, stats):
 
 
 def test_downsample_for_the_baseline_loss(G, stats):
-    from hrinv.invert import _resize_for_loss
+    from hrinv.inversion import _resize_for_loss
 
     img = torch.arange(2 * 3 * 96 * 128, dtype=torch.float32).view(2, 3, 96, 128)
     small = _resize_for_loss(img, 48)

@@ -9,7 +9,7 @@ import torch
 
 from conftest import shared_path
 from hrinv.interpolate import lerp_generators, lerp_latents
-from hrinv.invert import compute_w_stats
+from hrinv.inversion import compute_w_stats
 from hrinv.losses import PerceptualLoss, load_vgg16
 from hrinv.lso import LSOConfig, local_style_optimize
 

@@ -6,7 +6,7 @@ import torch
 from hrinv.errors import ShapeError
 from hrinv.generator.inr import INRHead
 from hrinv.generator.stylegan2 import Generator
-from hrinv.render import canvas_layout, render
+from hrinv.rendering import canvas_layout, render
 
 
 def tiny(res=16, head=True, seed=0):

@@ -56,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _config(args):
-    from ..invert import InversionConfig
+    from ..inversion import InversionConfig
 
     over = {"seed": int(args.seed)}
     for key, value in (("steps", args.steps), ("lr", args.lr), ("latent_space", args.space),
@@ -73,7 +73,7 @@ def _config(args):
 def run(args) -> int:
     import torch
 
-    from ..invert import compute_w_stats, invert
+    from ..inversion import compute_w_stats, invert
     from ..io.checkpoints import load_generator
     from ..losses import load_vgg16
     from ._common import Progress, load_image, resolve_device, resolve_dtype, save_image, write_json

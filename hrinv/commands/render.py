@@ -36,7 +36,7 @@ def run(args) -> int:
 
     from ..io.checkpoints import load_generator
     from ..latent import Latent
-    from ..render import render
+    from ..rendering import render
     from ._common import resolve_device, resolve_dtype, save_image
 
     if not Path(args.latent).is_file():

@@ -83,11 +83,11 @@ def run(args) -> int:
 
     from ..errors import InvalidSettingError
     from ..interpolate import lerp_generators, lerp_latents, parse_lambda, row_lambdas
-    from ..invert import InversionConfig, compute_w_stats, invert
+    from ..inversion import InversionConfig, compute_w_stats, invert
     from ..io.checkpoints import load_generator, save_generator
     from ..losses import PerceptualLoss, load_vgg16
     from ..lso import LSOConfig, local_style_optimize
-    from ..render import render
+    from ..rendering import render
     from ._common import Progress, load_image, resolve_device, resolve_dtype, save_image, write_json
 
     t_start = time.perf_counter()
