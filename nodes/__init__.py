@@ -18,14 +18,19 @@ log = logging.getLogger("HRInv")
 def _ensure_hrinv() -> None:
     """Make the ``hrinv`` library next to this pack importable under its own name, without touching sys.path.
 
-    ComfyUI imports a pack by file location, so the repository root is not on sys.path. If ``hrinv`` is already
-    imported (or pip-installed, e.g. ``pip install .`` of this repository), that one is used; otherwise the bundled
-    copy is registered as the ``hrinv`` package from its folder.
+    ComfyUI imports a pack by file location, so the repository root is not on sys.path. The bundled copy is the one
+    these nodes were written against, so it is registered as the ``hrinv`` package even when another ``hrinv`` is
+    pip-installed. Only when something imported ``hrinv`` before the pack is that module kept (it cannot be swapped
+    under its users); a warning says so when it is not the bundled copy and its version differs.
     """
-    if "hrinv" in sys.modules:
-        return
     bundled = Path(__file__).resolve().parents[1] / "hrinv"
-    if importlib.util.find_spec("hrinv") is not None:
+    loaded = sys.modules.get("hrinv")
+    if loaded is not None:
+        origin = Path(getattr(loaded, "__file__", "") or "").resolve().parent
+        if origin != bundled and getattr(loaded, "__version__", None) != _bundled_version(bundled):
+            log.warning("HRInversion: using the already imported hrinv %s from %s, not the bundled %s from %s; "
+                        "nodes may fail if the two differ", getattr(loaded, "__version__", "?"), origin,
+                        _bundled_version(bundled), bundled)
         return
     spec = importlib.util.spec_from_file_location("hrinv", bundled / "__init__.py",
                                                   submodule_search_locations=[str(bundled)])
@@ -36,6 +41,13 @@ def _ensure_hrinv() -> None:
     except BaseException:
         sys.modules.pop("hrinv", None)
         raise
+
+
+def _bundled_version(bundled: Path) -> str | None:
+    for line in (bundled / "__init__.py").read_text(encoding="utf-8").splitlines():
+        if line.startswith("__version__"):
+            return line.split("=", 1)[1].strip().strip("\"'")
+    return None
 
 
 _ensure_hrinv()

@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from nodes_harness import REPO, object_info, stubbed_pack
@@ -120,3 +121,21 @@ def test_nodes_doc_is_current():
 
     text = nodes_doc.DOC.read_text()
     assert nodes_doc.render_doc(text) == text, "run python tools/nodes_doc.py"
+
+
+def test_pack_uses_its_bundled_hrinv_over_an_installed_one(tmp_path):
+    """A different ``hrinv`` installed in site-packages must not replace the copy the nodes were written against."""
+    site = tmp_path / "site" / "hrinv"
+    site.mkdir(parents=True)
+    (site / "__init__.py").write_text("__version__ = '0.0.0-other'\n")
+    code = (
+        "import sys\n"
+        f"sys.path[:0] = [{str(tmp_path / 'site')!r}, {str(REPO / 'tests')!r}]\n"
+        "from nodes_harness import stubbed_pack\n"
+        f"with stubbed_pack({str(tmp_path / 'base')!r}):\n"
+        "    import hrinv\n"
+        "    print(hrinv.__file__)\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                         check=False)
+    assert out.returncode == 0, out.stderr
+    assert Path(out.stdout.strip()).resolve() == (REPO / "hrinv" / "__init__.py").resolve(), out.stdout
