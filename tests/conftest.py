@@ -45,3 +45,26 @@ def device():
 def rng():
     """A local, seeded generator (tests never seed the global RNG)."""
     return torch.Generator().manual_seed(0)
+
+
+NV_INIT_KEYS = ("z_dim", "c_dim", "w_dim", "img_resolution", "img_channels", "mapping_kwargs", "synthesis_kwargs")
+
+
+def fixture_generator(name, *, synthesis_overrides=None, transform=None):
+    """The NVIDIA reference generator of ``../shared/fixtures/<name>`` (config.json + state_dict.safetensors), built
+    with our Generator and loaded strictly. ``transform(state_dict) -> state_dict`` may edit the weights first.
+    Returns ``(G, cfg)``; skips when ../shared is absent."""
+    import json
+
+    from safetensors.torch import load_file
+
+    from hrinv.generator.stylegan2 import Generator
+
+    folder = shared_path("fixtures", name)
+    cfg = json.loads((folder / "config.json").read_text())
+    kwargs = {k: cfg[k] for k in NV_INIT_KEYS}
+    kwargs["synthesis_kwargs"] = {**kwargs["synthesis_kwargs"], **(synthesis_overrides or {})}
+    G = Generator(**kwargs)
+    sd = load_file(str(folder / "state_dict.safetensors"))
+    G.load_state_dict(transform(sd) if transform else sd, strict=True)
+    return G.eval(), cfg

@@ -8,7 +8,7 @@ import json
 
 import pytest
 import torch
-from conftest import shared_path
+from conftest import fixture_generator, shared_path
 from safetensors.torch import load_file
 
 from hrinv.generator.stylegan2 import Generator
@@ -18,13 +18,8 @@ INIT_KEYS = ("z_dim", "c_dim", "w_dim", "img_resolution", "img_channels", "mappi
 
 
 def _load(name, **overrides):
-    d = shared_path("fixtures", name)
-    cfg = json.loads((d / "config.json").read_text())
-    kwargs = {k: cfg[k] for k in INIT_KEYS}
-    kwargs["synthesis_kwargs"] = {**kwargs["synthesis_kwargs"], **overrides}
-    G = Generator(**kwargs)
-    G.load_state_dict(load_file(str(d / "state_dict.safetensors")), strict=True)
-    return G, load_file(str(d / "io.safetensors")), cfg
+    G, cfg = fixture_generator(name, synthesis_overrides=overrides)
+    return G, load_file(str(shared_path("fixtures", name, "io.safetensors"))), cfg
 
 
 def _close(a, b, atol=ATOL):

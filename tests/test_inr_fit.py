@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from conftest import shared_path
+from conftest import fixture_generator, shared_path
 from safetensors.torch import load_file
 
 from hrinv.generator.inr import INRHead, fit_inr_head, psnr
@@ -13,12 +13,8 @@ from hrinv.generator.stylegan2 import Generator
 
 @pytest.fixture(scope="module")
 def nv_tiny():
-    d = shared_path("fixtures", "nv_tiny")
-    cfg = json.loads((d / "config.json").read_text())
-    G = Generator(**{k: cfg[k] for k in ("z_dim", "c_dim", "w_dim", "img_resolution", "img_channels",
-                                         "mapping_kwargs", "synthesis_kwargs")})
-    G.load_state_dict(load_file(str(d / "state_dict.safetensors")), strict=True)
-    return G, load_file(str(d / "io.safetensors"))
+    G, _ = fixture_generator("nv_tiny")
+    return G, load_file(str(shared_path("fixtures", "nv_tiny", "io.safetensors")))
 
 
 @pytest.fixture(scope="module")

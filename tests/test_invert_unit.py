@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from conftest import shared_path
+from conftest import fixture_generator
 
 from hrinv.errors import ShapeError
 from hrinv.inversion import InversionConfig, compute_w_stats, crop_from_square, invert, pad_to_square, psnr
@@ -13,20 +13,10 @@ from hrinv.latent import Latent
 
 def _load_fixture_G(name="nv_tiny", rgb_scale=0.15):
     """The fixture generator with its ToRGB layers scaled so images stay mostly inside [-1, 1]."""
-    from safetensors.torch import load_file
+    def scale_torgb(sd):
+        return {k: v * rgb_scale if (".torgb.weight" in k or ".torgb.bias" in k) else v for k, v in sd.items()}
 
-    from hrinv.generator.stylegan2 import Generator
-
-    root = shared_path("fixtures", name)
-    cfg = json.loads((root / "config.json").read_text())
-    G = Generator(cfg["z_dim"], cfg["c_dim"], cfg["w_dim"], cfg["img_resolution"], cfg["img_channels"],
-                  cfg["mapping_kwargs"], cfg["synthesis_kwargs"])
-    sd = load_file(str(root / "state_dict.safetensors"))
-    for k in sd:
-        if ".torgb.weight" in k or ".torgb.bias" in k:
-            sd[k] = sd[k] * rgb_scale
-    G.load_state_dict(sd)
-    return G
+    return fixture_generator(name, transform=scale_torgb)[0]
 
 
 @pytest.fixture(scope="module")

@@ -2,12 +2,11 @@
 content, keeps the style rows, and neither the generator nor the VGG collects gradients."""
 
 import copy
-import json
 
 import pytest
 import torch
+from conftest import fixture_generator, shared_path
 
-from conftest import shared_path
 from hrinv.interpolate import lerp_generators, lerp_latents
 from hrinv.inversion import compute_w_stats
 from hrinv.losses import PerceptualLoss, load_vgg16
@@ -15,16 +14,7 @@ from hrinv.lso import LSOConfig, local_style_optimize
 
 
 def _fixture_generator(name):
-    from safetensors.torch import load_file
-
-    from hrinv.generator.stylegan2 import Generator
-
-    folder = shared_path("fixtures", name)
-    cfg = json.loads((folder / "config.json").read_text())
-    G = Generator(cfg["z_dim"], cfg["c_dim"], cfg["w_dim"], cfg["img_resolution"], cfg["img_channels"],
-                  mapping_kwargs=cfg["mapping_kwargs"], synthesis_kwargs=cfg["synthesis_kwargs"])
-    G.load_state_dict(load_file(str(folder / "state_dict.safetensors")))
-    return G.eval()
+    return fixture_generator(name)[0]
 
 
 def test_lso_lowers_d_h_on_nv_small():
