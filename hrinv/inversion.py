@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import perf
 from .errors import ShapeError
 from .latent import Latent
 from .optim import (
@@ -88,6 +89,9 @@ class InversionConfig:
             (None = full resolution, HRInversion; 256 = the NVIDIA/rosinality baseline of the ablation).
         non_square: ``"auto"`` (INR head if the generator has one, else pad), ``"inr"`` or ``"pad"``.
         force_fp32: run synthesis in fp32 (reference inversion setting for our code: True).
+        precision: ``"fp32"`` (exact, default), ``"bf16"``, ``"fp16"`` or ``"auto"``: the compute precision of the
+            generator and the loss (the optimised variables stay fp32); see :mod:`hrinv.perf` and
+            docs/performance.md.
     """
 
     steps: int = 1000
@@ -114,10 +118,14 @@ class InversionConfig:
     downsample: int | None = None
     non_square: str = "auto"
     force_fp32: bool = True
+    precision: str = "fp32"
 
     def __post_init__(self):
         def bad(name, want):
             raise ValueError(f"InversionConfig.{name} must be {want}, got {getattr(self, name)!r}")
+
+        from . import perf
+        self.precision = perf._check(self.precision)
 
         if not isinstance(self.steps, int) or isinstance(self.steps, bool) or self.steps < 1:
             bad("steps", "an integer >= 1 (the paper uses 1000)")
@@ -429,11 +437,11 @@ def invert(G, target: torch.Tensor, loss=None, config: InversionConfig | None = 
         variables = _init_variables(Gc, config, b, w_avg, seeds, init_gens, device, init_latent)
         noise_names = [k[len("noise."):] for k in variables if k.startswith("noise.")]
 
-        def render(v):
+        def render(v, force_fp32=config.force_fp32):
             ws = v["ws"] if config.latent_space == "w+" else v["ws"].expand(-1, Gc.num_ws, -1)  # [B, num_ws, w_dim]
             noise = {n: v["noise." + n].to(dtype) for n in noise_names} or None
             return Gc.synthesis(ws.to(dtype), noise_mode="const", noise=noise, shape=shape,
-                                force_fp32=config.force_fp32)  # [B, 3, H', W']
+                                force_fp32=force_fp32)  # [B, 3, H', W']
 
         def objective(img, v):
             pred = _resize_for_loss(img.float(), config.downsample).to(loss_dtype)
@@ -448,9 +456,16 @@ def invert(G, target: torch.Tensor, loss=None, config: InversionConfig | None = 
                 total = total + config.noise_regularize * _noise_regularizer([v["noise." + n] for n in noise_names])
             return total
 
+        amp = perf.precision_plan(config.precision, device, Gc, config.force_fp32)
+
         def closure(v, step, steps):
-            img = render(v)
-            return objective(img, v), img
+            amp.guard.update()  # the previous step's overflow check (fp16 loss scaling only)
+            v = {k: amp.guard.enter(t) for k, t in v.items()}
+            with amp.generator_context():
+                img = render(v, amp.force_fp32)
+            with amp.loss_context():
+                total = objective(img, v)
+            return amp.guard.exit(total), img
 
         cb = callback
         if callback is not None and pads is not None:

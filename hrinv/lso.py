@@ -32,6 +32,7 @@ from typing import Callable, Optional, Sequence, Tuple, Union
 
 import torch
 
+from . import perf
 from .errors import InvalidSettingError, ShapeError
 from .interpolate import row_blocks
 from .latent import Latent
@@ -72,6 +73,7 @@ class LSOConfig:
             ``generator`` is given.
         preview_every: preview image to the callback every N steps (0 = never).
         force_fp32: run synthesis in fp32.
+        precision: ``"fp32"`` (exact, default), ``"bf16"``, ``"fp16"`` or ``"auto"`` (see :mod:`hrinv.perf`).
     """
 
     steps: int = 50
@@ -92,10 +94,14 @@ class LSOConfig:
     seed: Optional[int] = None
     preview_every: int = 0
     force_fp32: bool = True
+    precision: str = "fp32"
 
     def __post_init__(self):
         def bad(name, want):
             raise InvalidSettingError(f"LSOConfig.{name} must be {want}, got {getattr(self, name)!r}")
+
+        from . import perf
+        self.precision = perf._check(self.precision)
 
         if not isinstance(self.steps, int) or isinstance(self.steps, bool) or self.steps < 1:
             bad("steps", "an integer >= 1 (the paper uses 50)")
@@ -333,12 +339,14 @@ def local_style_optimize(G_m, w_m, content: torch.Tensor, loss, config: Optional
             """w_m with w_opt added on the chosen rows; the other rows are w_m's own tensors."""
             return w_base.index_add(1, row_index, w_opt)  # [B, N, D]
 
-        def render(ws, v):
+        def render(ws, v, force_fp32=config.force_fp32):
             noise = {n: v["noise." + n].to(dtype) for n in noise_names} if noise_names else None
             if noise is None and fixed_noise is not None:
                 noise = {n: t.to(dtype) for n, t in fixed_noise.items()}
             return G.synthesis(ws.to(dtype), noise_mode="const", noise=noise, shape=shape,
-                               force_fp32=config.force_fp32)  # [B, 3, H, W]
+                               force_fp32=force_fp32)  # [B, 3, H, W]
+
+        amp = perf.precision_plan(config.precision, device, G, config.force_fp32)
 
         def d_h(img):
             pred = img.to(loss_dtype) if has_feats else img.float()
@@ -356,9 +364,14 @@ def local_style_optimize(G_m, w_m, content: torch.Tensor, loss, config: Optional
                 if config.noise_ramp > 0 else 0.0
             if sigma > 0:
                 ws = ws + sigma * randn_per_sample(ws.shape[1:], eps_gens, device=device)  # ε on every row
-            img = render(ws, v)
+            amp.guard.update()  # the previous step's overflow check (fp16 loss scaling only)
+            with amp.generator_context():
+                vs = {k: amp.guard.enter(t) for k, t in v.items() if k.startswith("noise.")}
+                img = render(amp.guard.enter(ws), vs, amp.force_fp32)
+            with amp.loss_context():
+                dist = amp.guard.exit(d_h(img))
             reg = v["w_opt"].square().sum(dim=(1, 2))  # [B]
-            return d_h(img) * scale_dh + config.reg_weight * scale_reg * reg, img
+            return dist * scale_dh + config.reg_weight * scale_reg * reg, img
 
         def post_step(params):
             if config.normalize_noise:

@@ -20,6 +20,7 @@ __all__ = [
     "bias_act",
     "conv2d_resample",
     "downsample2d",
+    "modconv_epilogue",
     "modulated_conv2d",
     "normalize_2nd_moment",
     "setup_filter",
@@ -294,6 +295,114 @@ def modulated_conv2d(x, weight, styles, noise=None, up=1, down=1, padding=0, res
     if noise is not None:
         x = x + noise.to(x.dtype)
     return x
+
+
+class _ModconvEpilogue(torch.autograd.Function):
+    """``out = clamp(lrelu(y * d + n + b) * gain, -c, c)`` computed in place on ``y``, saving only ``out``.
+
+    The unfused modulated convolution's tail (demodulation, noise, bias, leaky ReLU, gain, clamp) as one step: the
+    plain-op chain allocates five activation-sized tensors and keeps three of them for backward; this allocates none
+    and keeps only ``out`` (which the next layer keeps anyway). Backward recovers the pre-activation from ``out``
+    (leaky ReLU with a positive slope is invertible; where the clamp cut, the gradient is 0 anyway).
+    """
+
+    @staticmethod
+    def forward(ctx, y, d, n, b, alpha, gain, clamp):
+        # y [N, O, H, W] (fresh conv output, overwritten), d [N, O] | None, n broadcastable | None, b [O] | None
+        if d is not None:
+            y.mul_(d.to(y.dtype).reshape(d.shape[0], -1, 1, 1))
+        if n is not None:
+            y.add_(n.to(y.dtype))
+        if b is not None:
+            y.add_(b.to(y.dtype).reshape(1, -1, 1, 1))
+        if alpha is not None:
+            y.mul_(gain)  # lrelu(z) * g = lrelu(z * g) for g > 0
+            torch.nn.functional.leaky_relu_(y, alpha)
+        elif gain != 1:
+            y.mul_(gain)
+        if clamp is not None:
+            y.clamp_(-clamp, clamp)
+        ctx.mark_dirty(y)
+        ctx.save_for_backward(y, d, n, b)
+        ctx.alpha, ctx.gain, ctx.clamp = alpha, gain, clamp
+        ctx.n_shape = None if n is None else n.shape
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        out, d, n, b = ctx.saved_tensors
+        alpha, gain, clamp = ctx.alpha, ctx.gain, ctx.clamp
+        # gradient w.r.t. the pre-activation z = y * d + n + b
+        if alpha is not None:
+            slope = torch.where(out > 0, gain, gain * alpha).to(grad.dtype)
+            g = grad * slope
+        else:
+            g = grad * gain
+        if clamp is not None:
+            g = g.masked_fill_(out.abs() >= clamp, 0)
+        grad_y = grad_d = grad_n = grad_b = None
+        need_y, need_d, need_n, need_b = ctx.needs_input_grad[:4]
+        if need_b:
+            grad_b = g.sum(dim=(0, 2, 3), dtype=torch.float32).to(b.dtype)
+        if need_n:
+            gn = g.sum(dim=1, keepdim=True, dtype=torch.float32)  # [N, 1, H, W]
+            grad_n = gn.sum_to_size(ctx.n_shape).to(n.dtype)
+        if need_d and d is not None:
+            # z from out (leaky ReLU inverted), then y * d = z - n - b and grad_d = sum(g * y) = sum(g * (z - n - b)) / d
+            z = out.float() / gain
+            if alpha is not None:
+                z = torch.where(out > 0, z, z / alpha)
+            if n is not None:
+                z = z.sub_(n.float())
+            if b is not None:
+                z = z.sub_(b.float().reshape(1, -1, 1, 1))
+            grad_d = (z.mul_(g.float())).sum(dim=(2, 3)).div_(d.float()).to(d.dtype)
+        if need_y:
+            grad_y = g.mul_(d.to(g.dtype).reshape(d.shape[0], -1, 1, 1)) if d is not None else g
+        return grad_y, grad_d, grad_n, grad_b, None, None, None
+
+
+def modconv_epilogue(y, dcoefs=None, noise=None, bias=None, act="lrelu", alpha=0.2, gain=None, clamp=None):
+    """``clamp(act(y * dcoefs + noise + bias) * gain)`` with ``act`` in ``lrelu | linear``, in place on ``y``.
+
+    ``y`` must be a fresh tensor nobody else uses (a convolution's output). Same values as
+    ``bias_act(y * dcoefs + noise, bias, act=act, gain=gain, clamp=clamp)``; far fewer temporaries (see
+    :class:`_ModconvEpilogue`). ``dcoefs`` ``[N, O]``, ``noise`` broadcastable to ``y``, ``bias`` ``[O]``.
+    """
+    if act not in ("lrelu", "linear"):
+        raise ValueError(f"modconv_epilogue: act must be 'lrelu' or 'linear', got {act!r}")
+    g = float(ACT_GAIN[act] if gain is None else gain)
+    if g <= 0:
+        raise ValueError(f"modconv_epilogue: gain must be > 0, got {g}")
+    a = float(alpha) if act == "lrelu" else None
+    if a is not None and a <= 0:
+        raise ValueError(f"modconv_epilogue: the leaky ReLU slope must be > 0 (invertible), got {a}")
+    c = float(clamp) if clamp is not None and clamp >= 0 else None
+    return _ModconvEpilogue.apply(y, dcoefs, noise, bias, a, g, c)
+
+
+def modulated_conv2d_unfused(x, weight, styles, noise=None, bias=None, up=1, padding=0, resample_filter=None,
+                             demodulate=True, flip_weight=True, act="lrelu", gain=None, clamp=None):
+    """Unfused modulated convolution with its tail fused in place: what a layer runs when gradients are needed.
+
+    Equals ``bias_act(modulated_conv2d(x, ..., noise=noise, fused_modconv=False), bias, act, gain, clamp)``. One
+    shared convolution for the whole batch (fast to differentiate: no per-sample weights in the graph) and the tail
+    via :func:`modconv_epilogue`.
+    """
+    n = x.shape[0]
+    _, in_c, kh, kw = weight.shape
+    if styles.shape != (n, in_c):
+        raise ValueError(f"modulated_conv2d: styles must be [{n}, {in_c}], got {tuple(styles.shape)}")
+    if x.dtype == torch.float16 and demodulate:
+        weight = weight * (1 / math.sqrt(in_c * kh * kw) / weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True))
+        styles = styles / styles.norm(float("inf"), dim=1, keepdim=True)
+    dcoefs = None
+    if demodulate:  # sum_i,k (w_oik s_ni)^2 = (s_n^2) @ (sum_k w_oik^2)^T  -- no [N, O, I, k, k] tensor
+        wsq = weight.float().square().sum(dim=[2, 3])  # [O, I]
+        dcoefs = (styles.float().square() @ wsq.t() + 1e-8).rsqrt()  # [N, O]
+    xm = x * styles.to(x.dtype).reshape(n, -1, 1, 1)  # [N, I, H, W]
+    y = conv2d_resample(xm, weight.to(x.dtype), f=resample_filter, up=up, padding=padding, flip_weight=flip_weight)
+    return modconv_epilogue(y, dcoefs, noise, bias, act=act, gain=gain, clamp=clamp)
 
 
 def normalize_2nd_moment(x, dim=1, eps=1e-8):

@@ -1,0 +1,220 @@
+"""Our W+ (+noise) inversion step against NVIDIA stylegan2-ada-pytorch's generator, same weights, same loss, same loop.
+
+The reference is NVIDIA's own code, fetched by you OUTSIDE this repository (never committed), e.g.
+``git clone https://github.com/NVlabs/stylegan2-ada-pytorch /somewhere/ref``. Its custom CUDA ops are never compiled
+here: on the CPU its ``upfirdn2d`` / ``bias_act`` / ``conv2d_gradfix`` take their pure-PyTorch reference paths by
+themselves (they only try the plugin for CUDA tensors); with ``--device cuda`` we force ``impl="ref"`` too so no
+compiler is needed (say ``--ref-cuda-ops`` to let it build its plugins, as the official projector would).
+
+Both generators get the same random weights (the reference's ``G.state_dict()`` loads strictly into ours), the same
+seeded random VGG16 conv trunk inside our :class:`hrinv.losses.PerceptualLoss` (layers "conv", full resolution), the
+same Adam (``torch.optim.Adam``, lr 0.1), and the same step: synthesis -> loss -> backward -> Adam -> noise
+re-normalisation. The reference optimises its ``noise_const`` buffers as the official projector does (shared across
+the batch); ours per-sample noise maps ``[B, 1, r, r]`` as :func:`hrinv.invert` does.
+
+Variants of ours (alternated with the reference in one process; each repeat runs every variant for ``--steps``
+steps after ``--warmup``): ``fp32`` (the library's defaults), ``fp32-fused`` (the old always-fused modconv),
+``bf16`` (``precision="bf16"``). Printed: min and median step time and our time / reference time, with the load
+average next to the table.
+
+    PYTHONPATH=. python benchmarks/bench_vs_reference.py --ref /work/ref
+    PYTHONPATH=. python benchmarks/bench_vs_reference.py --ref /work/ref --batch 1 4 --repeats 5 --variants fp32 bf16
+    PYTHONPATH=. python benchmarks/bench_vs_reference.py --ref /work/ref --device cuda --size 1024 --batch 1 8
+"""
+
+import argparse
+import contextlib
+import importlib
+import os
+import statistics
+import sys
+import time
+import types
+
+import torch
+
+from hrinv import perf
+from hrinv.generator.stylegan2 import Generator
+from hrinv.losses import PerceptualLoss
+from hrinv.losses.vgg import VGG16Conv
+
+CONFIGS = {  # stylegan2-ada-pytorch train.py cfg specs (fmaps -> channel_base = fmaps * 32768), mapping layers
+    256: {"channel_base": 16384, "channel_max": 512, "map": 8},  # cfg "paper256"
+    512: {"channel_base": 32768, "channel_max": 512, "map": 8},  # cfg "paper512"
+    1024: {"channel_base": 32768, "channel_max": 512, "map": 8},  # cfg "paper1024" / config-f
+}
+
+
+def import_reference(path, device, cuda_ops=False):
+    """Import NVIDIA's ``training.networks`` from ``path`` without compiling anything (see module doc)."""
+    if not os.path.isfile(os.path.join(path, "training", "networks.py")):
+        raise SystemExit(f"--ref {path!r} is not a stylegan2-ada-pytorch checkout (no training/networks.py)")
+    sys.modules.setdefault("requests", types.ModuleType("requests"))  # dnnlib.util imports it; never used here
+    sys.path.insert(0, os.path.abspath(path))
+    networks = importlib.import_module("training.networks")
+    if torch.device(device).type == "cuda" and not cuda_ops:
+        from torch_utils.ops import bias_act, upfirdn2d
+        bias_act._init = lambda: False  # the plugin loaders report "not available": the reference path runs
+        upfirdn2d._init = lambda: False
+    return networks
+
+
+def build_pair(networks, res, device, seed=0):
+    cfg = CONFIGS.get(res, CONFIGS[1024])
+    kwargs = {"z_dim": 512, "c_dim": 0, "w_dim": 512, "img_resolution": res, "img_channels": 3,
+              "mapping_kwargs": {"num_layers": cfg["map"]},
+              "synthesis_kwargs": {"channel_base": cfg["channel_base"], "channel_max": cfg["channel_max"],
+                                   "num_fp16_res": 4, "conv_clamp": 256}}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        G_ref = networks.Generator(**kwargs).eval().requires_grad_(False)
+        for name, p in G_ref.named_parameters():
+            if name.endswith("noise_strength"):
+                p.data.fill_(0.05)
+    G_ours = Generator(**kwargs)
+    G_ours.load_state_dict(G_ref.state_dict(), strict=True)
+    return G_ref.to(device), G_ours.to(device).eval().requires_grad_(False)
+
+
+def build_loss(device, seed=1):
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        vgg = VGG16Conv()
+        for m in vgg.features.values():  # He init so the features neither vanish nor explode
+            torch.nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+            torch.nn.init.zeros_(m.bias)
+    return PerceptualLoss(vgg.to(device), layers="conv", calibration="none")
+
+
+def _sync(device):
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class Runner:
+    """One variant: owns its variables, optimiser and target features; ``run(n)`` returns per-step seconds."""
+
+    def __init__(self, name, G, loss, target, batch, device, kind, precision="fp32", fused=None, num_fp16=False):
+        self.name, self.G, self.loss, self.device, self.kind = name, G, loss, device, kind
+        self.dtype = perf.resolve_precision(precision, device) if kind == "ours" else torch.float32
+        with torch.no_grad(), perf.autocast(self.dtype, device):
+            self.feats = loss.target(target)
+        self.fused = fused
+        self.force_fp32 = not num_fp16
+        num_ws = G.num_ws if kind == "ours" else G.synthesis.num_ws
+        self.ws = torch.randn(batch, num_ws, 512, device=device).mul_(0.1).requires_grad_(True)
+        if kind == "ours":
+            names = G.synthesis.noise_names
+            self.noise = {n: torch.randn(batch, 1, G.synthesis.noise_resolution(n), G.synthesis.noise_resolution(n),
+                                         device=device).requires_grad_(True) for n in names}
+            params = [self.ws] + list(self.noise.values())
+        else:
+            self.noise = {n: b for n, b in G.synthesis.named_buffers() if "noise_const" in n}
+            for b in self.noise.values():
+                b.requires_grad_(True)
+            params = [self.ws] + list(self.noise.values())
+        self.params = params
+        self.opt = torch.optim.Adam(params, lr=0.1, betas=(0.9, 0.999))
+
+    def step(self):
+        self.opt.zero_grad(set_to_none=True)
+        if self.kind == "ours":
+            with perf.autocast(self.dtype, self.device):
+                img = self.G.synthesis(self.ws, noise=self.noise, force_fp32=self.force_fp32,
+                                       fused_modconv=self.fused)
+                loss = self.loss(img, self.feats).sum()
+        else:
+            img = self.G.synthesis(self.ws, noise_mode="const", force_fp32=self.force_fp32)
+            loss = self.loss(img.float(), self.feats).sum()
+        loss.backward()
+        self.opt.step()
+        with torch.no_grad():
+            for buf in self.noise.values():
+                buf -= buf.mean()
+                buf *= buf.square().mean().rsqrt()
+        return float(loss.detach())
+
+    def run(self, n):
+        wall, cpu = [], []
+        for _ in range(n):
+            _sync(self.device)
+            t, c = time.perf_counter(), time.process_time()
+            self.step()
+            _sync(self.device)
+            wall.append(time.perf_counter() - t)
+            cpu.append(time.process_time() - c)
+        return wall, cpu
+
+
+def table(rows, load, clock):
+    print(f"load average (1, 5, 15 min) before / after: {load[0]} / {load[1]}; clock: {clock}")
+    print("| variant | batch | min s/step | median s/step | ours / reference (min) | ours / reference (median) |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r[0]} | {r[1]} | {r[2]:.3f} | {r[3]:.3f} | {r[4]} | {r[5]} |")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--ref", default=None, help="path of a stylegan2-ada-pytorch checkout (outside this repo)")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--batch", type=int, nargs="+", default=[1, 4])
+    ap.add_argument("--variants", nargs="+", default=["fp32", "fp32-fused", "bf16"],
+                    help="fp32 | fp32-fused | bf16 | fp16 | fp16-blocks (NVIDIA num_fp16_res blocks, GPU)")
+    ap.add_argument("--steps", type=int, default=3, help="timed steps per variant per repeat")
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0 = leave)")
+    ap.add_argument("--ref-cuda-ops", action="store_true", help="let the reference build its CUDA plugins")
+    args = ap.parse_args(argv)
+    if not args.ref:
+        print("SKIPPED: no --ref PATH given. Fetch NVlabs/stylegan2-ada-pytorch outside this repository and pass its "
+              "path, e.g. --ref /work/ref.")
+        return 0
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    networks = import_reference(args.ref, device, args.ref_cuda_ops)
+    load0 = tuple(round(x, 2) for x in os.getloadavg())
+    rows = {"wall": [], "cpu": []}
+    print(f"# {args.size}^2 W+ (+noise) inversion step, device {device}, torch {torch.__version__}, threads "
+          f"{torch.get_num_threads()}, cpu bf16 {perf.cpu_supports_bf16()}, {args.repeats} repeats x {args.steps} "
+          f"steps (after {args.warmup} warm-up)")
+    for batch in args.batch:
+        G_ref, G_ours = build_pair(networks, args.size, device)
+        loss = build_loss(device)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(2)
+            target = torch.rand(batch, 3, args.size, args.size).mul(2).sub(1).to(device)
+        runners = [Runner("reference", G_ref, loss, target, batch, device, "ref")]
+        for v in args.variants:
+            prec = {"fp32": "fp32", "fp32-fused": "fp32", "bf16": "bf16", "fp16": "fp16",
+                    "fp16-blocks": "fp32"}[v]
+            runners.append(Runner(v, G_ours, loss, target, batch, device, "ours", precision=prec,
+                                  fused=True if v == "fp32-fused" else None, num_fp16=v == "fp16-blocks"))
+        for r in runners:
+            r.run(args.warmup)
+        times = {r.name: ([], []) for r in runners}
+        for _ in range(args.repeats):
+            for r in runners:
+                wall, cpu = r.run(args.steps)
+                times[r.name][0].extend(wall)
+                times[r.name][1].extend(cpu)
+        for clock, k in (("wall", 0), ("cpu", 1)):
+            ref = times["reference"][k]
+            ref_min, ref_med = min(ref), statistics.median(ref)
+            for r in runners:
+                t = times[r.name][k]
+                mn, md = min(t), statistics.median(t)
+                rows[clock].append((r.name, batch, mn, md, f"{mn / ref_min:.2f}", f"{md / ref_med:.2f}"))
+        del runners, G_ref, G_ours
+    load1 = tuple(round(x, 2) for x in os.getloadavg())
+    for clock in ("cpu", "wall"):
+        table(rows[clock], (load0, load1), clock + (" (process CPU time; the fair figure on a shared machine when "
+                                                    "threads = 1)" if clock == "cpu" else " (wall time)"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,319 @@
+"""Speed and memory switches shared by the loops: reduced precision, loss scaling, memory-saving modes.
+
+Nothing here runs at import (no compile, no device query); every function is cheap and side-effect free unless its
+name says otherwise. See docs/performance.md for the measured effect of each switch.
+
+Precision (``precision=`` of :class:`~hrinv.inversion.InversionConfig` / ``LSOConfig``, the nodes and the CLI):
+
+* ``"fp32"``: everything in float32 (the reference; the default).
+* ``"bf16"``: the generator and the VGG loss run under ``torch.autocast(dtype=torch.bfloat16)`` (convolutions and
+  matmuls in bf16, reductions and the optimised variables in fp32). On CPUs with AVX512-BF16 / AMX this is about
+  2x faster; elsewhere it is emulated and slower (a warning says so).
+* ``"fp16"``: float16 autocast with gradient scaling (:class:`GradScaleGuard`); meant for CUDA GPUs.
+* ``"auto"``: bf16 on a CUDA GPU that supports it, else fp16 on CUDA; fp32 on the CPU (see :func:`resolve_precision`
+  for why the CPU stays fp32).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import math
+
+import torch
+
+__all__ = [
+    "PRECISIONS",
+    "GradScaleGuard",
+    "MemoryPlan",
+    "PrecisionPlan",
+    "autocast",
+    "cpu_supports_bf16",
+    "free_memory_bytes",
+    "plan_memory",
+    "precision_plan",
+    "resolve_precision",
+]
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("fp32", "bf16", "fp16", "auto")
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_supports_bf16() -> bool:
+    """True when the CPU has native bf16 dot products (AVX512-BF16 or AMX-BF16; Linux ``/proc/cpuinfo`` flags)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool({"avx512_bf16", "amx_bf16"} & flags)
+    except OSError:
+        pass
+    return False
+
+
+def _check(precision) -> str:
+    from .errors import InvalidSettingError
+
+    if not isinstance(precision, str) or precision.lower() not in PRECISIONS:
+        raise InvalidSettingError(f"precision must be one of {PRECISIONS}, got {precision!r}; 'fp32' is the exact "
+                                  f"reference, 'auto' picks bf16/fp16 on a GPU")
+    return precision.lower()
+
+
+def resolve_precision(precision: str, device) -> torch.dtype:
+    """The compute dtype that ``precision`` means on ``device``.
+
+    ``"auto"`` gives bf16 on CUDA devices that support it (fp16 on older ones) and fp32 on the CPU and other devices.
+    bf16 on the CPU is about 2x faster on AVX512-BF16 CPUs and stays within 0.3 dB PSNR of fp32 in our tests, but a
+    full 1000-step inversion could not be checked on this project's CPU machines in time, so the CPU default stays
+    exact; choose ``"bf16"`` explicitly (docs/performance.md).
+
+    Returns:
+        ``torch.float32``, ``torch.bfloat16`` or ``torch.float16``.
+    """
+    p = _check(precision)
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    if p == "auto":
+        if dev.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[p]
+    if dtype == torch.bfloat16 and dev.type == "cpu" and not cpu_supports_bf16():
+        log.warning("precision='bf16' on a CPU without AVX512-BF16/AMX: it is emulated and usually slower than fp32")
+    return dtype
+
+
+def autocast(dtype: torch.dtype, device) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` for ``dtype`` on ``device``'s type, or a no-op context for float32."""
+    if dtype == torch.float32:
+        return contextlib.nullcontext()
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    return torch.autocast(device_type=dev.type, dtype=dtype)
+
+
+class _ScaleGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, scale, guard):
+        ctx.scale, ctx.guard = scale, guard
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        g = g * ctx.scale
+        if ctx.guard is not None and not bool(torch.isfinite(g).all()):  # overflow inside the scaled region
+            ctx.guard._overflow = True
+            g = torch.zeros_like(g)  # this step's update comes from Adam's momentum only
+        return g, None, None
+
+
+class GradScaleGuard:
+    """Loss scaling that lives inside the autograd graph, so loss values and the optimiser stay untouched.
+
+    ``inputs = guard.enter(inputs)`` marks where the reduced-precision region starts (gradients leaving it are
+    divided by the scale) and ``loss = guard.exit(loss)`` where it ends (gradients entering it are multiplied by the
+    scale). Gradients inside the region are therefore ``scale`` times larger, which keeps fp16 gradients out of the
+    subnormal range. A gradient that overflowed is replaced by zeros on its way out (so the optimiser never sees
+    inf/nan) and the next :meth:`update` halves the scale; it doubles after ``growth_interval`` good steps.
+    With ``enabled=False`` everything is the identity.
+    """
+
+    def __init__(self, enabled: bool, init_scale: float = 2.0 ** 12, growth_interval: int = 200):
+        self.enabled = bool(enabled)
+        self.scale = float(init_scale) if enabled else 1.0
+        self.growth_interval = int(growth_interval)
+        self._good = 0
+        self.skipped = 0
+
+    def enter(self, x: torch.Tensor) -> torch.Tensor:
+        """Mark a variable entering the scaled region (its gradient is unscaled and checked on the way out)."""
+        if self.enabled and x.requires_grad:
+            self._pending = True
+            return _ScaleGrad.apply(x, 1.0 / self.scale, self)
+        return x
+
+    def exit(self, x: torch.Tensor) -> torch.Tensor:
+        """Mark the loss leaving the scaled region; call :meth:`update` once per step after backward."""
+        return _ScaleGrad.apply(x, self.scale, None) if self.enabled and x.requires_grad else x
+
+    _overflow = False
+    _pending = False
+
+    def update(self) -> bool:
+        """After backward: adapt the scale; False when this step overflowed (its gradients were zeroed)."""
+        if not self.enabled or not self._pending:
+            return True
+        ok = not self._overflow
+        self._overflow = self._pending = False
+        if ok:
+            self._good += 1
+            if self._good >= self.growth_interval:
+                self.scale, self._good = min(self.scale * 2.0, 2.0 ** 24), 0
+        else:
+            self.scale, self._good = max(self.scale / 2.0, 1.0), 0
+            self.skipped += 1
+            log.info("fp16 gradient overflow: loss scale lowered to %g", self.scale)
+        return ok
+
+
+class PrecisionPlan:
+    """How one loop runs for a ``precision`` setting (see :func:`precision_plan`).
+
+    Attributes:
+        name: the resolved setting, ``"fp32" | "bf16" | "fp16"``.
+        dtype: compute dtype.
+        force_fp32: the ``force_fp32`` to pass to the synthesis (False for fp16: NVIDIA's per-block fp16, the
+            ``num_fp16_res`` highest resolutions in fp16 with their pre-normalisation and ``conv_clamp``).
+        guard: :class:`GradScaleGuard` (enabled for fp16 only).
+    """
+
+    def __init__(self, name, dtype, device, force_fp32, guard):
+        self.name, self.dtype, self.device, self.force_fp32, self.guard = name, dtype, device, force_fp32, guard
+
+    def generator_context(self):
+        """Autocast for the synthesis: bf16 everywhere; fp16 is per-block (no autocast) when the generator has
+        ``num_fp16_res > 0`` blocks, else autocast fp16."""
+        if self.name == "fp16" and not self.force_fp32:
+            return contextlib.nullcontext()
+        return autocast(self.dtype, self.device)
+
+    def loss_context(self):
+        """Autocast for the VGG loss."""
+        return autocast(self.dtype, self.device)
+
+    def __repr__(self):
+        return f"PrecisionPlan({self.name}, force_fp32={self.force_fp32}, loss_scaling={self.guard.enabled})"
+
+
+def precision_plan(precision: str, device, G=None, force_fp32: bool = True) -> PrecisionPlan:
+    """Resolve ``precision`` for a loop on ``device`` with generator ``G``.
+
+    ``force_fp32`` is the config's own flag; it is kept for fp32/bf16. For fp16 a generator with ``num_fp16_res > 0``
+    runs its fp16 blocks natively (``force_fp32=False``), others run under fp16 autocast; the loss always runs under
+    autocast, and a :class:`GradScaleGuard` scales gradients.
+    """
+    dtype = resolve_precision(precision, device)
+    name = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
+    ff32 = force_fp32
+    if name == "fp16":
+        nfp16 = int(getattr(getattr(G, "synthesis", None), "num_fp16_res", 0) or 0)
+        ff32 = nfp16 == 0
+    return PrecisionPlan(name, dtype, device, ff32, GradScaleGuard(name == "fp16"))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Memory
+
+
+def free_memory_bytes(device) -> int:
+    """Free memory on ``device``: CUDA free bytes (``torch.cuda.mem_get_info``) or, on the CPU, ``MemAvailable``
+    from /proc/meminfo (falls back to 8 GiB when unknown)."""
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    if dev.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(dev)
+        return int(free)
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 8 << 30
+
+
+# Bytes that one input pixel of the VGG16 trunk costs, per sample, when the activations up to conv5_3 are kept for
+# backward in fp32 (conv outputs + ReLU outputs + pools, from the layer table; checked against measured peaks in
+# docs/performance.md). Checkpointing keeps about the tap outputs only; tiling keeps about one tile.
+_VGG_BYTES_PER_PX = 4 * (2 * 64 * 2 + 64 / 4 + (2 * 128 * 2 + 128 / 4) / 4 + (3 * 256 * 2 + 256 / 4) / 16
+                         + (3 * 512 * 2 + 512 / 4) / 64 + (3 * 512 * 2) / 256 + 3)
+_VGG_CKPT_BYTES_PER_PX = 4 * (64 * 3 + 128 / 4 + 256 / 16 + 512 / 64 + 512 / 256 + 3)
+# Generator synthesis with grads, per output pixel per sample (last two blocks dominate; measured at 1024^2 fp32 for
+# a config-f generator, docs/performance.md).
+_GEN_BYTES_PER_PX = 4 * (32 * 10 + 64 * 10 / 4 + 12)
+
+
+class MemoryPlan:
+    """The memory-saving modes chosen for one run, and why.
+
+    Attributes:
+        checkpoint: recompute VGG segments in backward.
+        tile: VGG tile size in pixels (None = untiled).
+        render_tile: INR render tile in pixels (None = untiled).
+        estimate: estimated peak bytes with these modes; ``budget``: the bytes it had to fit in.
+        reason: a one-line explanation (logged).
+    """
+
+    def __init__(self, checkpoint=False, tile=None, render_tile=None, estimate=0, budget=0, reason=""):
+        self.checkpoint, self.tile, self.render_tile = bool(checkpoint), tile, render_tile
+        self.estimate, self.budget, self.reason = int(estimate), int(budget), reason
+
+    def as_dict(self) -> dict:
+        return {"checkpoint": self.checkpoint, "tile": self.tile, "render_tile": self.render_tile,
+                "estimate_gib": round(self.estimate / 2 ** 30, 2), "budget_gib": round(self.budget / 2 ** 30, 2),
+                "reason": self.reason}
+
+    def __repr__(self):
+        return f"MemoryPlan({self.as_dict()})"
+
+
+def plan_memory(height: int, width: int, batch: int = 1, *, device=None, free_bytes: int | None = None,
+                dtype: torch.dtype = torch.float32, headroom: float = 0.8, mode: str = "auto") -> MemoryPlan:
+    """Choose the memory-saving modes of an inversion at ``height x width`` from the free memory.
+
+    Order of preference (fastest first): nothing, VGG checkpointing, VGG tiles of 512 / 256 px (each checkpointed),
+    and in every case tiles shrink the INR render when the generator's own part alone does not fit.
+
+    Args:
+        height, width: target size (the loss runs at this size).
+        batch: samples optimised together.
+        device: where the run happens (its free memory is read when ``free_bytes`` is None).
+        free_bytes: override the free memory (tests, or a budget such as 24 GiB).
+        dtype: compute dtype (bf16/fp16 halve the activation estimate).
+        headroom: fraction of the free memory the plan may use.
+        mode: ``"auto"`` or a forced mode: ``"none"``, ``"checkpoint"``, ``"tile"`` (VGG tiles of 512 px).
+
+    Returns:
+        :class:`MemoryPlan`.
+    """
+    from .errors import InvalidSettingError
+
+    if mode not in ("auto", "none", "checkpoint", "tile"):
+        raise InvalidSettingError(f"memory mode must be 'auto', 'none', 'checkpoint' or 'tile', got {mode!r}")
+    px = int(height) * int(width) * int(batch)
+    scale = 0.5 if dtype in (torch.bfloat16, torch.float16) else 1.0
+    budget = int((free_memory_bytes(device) if free_bytes is None else int(free_bytes)) * headroom)
+    gen = _GEN_BYTES_PER_PX * px * scale
+    full = _VGG_BYTES_PER_PX * px * scale
+    ckpt = _VGG_CKPT_BYTES_PER_PX * px * scale
+
+    def tiled(t):  # one tile (+ 96 px halo) of activations + the kept tap-size inputs
+        return _VGG_BYTES_PER_PX * batch * (t + 192) ** 2 * scale + 4 * 3 * px
+
+    if mode == "none":
+        return MemoryPlan(False, None, None, gen + full, budget, "forced: no memory saving")
+    if mode == "checkpoint":
+        return MemoryPlan(True, None, None, gen + ckpt, budget, "forced: VGG checkpointing")
+    if mode == "tile":
+        return MemoryPlan(False, 512, None, gen + tiled(512), budget, "forced: VGG tiles of 512 px")
+    render_tile = None
+    if gen > budget / 2 and max(height, width) > 1024:
+        render_tile, gen = 512, gen * min(1.0, (512 + 64) ** 2 * batch / px) + 4 * 48 * px
+    for ck, tile, est, why in ((False, None, gen + full, "fits without memory saving"),
+                               (True, None, gen + ckpt, "VGG checkpointing"),
+                               (False, 512, gen + tiled(512), "VGG tiles of 512 px"),
+                               (False, 256, gen + tiled(256), "VGG tiles of 256 px")):
+        if est <= budget:
+            reason = f"{why}: estimated {est / 2**30:.1f} GiB of {budget / 2**30:.1f} GiB usable"
+            return MemoryPlan(ck, tile, render_tile, est, budget, reason)
+    est = gen + tiled(256)
+    return MemoryPlan(False, 256, render_tile or 512, est, budget,
+                      f"does not fit: estimated {est / 2**30:.1f} GiB of {budget / 2**30:.1f} GiB usable even with "
+                      f"256 px tiles; expect swapping or an out-of-memory error (use a smaller batch or size)")
+
+
+def _ceil_div(a, b):
+    return int(math.ceil(a / b))

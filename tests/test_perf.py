@@ -1,0 +1,250 @@
+"""Speed switches give the fp32 result: the in-place modconv tail, unfused-when-differentiating, bf16 autocast (CPU),
+fp16 loss scaling, and the automatic memory-mode choice. Seeded random networks only (no ../shared needed).
+
+Tolerances (stated, measured on this machine's CPU with the seeds below):
+* unfused vs fused modconv, fp32: image max |diff| < 1e-4, loss rel < 1e-5, gradients rel < 1e-4.
+* the epilogue vs the plain op chain: float64 gradcheck (exact).
+* bf16 autocast vs fp32: image PSNR > 35 dB (images in [-1, 1]), gradient cosine > 0.99.
+* N-step inversion (bf16, fp16) within 0.3 dB PSNR of the fp32 run.
+"""
+
+import math
+
+import pytest
+import torch
+
+from hrinv import perf
+from hrinv.errors import InvalidSettingError
+from hrinv.generator import ops
+from hrinv.generator.stylegan2 import Generator
+from hrinv.inversion import InversionConfig, compute_w_stats, invert, psnr
+from hrinv.losses import PerceptualLoss
+from hrinv.losses.vgg import VGG16Conv
+
+
+def _seeded_G(res=32, clamp=256, seed=0, num_fp16_res=0):
+    g = torch.Generator().manual_seed(seed)
+    G = Generator(64, 0, 64, res, 3, mapping_kwargs={"num_layers": 2},
+                  synthesis_kwargs={"channel_base": 512, "channel_max": 64, "conv_clamp": clamp,
+                                    "num_fp16_res": num_fp16_res})
+    with torch.no_grad():
+        for name, p in G.named_parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * (0.05 if "noise_strength" in name else 1.0))
+        for name, b in G.named_buffers():
+            if "noise_const" in name:
+                b.copy_(torch.randn(b.shape, generator=g))
+        for name, p in G.named_parameters():
+            if "torgb" in name:
+                p.mul_(0.2)
+    return G
+
+
+def _seeded_vgg(seed=1):
+    g = torch.Generator().manual_seed(seed)
+    vgg = VGG16Conv()
+    with torch.no_grad():
+        for m in vgg.features.values():
+            fan_in = m.weight[0].numel()
+            m.weight.copy_(torch.randn(m.weight.shape, generator=g) * math.sqrt(2 / fan_in))
+            m.bias.zero_()
+    return vgg
+
+
+def _inputs(G, batch=2, seed=3):
+    g = torch.Generator().manual_seed(seed)
+    ws = torch.randn(batch, G.num_ws, G.w_dim, generator=g).requires_grad_(True)
+    noise = {}
+    for name in G.synthesis.noise_names:
+        r = G.synthesis.noise_resolution(name)
+        noise[name] = torch.randn(batch, 1, r, r, generator=g).requires_grad_(True)
+    target = torch.randn(batch, 3, G.img_resolution, G.img_resolution, generator=g).clamp(-1, 1)
+    return ws, noise, target
+
+
+def _grads(G, ws, noise, target, fused=None, ctx=None):
+    for t in [ws, *noise.values()]:
+        t.grad = None
+    import contextlib
+    with ctx or contextlib.nullcontext():
+        img = G.synthesis(ws, noise=noise, fused_modconv=fused)
+        loss = (img.float() - target).square().sum()
+    loss.backward()
+    return img.detach().float(), float(loss), torch.cat([ws.grad.flatten()] + [t.grad.flatten() for t in
+                                                                                noise.values()])
+
+
+def _rel(a, b):
+    return float((a - b).norm() / b.norm().clamp_min(1e-30))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The in-place tail and the unfused path
+
+
+@pytest.mark.parametrize("act,clamp", [("lrelu", None), ("lrelu", 0.7), ("linear", 0.5), ("linear", None)])
+def test_epilogue_matches_the_plain_op_chain_and_gradchecks(act, clamp):
+    g = torch.Generator().manual_seed(0)
+    y = torch.randn(2, 3, 5, 5, generator=g, dtype=torch.float64)
+    d = torch.rand(2, 3, generator=g, dtype=torch.float64).add_(0.5).requires_grad_(True)
+    n = torch.randn(2, 1, 5, 5, generator=g, dtype=torch.float64).requires_grad_(True)
+    b = torch.randn(3, generator=g, dtype=torch.float64).requires_grad_(True)
+    yl = y.clone().requires_grad_(True)
+    gain = 1.3
+
+    def ours(yl, d, n, b):
+        return ops.modconv_epilogue(yl * 1.0, d, n, b, act=act, gain=gain, clamp=clamp)  # * 1.0: a fresh tensor
+
+    def plain(yl, d, n, b):
+        return ops.bias_act(yl * d[:, :, None, None] + n, b, act=act, gain=gain, clamp=clamp)
+
+    assert torch.allclose(ours(yl, d, n, b), plain(yl, d, n, b), atol=1e-12)
+    if clamp is None:  # the clamp's kink makes finite differences meaningless exactly at the boundary
+        assert torch.autograd.gradcheck(ours, (yl, d, n, b))
+    out_o, out_p = ours(yl, d, n, b), plain(yl, d, n, b)
+    w = torch.randn(out_o.shape, generator=g, dtype=torch.float64)
+    go = torch.autograd.grad((out_o * w).sum(), (yl, d, n, b))
+    gp = torch.autograd.grad((out_p * w).sum(), (yl, d, n, b))
+    for a, e in zip(go, gp):
+        assert torch.allclose(a, e, atol=1e-10), (a - e).abs().max()
+
+
+def test_epilogue_rejects_what_it_cannot_invert():
+    y = torch.zeros(1, 1, 2, 2)
+    with pytest.raises(ValueError, match="slope"):
+        ops.modconv_epilogue(y, act="lrelu", alpha=0.0)
+    with pytest.raises(ValueError, match="act"):
+        ops.modconv_epilogue(y, act="tanh")
+
+
+@pytest.mark.parametrize("clamp", [256, 0.3])
+def test_unfused_when_differentiating_equals_fused(clamp):
+    G = _seeded_G(clamp=clamp)
+    ws, noise, target = _inputs(G)
+    img_f, loss_f, grad_f = _grads(G, ws, noise, target, fused=True)
+    img_u, loss_u, grad_u = _grads(G, ws, noise, target, fused=None)  # automatic: unfused (grads needed)
+    assert (img_f - img_u).abs().max() < 1e-4
+    assert abs(loss_f - loss_u) / abs(loss_f) < 1e-5
+    assert _rel(grad_u, grad_f) < 1e-4
+
+
+def test_fine_tuning_gradients_equal_in_both_forms():
+    G = _seeded_G().requires_grad_(True)
+    ws, noise, target = _inputs(G)
+    ws = ws.detach()
+    res = []
+    for fused in (True, False):
+        G.zero_grad(set_to_none=True)
+        ((G.synthesis(ws, noise=noise, fused_modconv=fused) - target).square().sum()).backward()
+        res.append(torch.cat([p.grad.flatten() for p in G.synthesis.parameters() if p.grad is not None]))
+    assert res[0].numel() == res[1].numel() and _rel(res[1], res[0]) < 1e-4
+
+
+def test_no_grad_forward_still_uses_the_fused_form(monkeypatch):
+    G = _seeded_G()
+    calls = []
+    real = ops.modulated_conv2d_unfused
+    monkeypatch.setattr(ops, "modulated_conv2d_unfused", lambda *a, **k: calls.append(1) or real(*a, **k))
+    ws = torch.randn(1, G.num_ws, G.w_dim)
+    with torch.no_grad():
+        G.synthesis(ws)
+    assert not calls
+    G.synthesis(ws.requires_grad_(True))
+    assert calls
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Reduced precision on the CPU (the numerics of the GPU path)
+
+
+def test_bf16_autocast_generator_and_loss_close_to_fp32():
+    G = _seeded_G(res=64)
+    loss = PerceptualLoss(_seeded_vgg(), "conv", calibration="none")
+    ws, noise, target = _inputs(G, batch=1)
+    feats = loss.target(target)
+
+    def run(dtype):
+        for t in [ws, *noise.values()]:
+            t.grad = None
+        with perf.autocast(dtype, "cpu"):
+            img = G.synthesis(ws, noise=noise)
+            val = loss(img, feats).sum()
+        val.backward()
+        return img.detach().float(), float(val), torch.cat([ws.grad.flatten()] + [t.grad.flatten()
+                                                                                  for t in noise.values()])
+
+    img32, l32, g32 = run(torch.float32)
+    img16, l16, g16 = run(torch.bfloat16)
+    assert float(psnr(img16, img32)) > 35.0
+    assert abs(l16 - l32) / l32 < 0.02
+    cos = float(torch.nn.functional.cosine_similarity(g16, g32, dim=0))
+    assert cos > 0.99, cos
+
+
+def test_precision_setting_is_validated_and_resolved():
+    with pytest.raises(InvalidSettingError, match="precision"):
+        perf.resolve_precision("half", "cpu")
+    with pytest.raises(Exception, match="precision"):
+        InversionConfig(precision="int8")
+    assert perf.resolve_precision("fp32", "cpu") == torch.float32
+    assert perf.resolve_precision("auto", "cpu") == torch.float32  # the CPU default stays exact
+    assert perf.resolve_precision("BF16", "cpu") == torch.bfloat16
+    assert InversionConfig(precision="BF16").precision == "bf16"
+    plan = perf.precision_plan("fp16", "cpu", _seeded_G(num_fp16_res=2))
+    assert plan.name == "fp16" and plan.force_fp32 is False and plan.guard.enabled  # NVIDIA per-block fp16
+    assert perf.precision_plan("fp16", "cpu", _seeded_G()).force_fp32 is True  # no fp16 blocks: autocast instead
+
+
+def test_grad_scale_guard_is_exact_and_catches_overflow():
+    guard = perf.GradScaleGuard(True, init_scale=1024.0, growth_interval=2)
+    x = torch.tensor([1.0, 2.0], requires_grad=True)
+    y = guard.exit((guard.enter(x) * 3.0).sum())
+    y.backward()
+    assert torch.equal(x.grad, torch.tensor([3.0, 3.0])) and guard.update() and guard.scale == 1024.0
+    x.grad = None
+    y = guard.exit((guard.enter(x) * 3.0).sum())
+    y.backward()
+    assert guard.update() and guard.scale == 2048.0  # grew after 2 good steps
+    x.grad = None
+    y = guard.exit((guard.enter(x) * torch.tensor([float("inf"), 1.0])).sum())
+    y.backward()
+    assert torch.equal(x.grad, torch.zeros(2))  # never inf/nan into the optimiser
+    assert not guard.update() and guard.scale == 1024.0 and guard.skipped == 1
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_inversion_in_reduced_precision_within_0p3_db_of_fp32(precision):
+    G = _seeded_G(res=64, num_fp16_res=2)
+    stats = compute_w_stats(G, 500)
+    loss = PerceptualLoss(_seeded_vgg(), "conv", calibration="none")
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        ws = stats[0] + 0.5 * (G.mapping(torch.randn(G.num_ws, G.z_dim, generator=g))[:, 0] - stats[0])
+        target = G.synthesis(ws[None]).clamp(-1, 1)
+    out = {}
+    for p in ("fp32", precision):
+        cfg = InversionConfig(steps=20, seed=0, precision=p, initial_noise_factor=0.0, w_avg_samples=500)
+        out[p] = invert(G, target, loss, cfg, w_stats=stats).latent.metrics["psnr"][0]
+    start = float(psnr(G.synthesis(stats[0].expand(1, G.num_ws, -1)), target))
+    print(f"{precision}: PSNR fp32 {out['fp32']:.2f} dB, {precision} {out[precision]:.2f} dB (start {start:.2f})")
+    assert out["fp32"] > start + 3  # the run did something
+    assert abs(out[precision] - out["fp32"]) < 0.3
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Memory modes
+
+
+def test_memory_plan_picks_modes_from_free_memory():
+    gib = 2 ** 30
+    big = perf.plan_memory(1024, 1024, 1, free_bytes=64 * gib)
+    assert not big.checkpoint and big.tile is None  # plenty: fastest mode
+    mid = perf.plan_memory(1024, 1024, 1, free_bytes=6 * gib)
+    small = perf.plan_memory(1024, 1024, 1, free_bytes=int(1.5 * gib))
+    assert (mid.checkpoint or mid.tile) and small.tile is not None
+    assert small.estimate <= small.budget
+    ten_mp = perf.plan_memory(2736, 3648, 1, free_bytes=24 * gib)  # 10 MP, non-square
+    print("1024^2 @64/6/1.5 GiB:", big, mid, small, "\n10 MP @ 24 GiB:", ten_mp)
+    assert ten_mp.estimate <= ten_mp.budget and (ten_mp.tile or ten_mp.checkpoint)
+    assert perf.plan_memory(1024, 1024, free_bytes=64 * gib, mode="tile").tile == 512  # override
+    with pytest.raises(InvalidSettingError):
+        perf.plan_memory(64, 64, mode="fast")
