@@ -397,8 +397,9 @@ def invert(G, target: torch.Tensor, loss=None, config: InversionConfig | None = 
         if mask is not None:
             mask = _check_mask(mask, b, h, w)
 
-        # Frozen private copy of G (clones every tensor, so inference tensors become normal ones).
-        Gc = copy.deepcopy(G).to(device=device, dtype=dtype).eval().requires_grad_(False)
+        # G itself when it is already frozen on the device (a host-managed resident copy), else a frozen private
+        # copy (clones every tensor, so inference tensors become normal ones). G is only read either way.
+        Gc = perf.frozen_on(G, device, dtype)
         target = target.detach().clone().to(device=device, dtype=torch.float32)  # [B, 3, H, W]
         mask = None if mask is None else mask.detach().clone().to(device=device, dtype=torch.float32)
 

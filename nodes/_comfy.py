@@ -16,9 +16,11 @@ import copy
 import logging
 import os
 import traceback
+import weakref
 from collections.abc import Callable, Iterator
 
 import comfy.model_management as mm
+import comfy.model_patcher
 import comfy.utils
 import folder_paths
 import torch
@@ -154,16 +156,45 @@ def module_bytes(*modules: torch.nn.Module) -> int:
     return int(sum(mm.module_size(m) for m in modules if m is not None))
 
 
+_patchers: "weakref.WeakKeyDictionary[torch.nn.Module, object]" = weakref.WeakKeyDictionary()
+
+
+def patcher_for(module: torch.nn.Module):
+    """The host's ``ModelPatcher`` for one of our networks (one per network object, kept while the network lives),
+    so ComfyUI's model management can keep it resident on the GPU between runs and evict it when a diffusion model
+    needs the memory."""
+    p = _patchers.get(module)
+    if p is None:
+        p = comfy.model_patcher.ModelPatcher(module, load_device=compute_device(), offload_device=offload_device())
+        _patchers[module] = p
+    return p
+
+
+def load_on_device(*modules: torch.nn.Module | None, working_bytes: int = 0) -> None:
+    """Load ``modules`` on the compute device through the host (``load_models_gpu``): resident ones are reused, and
+    the host frees memory (unloading its own or our idle models) for the weights plus ``working_bytes``.
+
+    Fully loaded (our networks have no ComfyUI weight-casting layers for partial loading). Run outside
+    ``inference_mode`` so the moved weights are normal tensors that autograd can save."""
+    mods = [m for m in modules if m is not None]
+    if not mods:
+        return
+    with torch.inference_mode(False):
+        mm.load_models_gpu([patcher_for(m) for m in mods], memory_required=int(working_bytes), force_full_load=True)
+
+
 @contextlib.contextmanager
 def device_session(*modules: torch.nn.Module | None, working_bytes: int = 0) -> Iterator[torch.device]:
-    """Yield the compute device for a block of work on ``modules``. Before it, the host is asked to free
-    ``weights + working_bytes`` there (unloading its own models if needed) so that ours fit next to them; after it
-    (also on error or Cancel) the device cache is emptied. The hrinv functions copy the networks they need to the
-    device and drop the copies when they return, so the shared, cached input networks are never moved or changed."""
+    """Yield the compute device for a block of work on ``modules``. On a GPU the networks are loaded there through
+    the host's model management (:func:`load_on_device`): the second run of a workflow finds them resident instead
+    of copying them again, and the host can evict them when it needs the memory. The hrinv loops use a resident
+    network in place (read-only; see ``hrinv.perf.frozen_on``). After the block (also on error or Cancel) the
+    traceback's frames are cleared and the device cache is emptied, so no activation or optimiser state stays on
+    the device; only the host-managed weights do, until the host evicts them."""
     device = compute_device()
     try:
         if device.type != "cpu":
-            mm.free_memory(module_bytes(*[m for m in modules if m is not None]) + int(working_bytes), device)
+            load_on_device(*modules, working_bytes=working_bytes)
         yield device
     except BaseException as exc:
         # The traceback keeps the failed call's frames, and with them its device copies of the networks and its

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import traceback
 
 import torch
 import torch.nn.functional as F
@@ -32,20 +33,26 @@ def guarded(title: str):
         def inner(*args, **kwargs):
             try:
                 return fn(*args, **kwargs)
-            except _comfy.InterruptProcessingException:
-                raise
-            except Exception as exc:
-                from hrinv.errors import HRInvError
-
-                if isinstance(exc, (HRInvError, NodeError, FileNotFoundError)):
+            except BaseException as exc:
+                # The host keeps the exception (and so the traceback's frames and their tensors) after a Cancel or
+                # a failure; drop the node's locals now, file/line information stays in the report.
+                traceback.clear_frames(exc.__traceback__)
+                if isinstance(exc, _comfy.InterruptProcessingException) or not isinstance(exc, Exception):
                     raise
-                if _comfy.is_oom(exc):
-                    raise NodeError(f"{title}: out of memory on {_comfy.compute_device()}. Try a smaller batch, fewer "
-                                    f"pixels, tiling, or the memory-saving option; other models were asked to "
-                                    f"unload first.") from exc
-                raise NodeError(f"{title} failed: {type(exc).__name__}: {exc}") from exc
+                _raise_for_node(title, exc)
         return inner
     return wrap
+
+
+def _raise_for_node(title, exc):
+    from hrinv.errors import HRInvError
+
+    if isinstance(exc, (HRInvError, NodeError, FileNotFoundError)):
+        raise exc
+    if _comfy.is_oom(exc):
+        raise NodeError(f"{title}: out of memory on {_comfy.compute_device()}. Try a smaller batch, fewer pixels, "
+                        f"tiling, or the memory-saving option; other models were asked to unload first.") from exc
+    raise NodeError(f"{title} failed: {type(exc).__name__}: {exc}") from exc
 
 
 def check_image(image: torch.Tensor, name: str = "image") -> None:

@@ -27,6 +27,7 @@ STUB_MODULES = {
     "comfy": STUBS / "comfy" / "__init__.py",
     "comfy.utils": STUBS / "comfy" / "utils.py",
     "comfy.model_management": STUBS / "comfy" / "model_management.py",
+    "comfy.model_patcher": STUBS / "comfy" / "model_patcher.py",
     "comfy_api": STUBS / "comfy_api" / "__init__.py",
     "comfy_api.latest": STUBS / "comfy_api" / "latest" / "__init__.py",
 }
