@@ -102,11 +102,12 @@ class Runner:
         self.fused = fused
         self.force_fp32 = not num_fp16
         num_ws = G.num_ws if kind == "ours" else G.synthesis.num_ws
-        self.ws = torch.randn(batch, num_ws, 512, device=device).mul_(0.1).requires_grad_(True)
+        g = torch.Generator().manual_seed(7)  # every variant starts from the same point
+        self.ws = torch.randn(batch, num_ws, 512, generator=g).mul_(0.1).to(device).requires_grad_(True)
         if kind == "ours":
             names = G.synthesis.noise_names
             self.noise = {n: torch.randn(batch, 1, G.synthesis.noise_resolution(n), G.synthesis.noise_resolution(n),
-                                         device=device).requires_grad_(True) for n in names}
+                                         generator=g).to(device).requires_grad_(True) for n in names}
             params = [self.ws] + list(self.noise.values())
         else:
             self.noise = {n: b for n, b in G.synthesis.named_buffers() if "noise_const" in n}
