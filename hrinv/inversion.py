@@ -92,6 +92,9 @@ class InversionConfig:
         precision: ``"fp32"`` (exact, default), ``"bf16"``, ``"fp16"`` or ``"auto"``: the compute precision of the
             generator and the loss (the optimised variables stay fp32); see :mod:`hrinv.perf` and
             docs/performance.md.
+        memory: memory-saving mode of the VGG loss when :func:`invert` builds it from a VGG network: ``"auto"``
+            (chosen from the free memory by :func:`hrinv.perf.plan_memory`), ``"none"``, ``"checkpoint"`` or
+            ``"tile"``. A ready ``PerceptualLoss`` keeps its own settings.
     """
 
     steps: int = 1000
@@ -119,6 +122,7 @@ class InversionConfig:
     non_square: str = "auto"
     force_fp32: bool = True
     precision: str = "fp32"
+    memory: str = "auto"
 
     def __post_init__(self):
         def bad(name, want):
@@ -126,6 +130,8 @@ class InversionConfig:
 
         from . import perf
         self.precision = perf._check(self.precision)
+        if self.memory not in ("auto", "none", "checkpoint", "tile"):
+            bad("memory", "'auto', 'none', 'checkpoint' or 'tile'")
 
         if not isinstance(self.steps, int) or isinstance(self.steps, bool) or self.steps < 1:
             bad("steps", "an integer >= 1 (the paper uses 1000)")
@@ -334,7 +340,7 @@ def _first_param(module):
     return None
 
 
-def _prepare_loss(loss, config: InversionConfig, device):
+def _prepare_loss(loss, config: InversionConfig, device, size=None, batch=1):
     """Turn ``loss`` (a PerceptualLoss-like object, a VGG network, or a plain callable) into a usable loss."""
     if loss is None:
         raise ValueError("invert() needs a loss: a hrinv.losses.PerceptualLoss, a VGG16 from hrinv.load_vgg16(...), "
@@ -343,7 +349,13 @@ def _prepare_loss(loss, config: InversionConfig, device):
     if is_vgg:
         from .losses import PerceptualLoss
 
-        loss = PerceptualLoss(loss, layers=config.loss_layers)
+        kw = {}
+        if size is not None and config.downsample is None:
+            plan = perf.plan_memory(size[0], size[1], batch, device=device, mode=config.memory,
+                                    dtype=perf.resolve_precision(config.precision, device))
+            log.info("memory plan: %s", plan.reason)
+            kw = {"checkpoint": plan.checkpoint, "tile": plan.tile}
+        loss = PerceptualLoss(loss, layers=config.loss_layers, **kw)
     if isinstance(loss, torch.nn.Module):
         p = _first_param(loss)
         needs_copy = module_has_inference_tensors(loss) or any(q.requires_grad for q in loss.parameters()) or (
@@ -419,7 +431,7 @@ def invert(G, target: torch.Tensor, loss=None, config: InversionConfig | None = 
                                  f"the image so its longer side is {res} (non-square targets are then padded and "
                                  f"masked), e.g. `hrinv invert --keep-aspect`")
 
-        loss_fn = _prepare_loss(loss, config, device)
+        loss_fn = _prepare_loss(loss, config, device, size=tuple(target.shape[-2:]), batch=b)
         has_feats = hasattr(loss_fn, "target")
         loss_param = _first_param(loss_fn)
         loss_dtype = loss_param.dtype if loss_param is not None and loss_param.is_floating_point() else torch.float32

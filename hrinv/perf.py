@@ -248,13 +248,13 @@ def free_memory_bytes(device) -> int:
 
 
 # Bytes that one input pixel of the VGG16 trunk costs, per sample, when the activations up to conv5_3 are kept for
-# backward in fp32 (conv outputs + ReLU outputs + pools, from the layer table; checked against measured peaks in
-# docs/performance.md). Checkpointing keeps about the tap outputs only; tiling keeps about one tile.
+# backward in fp32 (conv outputs + ReLU outputs + pools, counted from the layer table; NOT yet checked against a
+# measured peak, see docs/performance.md). Checkpointing keeps about the tap outputs only; tiling about one tile.
 _VGG_BYTES_PER_PX = 4 * (2 * 64 * 2 + 64 / 4 + (2 * 128 * 2 + 128 / 4) / 4 + (3 * 256 * 2 + 256 / 4) / 16
                          + (3 * 512 * 2 + 512 / 4) / 64 + (3 * 512 * 2) / 256 + 3)
 _VGG_CKPT_BYTES_PER_PX = 4 * (64 * 3 + 128 / 4 + 256 / 16 + 512 / 64 + 512 / 256 + 3)
-# Generator synthesis with grads, per output pixel per sample (last two blocks dominate; measured at 1024^2 fp32 for
-# a config-f generator, docs/performance.md).
+# Generator synthesis with grads, per output pixel per sample (the last two blocks dominate: 32 / 64 channels, about
+# ten saved activations each; counted, not yet measured, for a config-f generator).
 _GEN_BYTES_PER_PX = 4 * (32 * 10 + 64 * 10 / 4 + 12)
 
 
