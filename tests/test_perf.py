@@ -214,7 +214,7 @@ def test_grad_scale_guard_is_exact_and_catches_overflow():
     assert not guard.update() and guard.scale == 1024.0 and guard.skipped == 1
 
 
-@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+@pytest.mark.parametrize("precision", ["bf16", pytest.param("fp16", marks=pytest.mark.slow)])  # CPU fp16: slow
 def test_inversion_in_reduced_precision_within_0p3_db_of_fp32(precision):
     G = _seeded_G(res=64, num_fp16_res=2)
     stats = compute_w_stats(G, 500)
