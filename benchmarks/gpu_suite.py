@@ -89,7 +89,6 @@ def main(argv=None):
             r = Runner(v, G_ours, loss, target, batch, device, "ours", precision=prec, num_fp16=(v == "fp16"))
             extra = ""
             if v == "bf16-cl":
-                r.ws = r.ws  # ws is [B, n, w]: channels_last applies to the activations, set on the weights
                 G_ours.synthesis.to(memory_format=torch.channels_last)
                 loss.vgg.to(memory_format=torch.channels_last)
             if v == "bf16-compile":

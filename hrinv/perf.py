@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import math
 
 import torch
 
@@ -335,7 +334,3 @@ def plan_memory(height: int, width: int, batch: int = 1, *, device=None, free_by
     return MemoryPlan(False, 256, render_tile or 512, est, budget,
                       f"does not fit: estimated {est / 2**30:.1f} GiB of {budget / 2**30:.1f} GiB usable even with "
                       f"256 px tiles; expect swapping or an out-of-memory error (use a smaller batch or size)")
-
-
-def _ceil_div(a, b):
-    return int(math.ceil(a / b))

@@ -348,7 +348,7 @@ class _ModconvEpilogue(torch.autograd.Function):
             gn = g.sum(dim=1, keepdim=True, dtype=torch.float32)  # [N, 1, H, W]
             grad_n = gn.sum_to_size(ctx.n_shape).to(n.dtype)
         if need_d and d is not None:
-            # z from out (leaky ReLU inverted), then y * d = z - n - b and grad_d = sum(g * y) = sum(g * (z - n - b)) / d
+            # z from out (leaky ReLU inverted); y * d = z - n - b, so grad_d = sum(g * y) = sum(g * (z - n - b)) / d
             z = out.float() / gain
             if alpha is not None:
                 z = torch.where(out > 0, z, z / alpha)
