@@ -87,10 +87,6 @@ class HRInvert(io.ComfyNode):
                 io.Mask.Input("mask", optional=True,
                               tooltip="Optional: where the loss counts (1) and where it is ignored (0), e.g. to "
                                       "skip a watermark or background. One mask or one per image."),
-                io.Combo.Input("precision", options=["fp32", "bf16", "fp16", "auto"], default="fp32", optional=True,
-                               tooltip="Advanced: compute precision. fp32 is exact; bf16 is about 2x faster on GPUs "
-                                       "and on CPUs with AVX512-BF16 (within 0.3 dB PSNR in our tests); fp16 for "
-                                       "older GPUs (with loss scaling); auto = bf16/fp16 on a GPU, fp32 on a CPU."),
             ],
             outputs=[
                 LATENT.Output(display_name="latent", tooltip="The optimised latent batch (save it with Save "
@@ -104,15 +100,14 @@ class HRInvert(io.ComfyNode):
     @guarded("HRInversion: Invert Image")
     def execute(cls, generator, image, vgg, steps=1000, latent_space="W+", noise_maps=True, lambda_mse=0.0, seed=0,
                 learning_rate=0.1, loss_layers="conv", loss_downsample=0, noise_regularize=0.0, fit=FIT_MODES[0],
-                mask=None, precision="fp32") -> io.NodeOutput:
+                mask=None) -> io.NodeOutput:
         from hrinv.inversion import InversionConfig, invert
 
         G = generator.model
         config = InversionConfig(steps=int(steps), lr=float(learning_rate), latent_space=latent_space.lower(),
                                  optimize_noise=bool(noise_maps), lambda_mse=float(lambda_mse), seed=int(seed),
                                  loss_layers=loss_layers, downsample=int(loss_downsample) or None,
-                                 noise_regularize=float(noise_regularize), preview_every=preview_every(int(steps)),
-                                 precision=str(precision or "fp32"))
+                                 noise_regularize=float(noise_regularize), preview_every=preview_every(int(steps)))
         target = to_lib(image)                                                         # [B, 3, H, W]
         if fit != "as is":
             target = fit_to_resolution(target, G.img_resolution, "center crop" if fit == "crop & resize" else fit)
