@@ -10,6 +10,7 @@ __all__ = [
     "CheckpointFormatError",
     "UnsafeCheckpointError",
     "CheckpointCorruptError",
+    "LatentFileError",
     "IncompatibleGeneratorsError",
     "ShapeError",
     "WeightsNotFoundError",
@@ -37,6 +38,10 @@ class UnsafeCheckpointError(CheckpointError):
 
 class CheckpointCorruptError(CheckpointError):
     """The file is truncated or damaged."""
+
+
+class LatentFileError(CheckpointError):
+    """A latent file (.safetensors / .npz) is truncated, damaged, not a latent, or holds non-finite values."""
 
 
 class IncompatibleGeneratorsError(HRInvError, ValueError):

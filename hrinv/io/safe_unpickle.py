@@ -163,12 +163,16 @@ _NUMERIC_KINDS = "biufc"
 class _NpDtype:
     """``numpy.dtype(name, align, copy)`` followed by ``BUILD(state)``: numeric dtypes only."""
 
+    kinds = _NUMERIC_KINDS
+
     def __init__(self, name, align=False, copy=True):
+        if not isinstance(name, str) or len(name) > 8:
+            raise CheckpointFormatError(f"the pickle holds a numpy dtype {str(name)[:20]!r} we do not read")
         try:
-            dt = np.dtype(str(name))
+            dt = np.dtype(name)
         except TypeError as e:
             raise CheckpointFormatError(f"the pickle holds a numpy dtype {name!r} we do not read: {e}") from None
-        if dt.kind not in _NUMERIC_KINDS:
+        if dt.kind not in self.kinds:
             raise CheckpointFormatError(f"the pickle holds a numpy dtype {name!r}; only numeric arrays and scalars "
                                         f"are expected in a network pickle")
         self.dtype = dt
@@ -201,6 +205,19 @@ def _np_scalar(dtype, data=None):
     return np.frombuffer(bytes(data), dtype=dt)[0].copy()
 
 
+class _ObjectArray:
+    """An object-dtype numpy array as plain Python: ``materialize`` gives its element (0-d) or a list."""
+
+    __slots__ = ("items", "scalar")
+
+    def __init__(self, items, scalar):
+        self.items, self.scalar = items, scalar
+
+
+class _NpDtypeWithObject(_NpDtype):
+    kinds = _NUMERIC_KINDS + "O"
+
+
 class _NDArrayMarker:
     """Stands for the ``numpy.ndarray`` class argument of ``_reconstruct``."""
 
@@ -222,6 +239,12 @@ class _NpArrayStub:
             raise CheckpointFormatError("a numpy array in the pickle has an unexpected state layout")
         _, shape, dtype, fortran, raw = state
         dt = _as_dtype(dtype)
+        if dt.kind == "O":  # only through numpy_only_load: a small list of Python objects, kept as a list
+            if not isinstance(raw, list) or not isinstance(shape, (tuple, list)) or len(shape) > 1 or \
+                    len(raw) != (shape[0] if shape else 1) or len(raw) > 1024:
+                raise CheckpointFormatError("an object array in the pickle has an unexpected state layout")
+            self.array = _ObjectArray(raw, scalar=not shape)
+            return
         if not isinstance(raw, (bytes, bytearray)):
             raise CheckpointFormatError("a numpy array in the pickle is not stored as raw bytes (object arrays are "
                                         "not read)")
@@ -516,7 +539,7 @@ def safe_load_pickle(data, what="the file"):
 class _NumpyOnlyUnpickler(RestrictedUnpickler):
     """Rebuilds numpy arrays / scalars (from their bytes, with our stand-ins) and plain containers, nothing else."""
 
-    allowed = {**_NUMPY_GLOBALS, ("collections", "OrderedDict"): OrderedDict}
+    allowed = {**_NUMPY_GLOBALS, ("numpy", "dtype"): _NpDtypeWithObject, ("collections", "OrderedDict"): OrderedDict}
     kind = "a pickled dict of numpy arrays"
 
 
@@ -550,6 +573,13 @@ def materialize(obj, max_nodes=10_000_000):
             if x.array is None:
                 raise CheckpointCorruptError("a numpy array in the pickle has no data (BUILD missing); the file is "
                                              "damaged")
+            if isinstance(x.array, _ObjectArray):
+                items = [None] * len(x.array.items)
+                memo[key] = items
+                items[:] = [walk(v) for v in x.array.items]
+                out = items[0] if x.array.scalar else items
+                memo[key] = out
+                return out
             memo[key] = x.array
             return x.array
         if isinstance(x, _EasyDict):
