@@ -17,6 +17,7 @@ __all__ = [
     "ImageReadError",
     "DatasetLayoutError",
     "InvalidSettingError",
+    "NonFiniteError",
 ]
 
 
@@ -66,3 +67,11 @@ class DatasetLayoutError(HRInvError, ValueError):
 
 class InvalidSettingError(HRInvError, ValueError):
     """A setting (a λ schedule, a row selection, an option value) is malformed or out of range."""
+
+
+class NonFiniteError(HRInvError, ArithmeticError):
+    """An optimisation produced NaN or infinity; the message names the step and the likely cause."""
+
+    def __init__(self, message, step=None):
+        super().__init__(message)
+        self.step = step

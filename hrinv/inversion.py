@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import _checks
 from .errors import ShapeError
 from .latent import Latent
 from .optim import (
@@ -164,6 +165,7 @@ class InversionConfig:
             bad("downsample", "None (full resolution) or an integer > 32 (VGG needs more than 32 px)")
         if self.non_square not in _NON_SQUARE:
             bad("non_square", f"one of {_NON_SQUARE}")
+        _checks.check_number(self.lr, "InversionConfig.lr", low=0, low_inclusive=False)  # also refuses inf / NaN
 
     def to_dict(self) -> dict:
         """JSON-able dict (stored in the latent's settings)."""
@@ -384,6 +386,7 @@ def invert(G, target: torch.Tensor, loss=None, config: InversionConfig | None = 
         device = p0.device if device is None else torch.device(device)
         dtype = p0.dtype if dtype is None else dtype
         target = _check_target(target, "target")
+        _checks.check_inversion_inputs(G, target, mask, w_stats, init_latent)
         b, _, h, w = target.shape
         res = G.img_resolution
         if mask is not None:

@@ -32,6 +32,7 @@ from typing import Callable, Optional, Sequence, Tuple, Union
 
 import torch
 
+from . import _checks
 from .errors import InvalidSettingError, ShapeError
 from .interpolate import row_blocks
 from .latent import Latent
@@ -123,6 +124,7 @@ class LSOConfig:
             bad("seed", "None or an integer >= 0")
         if not isinstance(self.preview_every, int) or self.preview_every < 0:
             bad("preview_every", "an integer >= 0")
+        _checks.check_numbers(self, ("lr", "reg_weight", "init_std", "noise_factor"), low=0)
 
     def to_dict(self) -> dict:
         """JSON-able dict (stored in the latent's settings)."""
@@ -272,6 +274,7 @@ def local_style_optimize(G_m, w_m, content: torch.Tensor, loss, config: Optional
     if not torch.is_tensor(content) or content.ndim != 4 or content.shape[1] != 3 or not content.is_floating_point():
         raise ShapeError(f"content must be a float RGB batch [B, 3, H, W] in [-1, 1]; got "
                          f"{tuple(content.shape) if torch.is_tensor(content) else type(content).__name__}.")
+    _checks.check_lso_inputs(G_m, ws_in, content, w_stats, base_latent)
     lo, hi = float(content.min()), float(content.max())
     if lo < -1.5 or hi > 1.5:
         raise ShapeError(f"content values must be in [-1, 1] (StyleGAN convention), got [{lo:.3g}, {hi:.3g}].")

@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ._checks import check_finite_loss, check_finite_variables
+
 __all__ = [
     "EarlyStopping",
     "OptimResult",
@@ -301,6 +303,7 @@ def optimize(variables: Mapping[str, torch.Tensor], closure: Closure, *, steps: 
                 loss, image = closure(inputs, step, steps)
                 if loss.ndim != 1:
                     raise ValueError(f"the closure must return a per-sample loss of shape [B], got {tuple(loss.shape)}")
+                check_finite_loss(loss, params, step, steps)  # NaN/inf: stop with the step and the cause
                 for p in params.values():
                     p.grad = None
                 loss.sum().backward()
@@ -308,6 +311,7 @@ def optimize(variables: Mapping[str, torch.Tensor], closure: Closure, *, steps: 
                     if params[name].grad is not None:
                         params[name].grad.mul_(m)
                 opt.step(cur_lr)
+                check_finite_variables(params, step + 1, steps, cur_lr)
                 if post_step is not None:
                     with torch.no_grad():
                         post_step(params)
