@@ -131,8 +131,16 @@ def _stylize_job(args):
 def run(args) -> int:
     import torch
 
+    threads = torch.get_num_threads()
     if args.threads:
         torch.set_num_threads(int(args.threads))
+    try:
+        return _run_job(args)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_job(args):
     if args.max_errors is not None and args.max_errors < 1:
         print("hrinv batch: error: --max-errors must be >= 1", file=sys.stderr)
         return 2
@@ -142,14 +150,16 @@ def run(args) -> int:
         print(f"hrinv batch {args.job}: error: {e}", file=sys.stderr)
         return 2
     # One INFO line per inverted image would drown the progress bar; --verbose (hrinv -v batch ...) keeps them.
-    lib_log = logging.getLogger("hrinv")
-    old_level = lib_log.level
+    loggers = [logging.getLogger(n) for n in ("hrinv", "HRInv")]  # module loggers and the older shared one
+    levels = [lg.level for lg in loggers]
     if not getattr(args, "verbose", False):
-        lib_log.setLevel(logging.WARNING)
+        for lg in loggers:
+            lg.setLevel(logging.WARNING)
     try:
         return _run(args, job)
     finally:
-        lib_log.setLevel(old_level)
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
 
 
 def _run(args, job):
