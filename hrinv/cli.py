@@ -21,6 +21,8 @@ COMMANDS = {
     "stylize": "stylize",
     "render": "render",
     "id-retrieval": "id_retrieval",
+    "batch": "batch",
+    "evaluate": "evaluate",
 }
 
 # One-line help shown by `hrinv --help` without importing the modules.
@@ -31,6 +33,8 @@ _SUMMARY = {
     "stylize": "content + reference + source/target generators -> invert, lerp, LSO, render",
     "render": "render a saved latent at any width x height",
     "id-retrieval": "ID-retrieval accuracy of stylised faces against their content faces",
+    "batch": "dataset-scale invert/stylize over a folder or manifest: resumable, one results table, torchrun-ready",
+    "evaluate": "PSNR, perceptual distance and ID retrieval over a batch results table -> JSON + Markdown",
 }
 
 

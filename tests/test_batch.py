@@ -1,0 +1,284 @@
+"""`hrinv batch`: items, seeds, sharding, atomic writes; torchrun (2 CPU processes, gloo) equals one process bit for
+bit; a killed run resumes with only what is left; bad items end up in the table and the job goes on.
+
+Tiny seeded generator + random VGG (tests/nodes_harness.py), 2 optimisation steps, 64 px pictures written here."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from hrinv.batch import (RESULTS, STATE_DIR, TMP_TAG, BatchItem, atomic_write, collect_items, item_seed,
+                         read_results)
+from hrinv.cli import main
+from hrinv.distributed import DistContext, init_distributed, rank_device, shard
+from hrinv.errors import DatasetLayoutError, InvalidSettingError
+
+REPO = Path(__file__).resolve().parents[1]
+N_ITEMS = 8
+
+
+def _env(**extra):
+    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR",
+                                                               "MASTER_PORT", "LOCAL_WORLD_SIZE")}
+    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(REPO), **extra)
+    return env
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    from safetensors.torch import save_file
+
+    from hrinv.io.checkpoints import save_generator
+    from nodes_harness import random_vgg, tiny_generators
+
+    d = tmp_path_factory.mktemp("batch")
+    G_s, _ = tiny_generators()
+    save_generator(G_s, d / "g.safetensors")
+    save_file({f"features.{k}": v.contiguous() for k, v in random_vgg().features.state_dict().items()},
+              str(d / "vgg.safetensors"))
+    rng = np.random.default_rng(0)
+    (d / "imgs").mkdir()
+    for i in range(N_ITEMS):
+        size = (64, 64) if i % 3 else (80, 72)
+        Image.fromarray((rng.random((size[1], size[0], 3)) * 255).astype(np.uint8)).save(d / "imgs" / f"im{i}.png")
+    return d
+
+
+def _args(data, out, *extra):
+    return ["batch", "invert", "--input", str(data / "imgs"), "--out", str(out), "-g", str(data / "g.safetensors"),
+            "--vgg", str(data / "vgg.safetensors"), "--steps", "2", "--no-noise", "--downsample", "40", "--device", "cpu", "--seed", "5",
+            *extra]
+
+
+@pytest.fixture(scope="module")
+def reference_run(data):
+    """One process, one thread (torchrun gives each rank one thread, so the float reductions match)."""
+    out = data / "single"
+    assert main(_args(data, out, "--threads", "1", "-q")) == 0
+    return out
+
+
+def _files(out):
+    return sorted(p.name for p in Path(out).iterdir() if p.is_file())
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Units
+
+
+def test_items_from_folder_and_manifests(tmp_path):
+    for name in ("b.png", "a.png", "c.jpg", "notes.txt"):
+        (tmp_path / name).write_bytes(b"x")
+    items = collect_items(tmp_path, base_seed=3)
+    assert [it.name for it in items] == ["a", "b", "c"] and [it.index for it in items] == [0, 1, 2]
+    assert items[1].seed == item_seed(3, "b") != item_seed(4, "b")
+    # A seed follows the item's name, not its position: a subset draws the same seeds.
+    (tmp_path / "a.png").unlink()
+    assert {it.name: it.seed for it in collect_items(tmp_path, base_seed=3)} == {"b": items[1].seed,
+                                                                                 "c": items[2].seed}
+    # Folder x references: content-major, names content__reference.
+    items = collect_items(tmp_path, references=["s1.png", "s2.png"])
+    assert [it.name for it in items] == ["b__s1", "b__s2", "c__s1", "c__s2"]
+
+    (tmp_path / "sub").mkdir()
+    csv = tmp_path / "sub" / "m.csv"
+    csv.write_text("content,reference,steps,name,seed\nx.png,s.png,7,,\n/abs/y.png,,,yy,12\nx.png,s.png,,,\n")
+    items = collect_items(csv, references=["r.png"], allowed_settings={"steps"})
+    assert [it.input for it in items] == [str(tmp_path / "sub" / "x.png"), "/abs/y.png", str(tmp_path / "sub" / "x.png")]
+    assert [it.reference for it in items] == [str(tmp_path / "sub" / "s.png"), "r.png", str(tmp_path / "sub" / "s.png")]
+    assert [it.name for it in items] == ["x__s", "yy", "x__s_2"]  # duplicates get a suffix, deterministically
+    assert items[0].settings == {"steps": 7} and items[1].settings == {} and items[1].seed == 12
+
+    jl = tmp_path / "m.jsonl"
+    jl.write_text('{"input": "p.png", "lr": 0.05}\n\n{"image": "q.png"}\n')
+    items = collect_items(jl, allowed_settings={"lr"})
+    assert [it.name for it in items] == ["p", "q"] and items[0].settings == {"lr": 0.05}
+
+    with pytest.raises(InvalidSettingError, match="unknown column"):
+        collect_items(jl, allowed_settings=set())
+    bad = tmp_path / "bad.csv"
+    bad.write_text("reference\ns.png\n")
+    with pytest.raises(DatasetLayoutError, match="no content path"):
+        collect_items(bad)
+    bad.write_text("content,name\na.png,../evil\n")
+    with pytest.raises(DatasetLayoutError, match="plain file stem"):
+        collect_items(bad)
+    with pytest.raises(DatasetLayoutError, match="needs a reference"):
+        collect_items(jl, allowed_settings={"lr"}, needs_reference=True)
+    with pytest.raises(DatasetLayoutError, match="does not exist"):
+        collect_items(tmp_path / "nothing")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DatasetLayoutError, match="no images"):
+        collect_items(empty)
+
+
+@pytest.mark.parametrize("world", [1, 2, 3, 5, 8, 11])
+def test_shards_have_no_overlap_and_no_gaps(world):
+    items = list(range(17))
+    parts = [shard(items, r, world) for r in range(world)]
+    assert sorted(x for p in parts for x in p) == items
+    assert all(p == items[r::world] for r, p in enumerate(parts))
+    with pytest.raises(InvalidSettingError):
+        shard(items, world, world)
+
+
+def test_single_process_context_without_torchrun(monkeypatch):
+    for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(k, raising=False)
+    ctx = init_distributed("cpu")
+    assert (ctx.rank, ctx.world_size, ctx.active, ctx.device) == (0, 1, False, torch.device("cpu"))
+    assert ctx.broadcast_object({"a": 1}) == {"a": 1} and ctx.all_reduce_max(2.0) == 2.0
+    ctx.barrier()
+    ctx.close()
+    monkeypatch.setenv("WORLD_SIZE", "x")
+    with pytest.raises(InvalidSettingError, match="WORLD_SIZE"):
+        init_distributed("cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(InvalidSettingError, match="no CUDA"):
+            rank_device("cuda", 0, 2)
+    assert DistContext().is_main
+
+
+def test_atomic_write_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "f.png"
+    with pytest.raises(RuntimeError):
+        with atomic_write(target) as tmp:
+            tmp.write_bytes(b"half")
+            raise RuntimeError("killed")
+    assert list(tmp_path.iterdir()) == []
+    with atomic_write(target) as tmp:
+        assert tmp.parent == tmp_path and tmp.suffix == ".png" and TMP_TAG in tmp.name
+        tmp.write_bytes(b"whole")
+    assert target.read_bytes() == b"whole" and _files(tmp_path) == ["f.png"]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# End to end
+
+
+def test_single_run_writes_the_table_and_the_single_run_files(data, reference_run):
+    rows = read_results(reference_run)
+    assert [r["index"] for r in rows] == list(range(N_ITEMS))
+    assert all(r["status"] == "ok" and r["error"] is None for r in rows)
+    assert [r["input"] for r in rows] == [str(data / "imgs" / f"im{i}.png") for i in range(N_ITEMS)]
+    for r in rows:
+        assert r["outputs"] == {"image": f"{r['name']}.png", "latent": f"{r['name']}.latent.safetensors",
+                                "record": f"{r['name']}.json"}
+        assert r["seed"] == item_seed(5, r["name"]) and np.isfinite(r["metrics"]["psnr"])
+        record = json.loads((reference_run / r["outputs"]["record"]).read_text())
+        assert record["seed"] == r["seed"] and record["settings"]["inversion"]["steps"] == 2
+        assert Image.open(reference_run / r["outputs"]["image"]).size == (64, 64)
+    # Different items -> different results (the seeds and targets differ).
+    assert len({(reference_run / r["outputs"]["image"]).read_bytes() for r in rows}) == N_ITEMS
+    # Everything done -> a rerun processes nothing and leaves the files alone.
+    stamp = {p: p.stat().st_mtime_ns for p in reference_run.iterdir() if p.is_file() and p.name != RESULTS}
+    assert main(_args(data, reference_run, "--threads", "1", "-q")) == 0
+    assert {p: p.stat().st_mtime_ns for p in stamp} == stamp
+    assert read_results(reference_run) == rows
+
+
+def _same_outputs(a, b):
+    assert (a / RESULTS).read_bytes() == (b / RESULTS).read_bytes()
+    assert _files(a) == _files(b)
+    for name in _files(a):
+        if name.endswith(".json"):
+            ra, rb = json.loads((a / name).read_text()), json.loads((b / name).read_text())
+            ra["metrics"].pop("seconds"), rb["metrics"].pop("seconds")
+            assert ra == rb, name
+        else:
+            assert (a / name).read_bytes() == (b / name).read_bytes(), name
+
+
+def test_torchrun_two_cpu_processes_equal_one_process(data, reference_run, tmp_path):
+    out = tmp_path / "two"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "hrinv", *_args(data, out)]
+    r = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "2 process(es)" in r.stderr and f"{N_ITEMS} ok, 0 error(s)" in r.stderr
+    rows = read_results(out)
+    assert [x["index"] for x in rows] == list(range(N_ITEMS))  # every item once, in item order
+    assert not list((out / STATE_DIR).glob("part-*"))  # partial tables merged and removed
+    assert len(list((out / STATE_DIR / "done").iterdir())) == N_ITEMS
+    _same_outputs(reference_run, out)
+
+
+def test_killed_run_resumes_with_only_what_is_left(data, reference_run, tmp_path, capsys):
+    out = tmp_path / "resume"
+    crash = subprocess.run([sys.executable, "-m", "hrinv", *_args(data, out, "-q")], cwd=REPO,
+                           env=_env(HRINV_BATCH_TEST_CRASH_AFTER="3"), capture_output=True, text=True, timeout=240)
+    assert crash.returncode == 75, crash.stderr[-3000:]
+    done = sorted(p.stem for p in (out / STATE_DIR / "done").iterdir())
+    assert done == ["im0", "im1", "im2"] and not (out / RESULTS).exists()
+    # The interrupted item: its image is in place, its latent only as a temporary file, no done marker.
+    assert (out / "im3.png").is_file() and not (out / "im3.latent.safetensors").exists()
+    tmps = [p.name for p in out.iterdir() if TMP_TAG in p.name]
+    assert len(tmps) == 1 and tmps[0].startswith(".im3.latent") and tmps[0].endswith(".safetensors"), tmps
+    # A finished item whose output was damaged afterwards is not done either.
+    (out / "im2.latent.safetensors").unlink()
+    finished = {n: (out / n).read_bytes() for n in ("im0.png", "im0.latent.safetensors", "im1.json")}
+    stamps = {n: (out / n).stat().st_mtime_ns for n in finished}
+
+    capsys.readouterr()
+    assert main(_args(data, out, "--threads", "1")) == 0
+    err = capsys.readouterr().err
+    assert f"{N_ITEMS} ok, 0 error(s) of {N_ITEMS} item(s) (2 already done before this run)" in err
+    assert {n: (out / n).read_bytes() for n in finished} == finished  # untouched
+    assert {n: (out / n).stat().st_mtime_ns for n in finished} == stamps
+    assert not [p for p in out.rglob("*") if TMP_TAG in p.name]  # stale temporary files removed
+    _same_outputs(reference_run, out)
+
+
+def test_bad_items_are_recorded_and_the_job_goes_on(data, tmp_path):
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    good = Image.open(data / "imgs" / "im1.png")
+    good.save(imgs / "a_good.png")
+    (imgs / "b_corrupt.png").write_bytes(b"this is not a png")
+    good.save(imgs / "c_truncated.png")
+    (imgs / "c_truncated.png").write_bytes((imgs / "c_truncated.png").read_bytes()[:200])
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("content,steps\nimgs/a_good.png,\nimgs/b_corrupt.png,\nimgs/c_truncated.png,\n"
+                        "imgs/missing.png,\nimgs/a_good.png,0\n")
+    out = tmp_path / "out"
+    args = _args(data, out, "-q")
+    args[args.index("--input") + 1] = str(manifest)
+    assert main(args) == 0
+    rows = read_results(out)
+    assert [r["status"] for r in rows] == ["ok", "error", "error", "error", "error"]
+    assert [r["error_type"] for r in rows[1:]] == ["ImageReadError"] * 3 + ["ValueError"]
+    assert "not an image" in rows[1]["error"] and "truncated" in rows[2]["error"]
+    assert "missing.png" in rows[3]["error"] and "steps" in rows[4]["error"]
+    assert all(r["outputs"] == {} for r in rows[1:]) and rows[4]["settings"] == {"steps": 0}
+    assert _files(out) == ["a_good.json", "a_good.latent.safetensors", "a_good.png", RESULTS]
+    # Bad items are retried by the next run (a fixed file then completes); good ones are not redone.
+    good.save(imgs / "b_corrupt.png")
+    assert main(args) == 0
+    assert [r["status"] for r in read_results(out)] == ["ok", "ok", "error", "error", "error"]
+
+
+def test_changed_settings_are_refused_unless_overwrite(data, reference_run, tmp_path, capsys):
+    out = tmp_path / "o"
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(json.dumps({"content": str(data / "imgs" / "im1.png")}) + "\n")
+    args = _args(data, out, "-q")
+    args[args.index("--input") + 1] = str(manifest)
+    assert main(args) == 0
+    args[args.index("--steps") + 1] = "3"
+    assert main(args) == 1
+    assert "other settings" in capsys.readouterr().err
+    assert main(args + ["--overwrite"]) == 0
+    assert json.loads((out / "im1.json").read_text())["settings"]["inversion"]["steps"] == 3
+
+
+def test_batch_item_row_names():
+    row = BatchItem(index=4, name="n", input="x.png", seed=9).row()
+    assert list(row) == ["index", "name", "input", "seed", "settings"]
