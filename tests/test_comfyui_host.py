@@ -39,7 +39,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from nodes_harness import REPO, SHARED_WEIGHTS, face_images, object_info, random_vgg, stubbed_pack, tiny_generators
+from nodes_harness import (REPO, SHARED_WEIGHTS, TINY_KWARGS, face_images, object_info, random_vgg, stubbed_pack,
+                           tiny_generators)
 
 from tools import hrinv_workflows as wf
 
@@ -47,6 +48,7 @@ pytestmark = pytest.mark.comfyui
 COMFY = os.environ.get("COMFYUI_ROOT")
 PACK_DIR_NAME = "hrinversion"
 FILES = {wf.SOURCE_CKPT: "tiny_source.safetensors", wf.TARGET_CKPT: "tiny_target.safetensors"}
+OTHER_CKPT = "unrelated_128px.safetensors"            # not fine-tuned from the source: cannot be mixed with it
 
 
 def _free_port() -> int:
@@ -137,6 +139,10 @@ def _write_models(base: Path) -> dict:
     G_s, G_t = tiny_generators()
     save_generator(G_s, base / "models" / "stylegan2" / FILES[wf.SOURCE_CKPT])
     save_generator(G_t, base / "models" / "stylegan2" / FILES[wf.TARGET_CKPT])
+    from hrinv.generator.stylegan2 import Generator
+
+    torch.manual_seed(0)
+    save_generator(Generator(**{**TINY_KWARGS, "img_resolution": 128}), base / "models" / "stylegan2" / OTHER_CKPT)
     files = dict(FILES)
     caffe = SHARED_WEIGHTS / "vgg16_imagenet_caffe.safetensors"
     if caffe.exists():
@@ -425,3 +431,45 @@ def test_runtime_error_is_our_message(comfy):
     errs = [m[1] for m in h["status"]["messages"] if m[0] == "execution_error"]
     assert errs and errs[0]["node_type"] == "HRInv_LerpGenerators"
     assert "comma-separated" in errs[0]["exception_message"], errs[0]["exception_message"]
+
+
+def test_forbidden_loss_downsample_is_refused_by_prompt(comfy):
+    graph = wf.substitute(wf.wf_invert_face(), comfy.files)
+    graph["11"]["inputs"]["loss_downsample"] = 16
+    status, body = comfy.post("/prompt", {"prompt": graph, "client_id": comfy.client_id})
+    assert status == 400, body
+    err = body["node_errors"]["11"]["errors"][0]
+    assert err["type"] == "custom_validation_failed" and "loss_downsample is 16" in err["details"], err
+    assert "InversionConfig" not in json.dumps(body)
+
+
+def _run_error(comfy, graph, timeout=180):
+    t0 = time.time()
+    h = comfy.wait(comfy.queue(graph), timeout=timeout)
+    errs = [m[1] for m in h["status"]["messages"] if m[0] == "execution_error"]
+    assert h["status"]["status_str"] == "error" and errs, h["status"]
+    return errs[0], time.time() - t0
+
+
+def test_incompatible_generators_fail_before_the_inversions(comfy):
+    graph = wf.substitute(wf.wf_paper_pipeline(), comfy.files, steps=5000, lso_steps=1)
+    graph["2"]["inputs"]["ckpt_name"] = OTHER_CKPT
+    err, secs = _run_error(comfy, graph)
+    assert err["node_type"] == "HRInv_LerpGenerators", err
+    assert "tiny_source.safetensors" in err["exception_message"] and OTHER_CKPT in err["exception_message"]
+    assert not {"12", "13"} & set(err["executed"]), err["executed"]        # no inversion ran (5000 steps each)
+    print(f"\nincompatible generators reported after {secs:.1f} s, executed first: {err['executed']}")
+
+
+def test_style_batch_mismatch_fails_before_the_inversions(comfy):
+    graph = wf.substitute(wf.wf_id_retrieval(), comfy.files, steps=5000, lso_steps=1)
+    graph["16"] = {"class_type": "LoadImage", "inputs": {"image": wf.REFERENCE_IMAGES[1]}}
+    graph["17"] = {"class_type": "LoadImage", "inputs": {"image": wf.REFERENCE_IMAGES[2]}}
+    graph["18"] = {"class_type": "ImageBatch", "inputs": {"image1": ["15", 0], "image2": ["16", 0]}}
+    graph["19"] = {"class_type": "ImageBatch", "inputs": {"image1": ["18", 0], "image2": ["17", 0]}}
+    graph["13"]["inputs"]["image"] = ["19", 0]                       # 2 contents, 3 references
+    err, secs = _run_error(comfy, graph)
+    assert err["node_type"] == "HRInv_Invert" and "stopped before optimising" in err["exception_message"], err
+    assert not {"12", "13"} & set(err["executed"]), err["executed"]
+    assert secs < 120, secs
+    print(f"\nstyle batch mismatch reported after {secs:.1f} s")

@@ -161,3 +161,13 @@ def test_pack_says_which_copy_it_loaded(tmp_path, caplog):
         assert any("another copy of this pack was already loaded from /somewhere/else" in m for m in warn), warn
     finally:
         hrinv._comfy_pack_dirs = saved
+
+
+def test_display_names_have_one_style(h):
+    """'HRInversion: <Title Case words>' for every node, so they sort and read alike in search and the library."""
+    import re
+
+    for node_id, cls in h.nodes.items():
+        name = cls.GET_SCHEMA().display_name
+        assert re.fullmatch(r"HRInversion: [A-Z0-9][^:]*", name), (node_id, name)
+        assert "(HRInv)" not in name

@@ -36,25 +36,33 @@ for (const name of names) {
       const nodes = window.app.graph.nodes;
       const boxes = {};
       for (const n of nodes) boxes[n.id] = [n.pos[0], n.pos[1] - th, n.size[0], n.size[1] + th];
-      // fit the whole graph into the window for the screenshot
       const xs = Object.values(boxes), pad = 40;
-      const x0 = Math.min(...xs.map((b) => b[0])) - pad, y0 = Math.min(...xs.map((b) => b[1])) - pad;
-      const x1 = Math.max(...xs.map((b) => b[0] + b[2])) + pad, y1 = Math.max(...xs.map((b) => b[1] + b[3])) + pad;
-      const c = window.app.canvas, el = c.canvas;
-      const scale = Math.min(el.clientWidth / (x1 - x0), el.clientHeight / (y1 - y0), 1.2);
-      c.ds.scale = scale;
-      c.ds.offset[0] = -x0 + (el.clientWidth / scale - (x1 - x0)) / 2;
-      c.ds.offset[1] = -y0 + (el.clientHeight / scale - (y1 - y0)) / 2;
-      c.setDirty(true, true);
-      return { nodes: nodes.length, output: p.output, errors, boxes, scale,
+      const bbox = [Math.min(...xs.map((b) => b[0])) - pad, Math.min(...xs.map((b) => b[1])) - pad,
+                    Math.max(...xs.map((b) => b[0] + b[2])) + pad, Math.max(...xs.map((b) => b[1] + b[3])) + pad];
+      return { nodes: nodes.length, output: p.output, errors, boxes, bbox,
                missing: nodes.filter((n) => n.has_errors || n.type === undefined).map((n) => n.id) };
     } catch (e) {
       return { errors: [String(e && e.stack || e)] };
     }
   }, [pack, name]);
-  if (shots) {
-    await page.waitForTimeout(600);
+  if (shots && result[name].bbox) {
+    // A window large enough to show the whole graph at 75 % zoom (below about 60 % the editor stops drawing
+    // widget text), then fit the graph into it.
+    const [x0, y0, x1, y1] = result[name].bbox, zoom = 0.75;
+    await page.setViewportSize({ width: Math.min(4000, Math.max(1600, Math.ceil((x1 - x0) * zoom) + 160)),
+                                 height: Math.min(3000, Math.max(1000, Math.ceil((y1 - y0) * zoom) + 200)) });
+    await page.waitForTimeout(800);
+    await page.evaluate(([x0, y0, x1, y1]) => {
+      const c = window.app.canvas, el = c.canvas;
+      const scale = Math.min(el.clientWidth / (x1 - x0), el.clientHeight / (y1 - y0), 1.0);
+      c.ds.scale = scale;
+      c.ds.offset[0] = -x0 + (el.clientWidth / scale - (x1 - x0)) / 2;
+      c.ds.offset[1] = -y0 + (el.clientHeight / scale - (y1 - y0)) / 2;
+      c.setDirty(true, true);
+    }, result[name].bbox);
+    await page.waitForTimeout(800);
     await page.screenshot({ path: `${shots}/${name}.png` });
+    await page.setViewportSize({ width: 1600, height: 1000 });
   }
 }
 

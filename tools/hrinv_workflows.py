@@ -330,7 +330,7 @@ def check_api(graph: dict, object_info: dict, check_files: bool = False) -> list
 
 # How the editor (ComfyUI frontend 1.27, LiteGraph) sizes a node, measured with node.computeSize() in the real editor
 # for every node the workflows use: height = 20 per socket row + 24 per widget + 14 (6 with no widget), title bar
-# (30) above. Multi-line text widgets need more; image outputs get room for the picture they show after a run.
+# (30) above. Multi-line text widgets need more; Load Image and image outputs get room for the picture they show.
 TITLE_H, SLOT_H, WIDGET_H, WIDGETS_PAD, NO_WIDGETS_PAD = 30, 20, 24, 14, 6
 MULTILINE_H = 90
 IMAGE_PREVIEW_H = 240
@@ -357,9 +357,11 @@ def node_size(info: dict, class_type: str = "") -> list:
     rows = max(sockets, len(info.get("output", [])), 1)
     h = rows * SLOT_H + widgets * WIDGET_H + multiline * MULTILINE_H
     h += WIDGETS_PAD if widgets or multiline else NO_WIDGETS_PAD
-    if info.get("output_node") and any(info["input"].get(c, {}).get(n, [None])[0] == "IMAGE"
-                                       for c in ("required", "optional") for n in info["input"].get(c, {})):
-        h += IMAGE_PREVIEW_H
+    shows_image = any(spec[0] == "IMAGE" or (len(spec) > 1 and isinstance(spec[1], dict)
+                                             and spec[1].get("image_upload"))
+                      for c in ("required", "optional") for spec in info["input"].get(c, {}).values())
+    if shows_image and (info.get("output_node") or class_type == "LoadImage"):
+        h += IMAGE_PREVIEW_H           # the picture it shows (Load Image: the chosen file; outputs: after a run)
     return [NODE_W, h]
 
 
