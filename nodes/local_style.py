@@ -5,7 +5,8 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from . import _comfy
-from ._common import CATEGORY, NodeError, fit_to_resolution, guarded, to_comfy, to_lib
+from ._common import (CATEGORY, NodeError, check_batches, check_generator_renders_enough, check_image_size,
+                      check_latent_fits, describe_generator, fit_to_resolution, guarded, to_comfy, to_lib)
 from .invert import VGG_BYTES_PER_PIXEL, preview_every, w_stats
 from .types import GENERATOR, LATENT, VGG, LatentHandle
 
@@ -25,7 +26,7 @@ class LocalStyleOptimize(io.ComfyNode):
                 GENERATOR.Input("generator", tooltip="The mixed generator G_m (from Lerp Generators)."),
                 LATENT.Input("latent", tooltip="The mixed latent w_m (from Lerp Latents)."),
                 io.Image.Input("content", tooltip="The content images x_s (the photos that were inverted); one "
-                                                  "per latent, or one for all."),
+                                                  "per latent, or one for all. Alpha is dropped."),
                 VGG.Input("vgg", tooltip="VGG16 network for the deep-feature loss (from Load VGG16)."),
                 io.Int.Input("steps", default=50, min=1, max=5000, tooltip="Optimisation steps (paper: 50)."),
                 io.String.Input("rows", default="auto",
@@ -57,6 +58,11 @@ class LocalStyleOptimize(io.ComfyNode):
         from hrinv.lso import LSOConfig, local_style_optimize
 
         G, lat = generator.model, latent.latent
+        title = "HRInversion: Local Style Optimisation"
+        check_latent_fits(latent, generator, title)
+        check_image_size(content, "content", generator)
+        check_generator_renders_enough(generator, title)
+        check_batches(lat.batch_size, "the latent", int(content.shape[0]), "'content'", title)
         target = to_lib(content, name="content")                                         # [B or 1, 3, H, W]
         if G.inr is None:
             target = fit_to_resolution(target, G.img_resolution, "center crop")
@@ -69,7 +75,8 @@ class LocalStyleOptimize(io.ComfyNode):
             stats = w_stats(G, config)
             result = local_style_optimize(G, lat, target, vgg.model, config, device=device,
                                           callback=_comfy.progress(steps), w_stats=stats)
-        return io.NodeOutput(LatentHandle(result.latent.to(device="cpu"), f"lso({latent.label})"),
+        return io.NodeOutput(LatentHandle(result.latent.to(device="cpu"), f"lso({latent.label})",
+                                          describe_generator(generator)),
                              to_comfy(result.image))
 
 

@@ -70,8 +70,7 @@ class IDRetrievalScore(io.ComfyNode):
             inputs=[
                 io.Image.Input("content", tooltip="The content faces (aligned), one per identity."),
                 io.Image.Input("stylised", tooltip="The stylised faces made from them (any number per content)."),
-                FACE_EMBEDDER.Input("face_embedder", tooltip="Face-embedding network (from Load face-embedding "
-                                                             "network)."),
+                FACE_EMBEDDER.Input("face_embedder", tooltip="Face-embedding network (from Load Face Embedder)."),
                 io.String.Input("content_index", default="",
                                 tooltip="Which content (0-based) each stylised image came from, e.g. '0, 0, 1, 1'. "
                                         "Empty: one-to-one when both batches have the same size, else consecutive "

@@ -78,11 +78,18 @@ async def _node_list(pack):
     return await ext.get_node_list()
 
 
-def run_node(cls, **inputs):
-    """Call a node the way the host does (under ``torch.inference_mode()``, through ``EXECUTE_NORMALIZED``) and
-    return the outputs tuple."""
+def run_node(cls, _hidden=None, **inputs):
+    """Call a node the way the host does (under ``torch.inference_mode()``, on a per-run class clone carrying the
+    hidden inputs ``_hidden`` such as ``{"prompt": graph, "unique_id": "12"}``, through ``EXECUTE_NORMALIZED`` or,
+    for an async execute, ``EXECUTE_NORMALIZED_ASYNC``) and return the outputs tuple."""
+    import inspect
+
+    clone = cls.PREPARE_CLASS_CLONE(_hidden or {})
     with torch.inference_mode():
-        out = cls.EXECUTE_NORMALIZED(**inputs)
+        if inspect.iscoroutinefunction(cls.execute):
+            out = asyncio.run(clone.EXECUTE_NORMALIZED_ASYNC(**inputs))
+        else:
+            out = clone.EXECUTE_NORMALIZED(**inputs)
     return out.args
 
 

@@ -139,3 +139,35 @@ def test_pack_uses_its_bundled_hrinv_over_an_installed_one(tmp_path):
                          check=False)
     assert out.returncode == 0, out.stderr
     assert Path(out.stdout.strip()).resolve() == (REPO / "hrinv" / "__init__.py").resolve(), out.stdout
+
+
+def test_pack_says_which_copy_it_loaded(tmp_path, caplog):
+    import logging
+
+    import hrinv
+
+    saved = list(getattr(hrinv, "_comfy_pack_dirs", []))
+    try:
+        with caplog.at_level(logging.INFO, logger="HRInv"), stubbed_pack(tmp_path):
+            pass
+        line = [r.getMessage() for r in caplog.records if "nodes from" in r.getMessage()]
+        assert line and f"nodes from {REPO / 'nodes'}, hrinv from {REPO / 'hrinv'}" in line[-1]
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING and "another copy" in r.getMessage()]
+        caplog.clear()
+        hrinv._comfy_pack_dirs = [Path("/somewhere/else/custom_nodes/hrinversion/nodes")]
+        with caplog.at_level(logging.INFO, logger="HRInv"), stubbed_pack(tmp_path):
+            pass
+        warn = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert any("another copy of this pack was already loaded from /somewhere/else" in m for m in warn), warn
+    finally:
+        hrinv._comfy_pack_dirs = saved
+
+
+def test_display_names_have_one_style(h):
+    """'HRInversion: <Title Case words>' for every node, so they sort and read alike in search and the library."""
+    import re
+
+    for node_id, cls in h.nodes.items():
+        name = cls.GET_SCHEMA().display_name
+        assert re.fullmatch(r"HRInversion: [A-Z0-9][^:]*", name), (node_id, name)
+        assert "(HRInv)" not in name

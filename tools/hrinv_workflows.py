@@ -1,12 +1,15 @@
 """The pack's example workflows: their API graphs, the editor (UI) format derived from them, a checker, previews.
 
-Run ``python tools/hrinv_workflows.py`` to (re)write ``workflows/<name>.json`` (editor format, shown by ComfyUI as
-templates), ``workflows/<name>.jpg`` (template thumbnail: a schematic of the graph drawn here) and
-``workflows/api/<name>.json`` (API format for ``POST /prompt``). It needs no ComfyUI: the node definitions come from
+Run ``python tools/hrinv_workflows.py`` to (re)write ``example_workflows/<title>.json`` (editor format, shown by
+ComfyUI as templates; the template browser shows the file name as the card's title, so the file is named after the
+workflow's title), ``example_workflows/<title>.jpg`` (template thumbnail: a schematic of the graph drawn here) and
+``example_workflows/api/<name>.json`` (API format for ``POST /prompt``, named by the short id). It needs no ComfyUI: the node definitions come from
 the pack loaded over the test stubs (tests/nodes_harness.py) plus the small description of the core nodes below,
 which ``pytest -m comfyui`` compares with a real ComfyUI's ``/object_info``.
 
-The checker (:func:`check_api`, :func:`check_ui`) is used by the CI tests and by the real-host test.
+The checker (:func:`check_api`, :func:`check_ui`) is used by the CI tests and by the real-host test. The editor
+layout (:func:`node_size`, :func:`_layout`) stacks nodes by the height the editor gives them, so no node hides
+another.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ import uuid
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-WORKFLOWS = REPO / "workflows"
+WORKFLOWS = REPO / "example_workflows"          # the folder name current ComfyUI recommends
+API_DIR = WORKFLOWS / "api"                      # not listed as templates by ComfyUI (checked in the real host)
 
 # The checkpoint files users will have (reference-spec §8) and what the tests put in their place.
 SOURCE_CKPT = "ffhq.pkl"
@@ -104,7 +108,6 @@ def wf_invert_face():
     g["11"] = _invert(["1", 0], ["10", 0], "Invert (W+ and noise, Eq. 1)")
     g["12"] = _node("SaveImage", "Reconstruction", images=["11", 1], filename_prefix="hrinv/reconstruction")
     g["13"] = _node("HRInv_SaveLatent", "Save latent for reuse", latent=["11", 0], filename_prefix="face")
-    g["14"] = _node("PreviewImage", "Input", images=["10", 0])
     return g
 
 
@@ -164,16 +167,60 @@ def wf_id_retrieval():
     return g
 
 
+# name (API file, id) -> (title: the template card's title and file name, function building the API graph)
 WORKFLOW_SPECS = {
-    "hrinv_invert_face": ("Invert and reconstruct a face", wf_invert_face),
-    "hrinv_paper_pipeline": ("Full HRInversion pipeline (paper Fig. 2)", wf_paper_pipeline),
-    "hrinv_style_gallery": ("One content x several references", wf_style_gallery),
-    "hrinv_id_retrieval": ("ID-retrieval evaluation", wf_id_retrieval),
+    "hrinv_invert_face": ("Invert a face photo into StyleGAN2", wf_invert_face),
+    "hrinv_paper_pipeline": ("Stylise a face - the full HRInversion pipeline", wf_paper_pipeline),
+    "hrinv_style_gallery": ("Style gallery - one face, three references", wf_style_gallery),
+    "hrinv_id_retrieval": ("Identity check - ID retrieval score", wf_id_retrieval),
 }
+# A line under the title in the thumbnail (the 0.3.64 template browser has no other place for a description).
+DESCRIPTIONS = {
+    "hrinv_invert_face": "Find the W+ code and noise maps that reproduce a face (Eq. 1); save the reconstruction "
+                         "and the latent.",
+    "hrinv_paper_pipeline": "Invert content and style reference (Eq. 5), mix generators and latents (Eq. 6, 7), "
+                            "Local Style Optimisation (Eq. 8), render.",
+    "hrinv_style_gallery": "Invert one content photo once and three style references as a batch: three "
+                           "stylisations.",
+    "hrinv_id_retrieval": "Stylise two faces with one reference and measure how well identity is kept "
+                          "(top-1 ID retrieval).",
+}
+
+
+def template_stem(name: str) -> str:
+    """The editor-format file's name (without .json) for workflow ``name``: its title, with only characters that
+    are safe in a URL path and a file name (the template browser shows it as the card's title, and as the
+    description with '-' and '_' turned into spaces)."""
+    title = WORKFLOW_SPECS[name][0]
+    safe = "".join(c if c.isalnum() or c in " -,.()'" else " " for c in title)
+    return " ".join(safe.split())
+
+
+def template_names() -> dict:
+    """{template file stem: workflow name}."""
+    return {template_stem(n): n for n in WORKFLOW_SPECS}
 
 
 def api_graphs() -> dict:
     return {name: fn() for name, (_, fn) in WORKFLOW_SPECS.items()}
+
+
+MODEL_LOADER_PREFIX = "HRInv_Load"
+
+
+def outputs_without_models(graph: dict, object_info: dict) -> list:
+    """Output nodes of an API graph that do not depend on any of our loaders (model or latent files). ComfyUI runs
+    every output whose inputs validate, so such an output would let a template 'succeed' while its models are
+    missing; a template must have none."""
+    def needs_file(nid, seen=()):
+        node = graph[nid]
+        if node["class_type"].startswith(MODEL_LOADER_PREFIX):
+            return True
+        return any(needs_file(str(v[0]), seen + (nid,)) for v in node["inputs"].values()
+                   if isinstance(v, list) and str(v[0]) not in seen)
+
+    return sorted((nid for nid, n in graph.items()
+                   if object_info.get(n["class_type"], {}).get("output_node") and not needs_file(nid)), key=int)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -281,31 +328,88 @@ def check_api(graph: dict, object_info: dict, check_files: bool = False) -> list
 # Editor (UI) format
 
 
-def _layout(graph: dict) -> dict:
-    """Column = longest distance from a source node; rows in id order. Returns {node_id: (x, y)}."""
+# How the editor (ComfyUI frontend 1.27, LiteGraph) sizes a node, measured with node.computeSize() in the real editor
+# for every node the workflows use: height = 20 per socket row + 24 per widget + 14 (6 with no widget), title bar
+# (30) above. Multi-line text widgets need more; Load Image and image outputs get room for the picture they show.
+TITLE_H, SLOT_H, WIDGET_H, WIDGETS_PAD, NO_WIDGETS_PAD = 30, 20, 24, 14, 6
+MULTILINE_H = 90
+IMAGE_PREVIEW_H = 240
+NODE_W, COL_GAP, ROW_GAP, MARGIN = 340, 60, 40, 40
+# Widgets the frontend adds that /object_info does not describe: (class_type -> number of text areas)
+DISPLAY_TEXT_WIDGETS = {"PreviewAny": 1}
+
+
+def node_size(info: dict, class_type: str = "") -> list:
+    """[width, height] (body, without the title bar) the editor gives a node of this /object_info entry."""
+    sockets, widgets, multiline = 0, 0, 0
+    for cat in ("required", "optional"):
+        for iname in info.get("input_order", {}).get(cat, list(info["input"].get(cat, {}))):
+            spec = info["input"][cat][iname]
+            t, opts = spec[0], (spec[1] if len(spec) > 1 else {})
+            if isinstance(t, list) or t in WIDGET_TYPES:
+                if t == "STRING" and opts.get("multiline"):
+                    multiline += 1
+                else:
+                    widgets += 1 + len(extra_widget_values(iname, "COMBO" if isinstance(t, list) else t, opts))
+            else:
+                sockets += 1
+    multiline += DISPLAY_TEXT_WIDGETS.get(class_type, 0)
+    rows = max(sockets, len(info.get("output", [])), 1)
+    h = rows * SLOT_H + widgets * WIDGET_H + multiline * MULTILINE_H
+    h += WIDGETS_PAD if widgets or multiline else NO_WIDGETS_PAD
+    shows_image = any(spec[0] == "IMAGE" or (len(spec) > 1 and isinstance(spec[1], dict)
+                                             and spec[1].get("image_upload"))
+                      for c in ("required", "optional") for spec in info["input"].get(c, {}).values())
+    if shows_image and (info.get("output_node") or class_type == "LoadImage"):
+        h += IMAGE_PREVIEW_H           # the picture it shows (Load Image: the chosen file; outputs: after a run)
+    return [NODE_W, h]
+
+
+def _layout(graph: dict, sizes: dict) -> dict:
+    """Column = longest distance from a source node; in a column, nodes are ordered by where their inputs come from
+    (then by id) and stacked by their real heights (``sizes``: {node_id: [w, h]} without the title bar), so no node
+    overlaps another. Returns {node_id: (x, y)} (y is the top of the body; the title bar sits above it)."""
     depth = {}
 
     def d(nid):
         if nid not in depth:
             depth[nid] = 0
-            ups = [v[0] for v in graph[nid]["inputs"].values() if isinstance(v, list)]
+            ups = [str(v[0]) for v in graph[nid]["inputs"].values() if isinstance(v, list)]
             depth[nid] = 1 + max((d(u) for u in ups), default=-1)
         return depth[nid]
 
     for nid in graph:
         d(nid)
-    pos, rows = {}, {}
-    for nid in sorted(graph, key=lambda n: (depth[n], int(n))):
-        col = depth[nid]
-        rows[col] = rows.get(col, 0) + 1
-        pos[nid] = (40 + col * 380, 40 + (rows[col] - 1) * 300)
+    columns = {}
+    for nid in graph:
+        columns.setdefault(depth[nid], []).append(nid)
+    pos, x = {}, MARGIN
+    for col in sorted(columns):
+        def key(nid):
+            ups = [pos[str(v[0])][1] for v in graph[nid]["inputs"].values() if isinstance(v, list)
+                   and str(v[0]) in pos]
+            return (min(ups) if ups else 0.0, int(nid) if str(nid).isdigit() else 0, str(nid))
+
+        y = MARGIN
+        for nid in sorted(columns[col], key=key):
+            pos[nid] = (x, y + TITLE_H)
+            y += TITLE_H + sizes[nid][1] + ROW_GAP
+        x += max(sizes[n][0] for n in columns[col]) + COL_GAP
     return pos
+
+
+def overlaps(ui: dict) -> list:
+    """Pairs of nodes of an editor-format workflow whose rectangles (title bar included) intersect."""
+    boxes = [(n["id"], n["pos"][0], n["pos"][1] - TITLE_H, n["size"][0], n["size"][1] + TITLE_H) for n in ui["nodes"]]
+    return [(a[0], b[0]) for i, a in enumerate(boxes) for b in boxes[i + 1:]
+            if a[1] < b[1] + b[3] and b[1] < a[1] + a[3] and a[2] < b[2] + b[4] and b[2] < a[2] + a[4]]
 
 
 def api_to_ui(graph: dict, object_info: dict, name: str) -> dict:
     """The editor's saved-workflow format (litegraph, version 0.4) for an API graph."""
     ids = {nid: int(nid) for nid in graph}
-    pos = _layout(graph)
+    sizes = {nid: node_size(object_info[node["class_type"]], node["class_type"]) for nid, node in graph.items()}
+    pos = _layout(graph, sizes)
     links, nodes = [], []
     out_links = {}
     for nid, node in graph.items():
@@ -349,9 +453,8 @@ def api_to_ui(graph: dict, object_info: dict, name: str) -> dict:
         for i, (t, oname) in enumerate(zip(info["output"], info.get("output_name", info["output"]))):
             lk = out_links.get((nid, i))
             outputs.append({"name": oname, "type": t, "links": lk or None, **({"slot_index": i} if lk else {})})
-        n_slots = max(len(inputs), len(outputs))
         nodes.append({"id": ids[nid], "type": node["class_type"], "pos": list(pos[nid]),
-                      "size": [340, 60 + 22 * (n_slots + len(widgets))], "flags": {}, "order": order[nid],
+                      "size": sizes[nid], "flags": {}, "order": order[nid],
                       "mode": 0, "inputs": inputs, "outputs": outputs,
                       "properties": {"Node name for S&R": node["class_type"]},
                       "widgets_values": widgets, "title": node.get("_meta", {}).get("title", node["class_type"])})
@@ -449,41 +552,67 @@ def _font(size: int):
         return ImageFont.load_default()
 
 
-def draw_schematic(ui: dict, title: str, path: Path, width: int = 960) -> None:
-    """A JPEG of the graph: one box per node (title + node type), links coloured by kind (ours gold, images blue).
+def _wrap(dr, text: str, font, width: float) -> list:
+    lines, line = [], ""
+    for word in text.split():
+        cand = f"{line} {word}".strip()
+        if line and dr.textlength(cand, font=font) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = cand
+    return lines + ([line] if line else [])
+
+
+def draw_schematic(ui: dict, title: str, path: Path, description: str = "", size=(800, 600)) -> None:
+    """The template card's thumbnail (JPEG): the title and a short description on top, then the graph as the
+    editor lays it out (one box per node with its real height, links coloured by kind: ours gold, images blue).
     Our own drawing from the workflow itself; no pictures from anywhere else."""
     from PIL import Image, ImageDraw
 
-    xs = [n["pos"][0] for n in ui["nodes"]]
-    ys = [n["pos"][1] for n in ui["nodes"]]
-    bw, bh, top = 340, 150, 90
-    W, H = max(xs) + bw + 40, max(ys) + bh + 40 + top
-    scale = width / W
-    img = Image.new("RGB", (width, max(int(H * scale), int(width * 0.45))), (30, 31, 36))
+    W, H = size
+    img = Image.new("RGB", (W, H), (30, 31, 36))
     dr = ImageDraw.Draw(img)
-    dr.text((14, 10), title, fill=(240, 240, 240), font=_font(22))
-    f_title, f_type = _font(max(10, int(30 * scale))), _font(max(9, int(24 * scale)))
+    f_head, f_desc = _font(34), _font(22)
+    y = 16
+    for line in _wrap(dr, title, f_head, W - 32)[:2]:
+        dr.text((16, y), line, fill=(245, 245, 245), font=f_head)
+        y += 42
+    for line in _wrap(dr, description, f_desc, W - 32)[:3]:
+        dr.text((16, y), line, fill=(190, 196, 210), font=f_desc)
+        y += 28
+    top = y + 14
+    boxes = {n["id"]: (n["pos"][0], n["pos"][1] - TITLE_H, n["pos"][0] + n["size"][0], n["pos"][1] + n["size"][1])
+             for n in ui["nodes"]}
+    x0 = min(b[0] for b in boxes.values())
+    y0 = min(b[1] for b in boxes.values())
+    x1 = max(b[2] for b in boxes.values())
+    y1 = max(b[3] for b in boxes.values())
+    scale = min((W - 32) / (x1 - x0), (H - top - 12) / (y1 - y0))
+    ox = 16 + ((W - 32) - (x1 - x0) * scale) / 2
 
-    def box(n):
-        x, y = n["pos"]
-        return (x * scale, (y + top) * scale, (x + bw) * scale, (y + top + bh) * scale)
+    def box(nid):
+        a, b, c, d = boxes[nid]
+        return (ox + (a - x0) * scale, top + (b - y0) * scale, ox + (c - x0) * scale, top + (d - y0) * scale)
 
-    nodes = {n["id"]: n for n in ui["nodes"]}
+    f_title, f_type = _font(max(10, int(34 * scale))), _font(max(9, int(26 * scale)))
     for _, src, _, dst, _, t in ui["links"]:
-        a, b = box(nodes[src]), box(nodes[dst])
-        p, q = (a[2], (a[1] + a[3]) / 2), (b[0], (b[1] + b[3]) / 2)
+        a, b = box(src), box(dst)
+        p, q = (a[2], a[1] + 30 * scale), (b[0], b[1] + 30 * scale)
         colour = (214, 178, 84) if t.startswith("HRINV") else (112, 168, 224)
         mid = (p[0] + q[0]) / 2 if q[0] > p[0] else p[0] + 8
         dr.line([p, (mid, p[1]), (mid, q[1]), q], fill=colour, width=2)
     for n in ui["nodes"]:
         colour = next((c for k, c in COLOURS.items() if n["type"].startswith(k) or k in n["type"]), (70, 70, 80))
-        x0, y0, x1, y1 = box(n)
-        dr.rounded_rectangle((x0, y0, x1, y1), radius=7, fill=colour, outline=(210, 210, 220))
+        bx0, by0, bx1, by1 = box(n["id"])
+        dr.rounded_rectangle((bx0, by0, bx1, by1), radius=5, fill=colour, outline=(210, 210, 220))
         name = n.get("title", n["type"])
-        while dr.textlength(name, font=f_title) > (x1 - x0) - 10 and len(name) > 4:
+        while dr.textlength(name, font=f_title) > (bx1 - bx0) - 8 and len(name) > 4:
             name = name.rstrip("…")[:-1] + "…"
-        dr.text((x0 + 6, y0 + 5), name, fill=(255, 255, 255), font=f_title)
-        dr.text((x0 + 6, y0 + 8 + 34 * scale), n["type"].replace("HRInv_", ""), fill=(205, 205, 210), font=f_type)
+        dr.text((bx0 + 4, by0 + 3), name, fill=(255, 255, 255), font=f_title)
+        if by1 - by0 > 40 * scale + 12:
+            dr.text((bx0 + 4, by0 + 6 + 36 * scale), n["type"].replace("HRInv_", ""), fill=(205, 205, 210),
+                    font=f_type)
     path.parent.mkdir(parents=True, exist_ok=True)
     img.save(path, "JPEG", quality=85)
 
@@ -511,10 +640,11 @@ def write_all() -> list:
         if problems:
             raise SystemExit(f"{name}: " + "; ".join(problems))
         ui = api_to_ui(graph, info, name)
-        (WORKFLOWS / "api").mkdir(parents=True, exist_ok=True)
-        (WORKFLOWS / f"{name}.json").write_text(json.dumps(ui, indent=1) + "\n")
-        (WORKFLOWS / "api" / f"{name}.json").write_text(json.dumps(graph, indent=1) + "\n")
-        draw_schematic(ui, title, WORKFLOWS / f"{name}.jpg")
+        stem = template_stem(name)
+        API_DIR.mkdir(parents=True, exist_ok=True)
+        (WORKFLOWS / f"{stem}.json").write_text(json.dumps(ui, indent=1) + "\n")
+        (API_DIR / f"{name}.json").write_text(json.dumps(graph, indent=1) + "\n")
+        draw_schematic(ui, title, WORKFLOWS / f"{stem}.jpg", DESCRIPTIONS.get(name, ""))
         written.append(name)
     return written
 
