@@ -38,6 +38,10 @@ _LAZY = {
     "FaceAlignment": "hrinv.face",
     "FaceDetection": "hrinv.face",
     "FaceTransform": "hrinv.face",
+    # the whole pipeline, photo in, photo out (issue 8)
+    "stylize": "hrinv.pipeline",
+    "StylizeConfig": "hrinv.pipeline",
+    "StylizeResult": "hrinv.pipeline",
 }
 
 __all__ = sorted(_LAZY) + ["__version__", "errors"]
