@@ -18,6 +18,7 @@ __all__ = [
     "DatasetLayoutError",
     "InvalidSettingError",
     "NonFiniteError",
+    "NoFaceFoundError",
 ]
 
 
@@ -75,3 +76,7 @@ class NonFiniteError(HRInvError, ArithmeticError):
     def __init__(self, message, step=None):
         super().__init__(message)
         self.step = step
+
+
+class NoFaceFoundError(HRInvError, ValueError):
+    """Face detection found no face (or none large enough) in a photo that was to be aligned."""
