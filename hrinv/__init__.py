@@ -31,6 +31,9 @@ _LAZY = {
     # identity metric (issue 4)
     "load_face_embedder": "hrinv.faceid",
     "id_retrieval": "hrinv.metrics.id_retrieval",
+    # few-shot fine-tuning (issue 9; module finetuning.py so hrinv.finetune stays the function)
+    "finetune": "hrinv.finetuning",
+    "FinetuneConfig": "hrinv.finetuning",
 }
 
 __all__ = sorted(_LAZY) + ["__version__", "errors"]
