@@ -21,6 +21,7 @@ COMMANDS = {
     "stylize": "stylize",
     "render": "render",
     "id-retrieval": "id_retrieval",
+    "finetune": "finetune",
 }
 
 # One-line help shown by `hrinv --help` without importing the modules.
@@ -31,6 +32,7 @@ _SUMMARY = {
     "stylize": "content + reference + source/target generators -> invert, lerp, LSO, render",
     "render": "render a saved latent at any width x height",
     "id-retrieval": "ID-retrieval accuracy of stylised faces against their content faces",
+    "finetune": "fine-tune a target generator G_t from 1-10 style images (JoJoGAN recipe, HRInversion loss)",
 }
 
 

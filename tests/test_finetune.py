@@ -191,3 +191,42 @@ def test_perceptual_loss_and_public_api():
     assert G_t.meta["parent_fingerprint"] == G64.fingerprint()
     assert G_t.meta["finetune"]["config"]["lambda_mse"] == 0.1
     assert copy.deepcopy(G_t).fingerprint() == G_t.fingerprint()
+
+
+def test_cli_finetune_writes_generator_json_and_sheet(tmp_path, capsys):
+    import json
+
+    from nodes_harness import random_vgg
+    from PIL import Image
+    from safetensors.torch import save_file
+
+    from hrinv.cli import main
+
+    G64 = small_generator(0, res=64)
+    save_generator(G64, tmp_path / "gs.safetensors")
+    save_file({f"features.{k}": v.contiguous() for k, v in random_vgg().features.state_dict().items()},
+              str(tmp_path / "vgg.safetensors"))
+    rng = torch.Generator().manual_seed(4)
+    for name in ("a", "b"):
+        arr = (torch.rand(80, 90, 3, generator=rng) * 255).to(torch.uint8).numpy()
+        Image.fromarray(arr).save(tmp_path / f"{name}.png")
+    out = tmp_path / "out" / "gt.safetensors"
+    rc = main(["finetune", "--generator", str(tmp_path / "gs.safetensors"), "--style", str(tmp_path / "a.png"),
+               str(tmp_path / "b.png"), "--vgg", str(tmp_path / "vgg.safetensors"), "--out", str(out), "--steps", "2",
+               "--invert-steps", "1", "--batch-size", "1", "--preserve-color", "--seed", "7", "--device", "cpu"])
+    assert rc == 0
+    G_t = load_generator(out)
+    assert G_t.meta["parent_fingerprint"] == load_generator(tmp_path / "gs.safetensors").fingerprint()
+    rec = json.loads(out.with_suffix(".json").read_text())
+    assert rec["settings"]["preserve_color"] is True and rec["seed"] == "7" and rec["settings"]["steps"] == 2
+    assert rec["mixed_rows"] == [5, 6, 8, 9] and len(rec["metrics"]["reference_inversion_psnr"]) == 2
+    with Image.open(out.with_suffix(".png")) as im:
+        assert im.size == (128, 192)  # 2 references x 3 rows (reference, G_s, G_t)
+    assert "G_t ->" in capsys.readouterr().out
+
+    rc = main(["finetune", "--generator", str(tmp_path / "gs.safetensors"), "--style", str(tmp_path / "nope.png"),
+               "--vgg", str(tmp_path / "vgg.safetensors"), "--out", str(out)])
+    assert rc == 2 and "not found" in capsys.readouterr().out
+    rc = main(["finetune", "--generator", str(tmp_path / "gs.safetensors"), "--style", str(tmp_path / "a.png"),
+               "--vgg", str(tmp_path / "vgg.safetensors"), "--out", str(out), "--mix-rows", "1,x"])
+    assert rc == 2 and "--mix-rows" in capsys.readouterr().out
