@@ -6,6 +6,7 @@ instead scales the longer side to the resolution and keeps the aspect ratio (the
 """
 
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -65,7 +66,7 @@ def resolve_dtype(name: str = "fp32") -> torch.dtype:
         raise ValueError(f"--dtype {name!r}: expected one of {sorted(set(_DTYPES))}") from None
 
 
-def _read_rgb(path):
+def _read_rgb(path, draft_size=None):
     """PIL RGB image of ``path`` (any mode, EXIF orientation applied), via hrinv.imageio when available."""
     from PIL import Image
 
@@ -74,7 +75,10 @@ def _read_rgb(path):
     except ImportError:  # pragma: no cover - imageio is part of the package
         read_image = None
     if read_image is not None:
-        t = read_image(path)  # [3, H, W] in [0, 1]
+        fast = _read_rgb8(path, draft_size)
+        if fast is not None:
+            return fast
+        t = read_image(path, draft_size=draft_size)  # [3, H, W] in [0, 1]
         arr = (t.permute(1, 2, 0).numpy() * 255.0 + 0.5).clip(0, 255).astype(np.uint8)  # [H, W, 3]
         return Image.fromarray(arr, "RGB")
     with Image.open(path) as img:
@@ -106,9 +110,43 @@ def fit_image(img, size: int, keep_aspect: bool = False):
     return img if s == size else img.resize((size, size), Image.LANCZOS)
 
 
+def _read_rgb8(path, draft_size):
+    """8-bit RGB / greyscale files straight to a PIL RGB image (no float round trip: the same pixels as
+    read_image, ~4x less RAM); ``None`` for every other mode (alpha, 16-bit, palette, ...) or any problem."""
+    from PIL import Image, ImageOps
+
+    from ..imageio import MAX_IMAGE_PIXELS
+    try:
+        with Image.open(path) as img:
+            if img.mode not in ("RGB", "L") or img.size[0] * img.size[1] > MAX_IMAGE_PIXELS:
+                return None
+            if draft_size is not None and img.format == "JPEG":
+                img.draft(img.mode, draft_size)
+            img.load()
+            ImageOps.exif_transpose(img, in_place=True)
+            return img.convert("RGB") if img.mode != "RGB" else img.copy()
+    except Exception:  # noqa: BLE001 - read_image then reports the problem with a typed error
+        return None
+
+
+def _draft_size(path, size, keep_aspect):
+    """The smallest (w, h) a JPEG may be decoded at so that fit_image still gets >= ``size`` px where it needs them."""
+    if size is None:
+        return None
+    try:
+        from PIL import Image
+        with Image.open(path) as img:
+            w, h = img.size
+    except Exception:  # noqa: BLE001 - read_image reports unreadable files properly
+        return None
+    side = max(w, h) if keep_aspect else min(w, h)
+    scale = size / max(side, 1)
+    return (max(1, math.ceil(w * scale)), max(1, math.ceil(h * scale)))
+
+
 def load_image(path, size=None, keep_aspect: bool = False) -> torch.Tensor:
     """Load an image file as ``[1, 3, H, W]`` float in [-1, 1], fitted to ``size`` (see :func:`fit_image`) if given."""
-    img = _read_rgb(path)
+    img = _read_rgb(path, draft_size=_draft_size(path, size, keep_aspect))
     if size is not None:
         img = fit_image(img, int(size), keep_aspect)
     arr = np.asarray(img, dtype=np.float32)  # [H, W, 3] in 0..255
