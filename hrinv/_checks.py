@@ -17,6 +17,7 @@ Policy (docs/robustness.md):
 
 import logging
 import math
+import operator
 
 import torch
 
@@ -44,6 +45,7 @@ log = logging.getLogger(__name__)
 # The largest output the renderer accepts: 16384 px a side and 2^28 px (16384^2) in all. A float32 RGB image of that
 # size is 3 GiB; anything bigger is a typo (``--width 300000``), not a render.
 MAX_RENDER_SIDE = 16384
+MAX_SEED = 2 ** 62
 MAX_RENDER_PIXELS = 1 << 28
 
 
@@ -139,21 +141,29 @@ def check_numbers(obj, names, **bounds):
 
 
 def check_seed(seed, name="seed"):
-    """``None`` or an integer in [0, 2^63 - 1] (what ``torch.Generator.manual_seed`` accepts)."""
+    """``None`` or an integer in [0, 2^62] (``seed + i`` must stay within ``torch.Generator.manual_seed``'s 64 bits)."""
     if seed is None:
         return None
-    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2 ** 63:
-        raise InvalidSettingError(f"{name} must be an integer in [0, 2^63 - 1], got {str(seed)[:40]}")
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
+        raise InvalidSettingError(f"{name} must be an integer in [0, 2^62] (sample i of a batch uses seed + i), got "
+                                  f"{str(seed)[:40]}")
     return seed
 
 
 def check_render_size(height, width):
     """Output size of a render: positive integers, at most ``MAX_RENDER_SIDE`` a side and ``MAX_RENDER_PIXELS``."""
+    sizes = []
     for n, v in (("height", height), ("width", width)):
-        if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= MAX_RENDER_SIDE:
-            raise InvalidSettingError(f"render {n} must be an integer in [1, {MAX_RENDER_SIDE}], got {str(v)[:40]}")
+        try:
+            iv = operator.index(v)
+        except TypeError:
+            iv = None
+        if iv is None or isinstance(v, bool) or not 1 <= iv <= MAX_RENDER_SIDE:
+            raise ShapeError(f"render {n} must be an integer in [1, {MAX_RENDER_SIDE}], got {str(v)[:40]}")
+        sizes.append(iv)
+    height, width = sizes
     if height * width > MAX_RENDER_PIXELS:
-        raise InvalidSettingError(f"render size {width}x{height} is {height * width / 1e6:.0f} MP, more than the "
+        raise ShapeError(f"render size {width}x{height} is {height * width / 1e6:.0f} MP, more than the "
                                   f"{MAX_RENDER_PIXELS / 1e6:.0f} MP limit (about 3 GiB as float RGB); render smaller")
     return height, width
 

@@ -14,13 +14,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import ShapeError
+from ..errors import InvalidSettingError, ShapeError
 
 __all__ = [
     "Progress",
     "add_device_arguments",
+    "check_image_suffix",
     "fit_image",
     "load_image",
+    "output_dir",
     "resolve_device",
     "resolve_dtype",
     "save_image",
@@ -52,9 +54,17 @@ def resolve_device(name: str = "auto") -> torch.device:
     try:
         dev = torch.device(name)
     except RuntimeError as e:
-        raise ValueError(f"--device {name!r} is not a torch device ({e}); use auto, cpu, cuda or cuda:N") from None
+        raise InvalidSettingError(f"--device {name!r} is not a torch device ({str(e).splitlines()[0][:120]}); use "
+                                  f"auto, cpu, cuda or cuda:N") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: this torch build has no CUDA device; use --device cpu")
+        raise InvalidSettingError(f"--device {name}: this torch build has no CUDA device; use --device cpu or auto")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise InvalidSettingError(f"--device {name}: there are only {torch.cuda.device_count()} CUDA device(s)")
+    mps = getattr(torch.backends, "mps", None)
+    if dev.type == "mps" and not (mps is not None and mps.is_available()):
+        raise InvalidSettingError(f"--device {name}: MPS is not available here; use --device cpu or auto")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise InvalidSettingError(f"--device {name}: only cpu, cuda[:N] and mps are supported")
     return dev
 
 
@@ -63,7 +73,7 @@ def resolve_dtype(name: str = "fp32") -> torch.dtype:
     try:
         return _DTYPES[name.lower()]
     except KeyError:
-        raise ValueError(f"--dtype {name!r}: expected one of {sorted(set(_DTYPES))}") from None
+        raise InvalidSettingError(f"--dtype {name!r}: expected one of {sorted(set(_DTYPES))}") from None
 
 
 def _read_rgb(path, draft_size=None):
@@ -108,6 +118,33 @@ def fit_image(img, size: int, keep_aspect: bool = False):
     left, top = (w - s) // 2, (h - s) // 2
     img = img.crop((left, top, left + s, top + s))
     return img if s == size else img.resize((size, size), Image.LANCZOS)
+
+
+def output_dir(path) -> Path:
+    """Create the output folder ``path`` (and its parents); a typed error when a file is in the way."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InvalidSettingError(f"--out {path} is an existing file, expected a folder; pick another path or remove "
+                                  f"the file")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InvalidSettingError(f"cannot create the output folder {path} ({e.strerror or e}); check the path and "
+                                  f"its permissions") from None
+    return path
+
+
+def check_image_suffix(path) -> Path:
+    """An output image path whose extension PIL can write (checked before any long computation)."""
+    from PIL import Image
+
+    path = Path(path)
+    suffix = (path.suffix or ".png").lower()
+    if suffix not in Image.registered_extensions() or Image.registered_extensions()[suffix] not in Image.SAVE:
+        raise InvalidSettingError(f"cannot write images as {suffix!r} ({path}); use .png, .jpg or .webp")
+    if path.exists() and path.is_dir():
+        raise InvalidSettingError(f"--out {path} is a folder, expected an image file name such as {path / 'out.png'}")
+    return path
 
 
 def _read_rgb8(path, draft_size):

@@ -88,7 +88,7 @@ def run(args) -> int:
     from ..losses import PerceptualLoss, load_vgg16
     from ..lso import LSOConfig, local_style_optimize
     from ..rendering import render
-    from ._common import Progress, load_image, resolve_device, resolve_dtype, save_image, write_json
+    from ._common import Progress, load_image, output_dir, resolve_device, resolve_dtype, save_image, write_json
 
     t_start = time.perf_counter()
     missing = [p for p in list(args.content) + list(args.reference) if not Path(p).is_file()]
@@ -110,11 +110,9 @@ def run(args) -> int:
             lso_kw["lr"] = float(args.lso_lr)
         lso_cfg = LSOConfig(steps=max(1, int(args.lso_steps)), **lso_kw)
     except (ValueError, InvalidSettingError) as e:
-        print(f"hrinv stylize: error: {e}")
-        return 2
+        raise InvalidSettingError(str(e)) from None
     device, dtype = resolve_device(args.device), resolve_dtype(args.dtype)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_dir(args.out)
 
     G_s = load_generator(args.source, device=device, dtype=dtype)
     G_t = load_generator(args.target, device=device, dtype=dtype)
