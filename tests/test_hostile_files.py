@@ -228,8 +228,9 @@ def test_random_mutation_fuzz_never_crashes_hangs_or_leaks_an_untyped_error(tmp_
                                                if SHARED.joinpath("fixtures").is_dir() else [])
              if c.path.stat().st_size < 4_000_000]
     repo = str(Path(__file__).resolve().parents[1])
-    out = subprocess.run([sys.executable, "-c", FUZZ_CHILD, repo, str(tmp_path), str(n_per), "11",
-                          json.dumps(extra)], capture_output=True, text=True, timeout=3000)
+    seed = os.environ.get("HRINV_FUZZ_SEED", "11")
+    out = subprocess.run([sys.executable, "-c", FUZZ_CHILD, repo, str(tmp_path), str(n_per), seed, json.dumps(extra)],
+                         capture_output=True, text=True, timeout=3000)
     assert out.returncode == 0, f"the fuzz child died (rc {out.returncode}): {out.stderr[-2000:]}"
     stats = json.loads(next(line for line in out.stdout.splitlines() if line.startswith("FUZZ "))[5:])
     print(f"\nfuzz: {stats['tried']} files tried, {stats['refused']} refused, {stats['typed']} typed, "
