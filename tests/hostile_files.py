@@ -59,6 +59,12 @@ def load(case):
         return load_dlib_resnet(p)
     if case.loader == "pickle":
         return safe_load_pickle(p.read_bytes(), what=p.name)
+    if case.loader == "vgg":
+        from hrinv.losses import load_vgg16
+        return load_vgg16(p)
+    if case.loader == "irse50":
+        from hrinv.faceid.irse50 import load_irse50
+        return load_irse50(p)
     raise AssertionError(case.loader)
 
 
@@ -275,6 +281,20 @@ def hostile_cases(d, marker):
     torch.save(ros, d / "ros_stride0.pt")
     cases.append(Case(d / "ros_stride0.pt", "generator", "torch zip stride-0 20000x20000", bomb=True))
 
+    # the same through the VGG and face-network loaders, and a torch zip whose record declares 3 GB (a zip bomb)
+    torch.save({"features.0.weight": torch.zeros(1).expand(20000, 20000)}, d / "vgg_stride0.pth")
+    cases.append(Case(d / "vgg_stride0.pth", "vgg", "VGG .pth stride-0 20000x20000", bomb=True))
+    torch.save({"input_layer.0.weight": torch.zeros(1).expand(20000, 20000)}, d / "irse_stride0.pth")
+    cases.append(Case(d / "irse_stride0.pth", "irse50", "IR-SE50 .pth stride-0 20000x20000", bomb=True))
+    torch.save({"g_ema": {"style.1.weight": torch.zeros(64)}}, d / "zipbomb.pt")
+    data = bytearray((d / "zipbomb.pt").read_bytes())
+    i = data.find(b"PK\x01\x02", data.find(b"data/0") - 200)  # the central directory entry of a data record
+    data[i + 24:i + 28] = struct.pack("<I", 3_000_000_000)
+    add("zipbomb.pt", bytes(data), "generator", "torch zip record declaring 3 GB", True)
+    for loader in ("vgg", "irse50"):
+        add(f"{loader}_system.pth", _zip_pickle(dumps(system_call(f"touch {marker}"), protocol=2)), loader,
+            f"{loader}: os.system payload in a torch zip", True)
+
     # 2. allow-listed builtins as memory / CPU bombs, EXT opcodes, classic payloads
     add("bytearray3e9.pkl", P2 + _g("builtins", "bytearray") + _long(3_000_000_000) + b"\x85R.", "generator",
         "bytearray(3e9)", True)
@@ -375,6 +395,16 @@ def hostile_cases(d, marker):
         "dlib tensor shape 2^248", True)
     add("dlib_garbage.dat", bytes(range(256)) * 4, "dlib", "dlib garbage", True)
     return cases
+
+
+def _zip_pickle(pickle_bytes):
+    """A torch-zip-shaped archive (``archive/data.pkl``) holding the given pickle."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("archive/data.pkl", pickle_bytes)
+        z.writestr("archive/version", "3\n")
+        z.writestr("archive/byteorder", "little")
+    return buf.getvalue()
 
 
 def _dlib_int(n):
