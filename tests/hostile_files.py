@@ -266,7 +266,9 @@ def hostile_cases(d, marker):
     side2.mkdir()
     save_file({k: v.contiguous() for k, v in sd.items()}, str(side2 / "net.safetensors"))
     (side2 / "net.json").write_text("[" * 100000 + "]" * 100000)
-    cases.append(Case(side2 / "net.safetensors", "generator", "sidecar JSON nested 1e5 deep (ignored)", bomb=True))
+    (side2 / "config.json").write_text(json.dumps({**SMALL, "img_resolution": 1 << 30}))
+    cases.append(Case(side2 / "net.safetensors", "generator", "sidecar JSON nested 1e5 deep (ignored; config.json "
+                      "then refused)", bomb=True))
 
     # stride-0 tensors declaring 20000 x 20000 (pickle and torch zip)
     storage = Call(GlobalRef("torch.storage", "_load_from_bytes"),

@@ -193,9 +193,12 @@ def _sidecar_config(path):
     for cand in (path.with_suffix(".json"), path.parent / "config.json"):
         if not cand.is_file():
             continue
+        if cand.stat().st_size > 1 << 20:
+            log.warning("Ignoring sidecar %s: %d bytes, far more than any init_kwargs.", cand, cand.stat().st_size)
+            continue
         try:
             cfg = json.loads(cand.read_text())
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, RecursionError) as e:
             log.warning("Ignoring sidecar %s: not valid JSON (%s).", cand, e)
             continue
         cfg = cfg.get("init_kwargs", cfg) if isinstance(cfg, dict) else None
