@@ -17,6 +17,7 @@ Policy (docs/robustness.md):
 
 import logging
 import math
+import operator
 
 import torch
 
@@ -41,10 +42,11 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# The largest output the renderer accepts: 16384 px a side and 2^28 px (16384^2) in all. A float32 RGB image of that
-# size is 3 GiB; anything bigger is a typo (``--width 300000``), not a render.
+# The largest output the renderer accepts: 16384 px a side and 2^27 px (134 MP, e.g. 16384 x 8192) in all. A float32
+# RGB image of that size is 1.5 GiB; anything bigger is a typo (``--width 300000``), not a render.
 MAX_RENDER_SIDE = 16384
-MAX_RENDER_PIXELS = 1 << 28
+MAX_SEED = 2 ** 62
+MAX_RENDER_PIXELS = 1 << 27
 
 
 def _where(t):
@@ -79,8 +81,8 @@ def check_image_range(t, name, *, low=-1.0, high=1.0, slack=0.5, warn_unit_range
         return t
     lo, hi = float(t.min()), float(t.max())
     if lo < low - slack or hi > high + slack:
-        raise ShapeError(f"{name} values must be in [{low:g}, {high:g}] (StyleGAN convention), got [{lo:.3g}, {hi:.3g}]; "
-                         f"map [0, 1] images with x * 2 - 1 and [0, 255] with x / 127.5 - 1")
+        raise ShapeError(f"{name} values must be in [{low:g}, {high:g}] (StyleGAN convention), got "
+                         f"[{lo:.3g}, {hi:.3g}]; map [0, 1] images with x * 2 - 1 and [0, 255] with x / 127.5 - 1")
     if warn_unit_range and low == -1.0 and lo >= 0.0 and hi > 0.5:
         log.warning("%s lies entirely in [0, 1] (min %.3g, max %.3g) but images are expected in [-1, 1]: if it is a "
                     "[0, 1] image, pass x * 2 - 1, otherwise the result will be washed out.", name, lo, hi)
@@ -139,22 +141,31 @@ def check_numbers(obj, names, **bounds):
 
 
 def check_seed(seed, name="seed"):
-    """``None`` or an integer in [0, 2^63 - 1] (what ``torch.Generator.manual_seed`` accepts)."""
+    """``None`` or an integer in [0, 2^62] (``seed + i`` must stay within ``torch.Generator.manual_seed``'s 64 bits)."""
     if seed is None:
         return None
-    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2 ** 63:
-        raise InvalidSettingError(f"{name} must be an integer in [0, 2^63 - 1], got {str(seed)[:40]}")
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
+        raise InvalidSettingError(f"{name} must be an integer in [0, 2^62] (sample i of a batch uses seed + i), got "
+                                  f"{str(seed)[:40]}")
     return seed
 
 
 def check_render_size(height, width):
-    """Output size of a render: positive integers, at most ``MAX_RENDER_SIDE`` a side and ``MAX_RENDER_PIXELS``."""
+    """Output size of a render: integers >= 1, at most ``MAX_RENDER_SIDE`` a side and ``MAX_RENDER_PIXELS`` in all."""
+    sizes = []
     for n, v in (("height", height), ("width", width)):
-        if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= MAX_RENDER_SIDE:
-            raise InvalidSettingError(f"render {n} must be an integer in [1, {MAX_RENDER_SIDE}], got {str(v)[:40]}")
+        try:
+            iv = operator.index(v)
+        except TypeError:
+            iv = None
+        if iv is None or isinstance(v, bool) or not 1 <= iv <= MAX_RENDER_SIDE:
+            raise ShapeError(f"render {n} must be an integer in [1, {MAX_RENDER_SIDE}], got {str(v)[:40]}")
+        sizes.append(iv)
+    height, width = sizes
     if height * width > MAX_RENDER_PIXELS:
-        raise InvalidSettingError(f"render size {width}x{height} is {height * width / 1e6:.0f} MP, more than the "
-                                  f"{MAX_RENDER_PIXELS / 1e6:.0f} MP limit (about 3 GiB as float RGB); render smaller")
+        raise ShapeError(f"render size {width}x{height} is {height * width / 1e6:.0f} MP, more than the "
+                         f"{MAX_RENDER_PIXELS / 1e6:.0f} MP limit ({height * width * 12 / 2**30:.1f} GiB as float "
+                         f"RGB); render smaller")
     return height, width
 
 

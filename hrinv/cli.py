@@ -79,6 +79,15 @@ def main(argv=None):
     except KeyboardInterrupt:
         print(f"hrinv {args.command}: interrupted", file=sys.stderr)
         return 130
+    except (OSError, MemoryError) as e:  # disk full, permissions, out of memory: the message is the useful part
+        print(f"hrinv {args.command}: error: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    except Exception as e:  # noqa: BLE001 - no input may end in a bare traceback; -v shows it for a bug report
+        if args.verbose:
+            raise
+        print(f"hrinv {args.command}: error: unexpected {type(e).__name__}: {str(e)[:300]} (this is a bug or an "
+              f"input no check anticipated; run with -v for the traceback and please report it)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -166,6 +166,7 @@ class InversionConfig:
         if self.non_square not in _NON_SQUARE:
             bad("non_square", f"one of {_NON_SQUARE}")
         _checks.check_number(self.lr, "InversionConfig.lr", low=0, low_inclusive=False)  # also refuses inf / NaN
+        _checks.check_seed(self.seed, "InversionConfig.seed")
 
     def to_dict(self) -> dict:
         """JSON-able dict (stored in the latent's settings)."""

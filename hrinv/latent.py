@@ -266,7 +266,8 @@ class Latent:
             with safe_open(str(path), framework="pt") as f:
                 raw = (f.metadata() or {}).get("hrinv")
                 names = list(f.keys())
-                tensors = {} if raw is None else {k: f.get_tensor(k) for k in names if k == "ws" or k.startswith("noise.")}
+                wanted = [k for k in names if k == "ws" or k.startswith("noise.")] if raw is not None else []
+                tensors = {k: f.get_tensor(k) for k in wanted}
         except SafetensorError as e:
             raise LatentFileError(f"{path} is not a readable .safetensors file ({str(e)[:200]}); it is truncated or "
                                   f"damaged. Save or copy it again") from None

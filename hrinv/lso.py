@@ -125,6 +125,7 @@ class LSOConfig:
         if not isinstance(self.preview_every, int) or self.preview_every < 0:
             bad("preview_every", "an integer >= 0")
         _checks.check_numbers(self, ("lr", "reg_weight", "init_std", "noise_factor"), low=0)
+        _checks.check_seed(self.seed, "LSOConfig.seed")
 
     def to_dict(self) -> dict:
         """JSON-able dict (stored in the latent's settings)."""

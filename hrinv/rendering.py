@@ -10,6 +10,7 @@ import logging
 import torch
 import torch.nn.functional as F
 
+from . import _checks
 from .errors import ShapeError
 
 __all__ = ["canvas_layout", "render"]
@@ -78,6 +79,8 @@ def render(G, ws, height, width, *, noise_mode="const", noise=None, mode="auto",
     """
     if mode not in MODES:
         raise ShapeError(f"render: mode must be one of {MODES}, got {mode!r}.")
+    _checks.check_render_size(height, width)  # <= 16384 a side, <= 2^28 px: a typo, not an allocation
+    _checks.check_finite_tensor(ws, "render: ws", "check the latent (hrinv.Latent.load refuses non-finite files)")
     try:
         H, W = int(height), int(width)
     except (TypeError, ValueError):

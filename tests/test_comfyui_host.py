@@ -473,3 +473,53 @@ def test_style_batch_mismatch_fails_before_the_inversions(comfy):
     assert not {"12", "13"} & set(err["executed"]), err["executed"]
     assert secs < 120, secs
     print(f"\nstyle batch mismatch reported after {secs:.1f} s")
+def test_hostile_model_files_keep_the_server_healthy(comfy):
+    """Issue 11 in the real host: each hostile generator file fails its prompt with one of our typed errors, the
+    server stays up, no payload runs, and a benign pickle loaded right after it (a fresh file, so the loader really
+    runs) still works: nothing in the process was poisoned."""
+    import hostile_files as H
+    from io_pickle_tools import dumps, system_call
+    from nodes_harness import TINY_KWARGS
+
+    from hrinv import errors
+
+    folder = comfy.root / "models" / "stylegan2"
+    marker = comfy.root / "PWNED"
+    G_s, _ = tiny_generators()
+    sd = {k: v.contiguous() for k, v in G_s.state_dict().items()}
+    benign = H.nvidia_snapshot_bytes(json.loads(json.dumps(TINY_KWARGS)), dict(sd))
+    stride0 = dict(sd)
+    stride0["mapping.fc0.weight"] = H.Call(H.GlobalRef("torch._utils", "_rebuild_tensor_v2"), (H.Call(
+        H.GlobalRef("torch.storage", "_load_from_bytes"), (torch.zeros(1).storage().__reduce__()[1][0],)), 0,
+        (20000, 20000), (0, 0), False, {}))
+    hostile = {
+        "h_bytearray.pkl": H.P2 + H._g("builtins", "bytearray") + H._long(3_000_000_000) + b"\x85R.",
+        "h_build_poison.pkl": H.build_on_global("torch._utils", "_rebuild_tensor_v2", "slot_defaults"),
+        "h_ext.pkl": H.P2 + b"\x82\xf0.",
+        "h_system.pkl": dumps(system_call(f"touch {marker}")),
+        "h_stride0.pkl": H.nvidia_snapshot_bytes(json.loads(json.dumps(TINY_KWARGS)), stride0),
+        "h_truncated.pkl": benign[: len(benign) // 2],
+    }
+    H.write_generator_safetensors(folder / "h_zdim.safetensors", {**TINY_KWARGS, "z_dim": 20000, "w_dim": 20000},
+                                  sd=sd)
+    hostile["h_zdim.safetensors"] = None
+    ours = set(errors.__all__)
+    for i, (name, data) in enumerate(hostile.items()):
+        if data is not None:
+            (folder / name).write_bytes(data)
+        graph = wf.substitute(wf.wf_invert_face(), comfy.files, steps=1)
+        del graph["14"]
+        graph["1"]["inputs"]["ckpt_name"] = name
+        t0 = time.time()
+        h = comfy.wait(comfy.queue(graph), timeout=120)
+        errs = [m[1] for m in h["status"]["messages"] if m[0] == "execution_error"]
+        assert errs, (name, h["status"])
+        assert errs[0]["exception_type"].split(".")[-1] in ours, (name, errs[0]["exception_type"],
+                                                                  errs[0]["exception_message"][:300])
+        assert time.time() - t0 < 60 and comfy.proc.poll() is None, name
+        ok = f"ok_{i}.pkl"
+        (folder / ok).write_bytes(benign)
+        graph["1"]["inputs"]["ckpt_name"] = ok
+        h = comfy.wait(comfy.queue(graph), timeout=300)
+        assert h["status"]["status_str"] == "success", (name, h["status"], comfy.tail(2000))
+    assert comfy.get("/system_stats") and not marker.exists()

@@ -60,7 +60,7 @@ def test_cli_invert_errors(paths, tmp_path, capsys):
     assert rc == 2 and "not found" in capsys.readouterr().out
     rc = main(["invert", str(paths["face"]), "--generator", str(paths["gen"]), "--vgg", str(paths["vgg"]),
                "--steps", "0", "--out", str(tmp_path)])
-    assert rc == 2 and "steps" in capsys.readouterr().out
+    assert rc == 1 and "steps" in capsys.readouterr().err  # a typed error, on stderr, exit 1
 
 
 def test_common_image_helpers(tmp_path):

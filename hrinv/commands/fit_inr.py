@@ -30,6 +30,7 @@ def add_arguments(parser):
 def run(args):
     import torch
 
+    from .._checks import check_number, check_seed
     from ..errors import InvalidSettingError
     from ..generator.inr import fit_inr_head
     from ..io.checkpoints import load_generator, save_generator
@@ -45,6 +46,11 @@ def run(args):
     for name in ("steps", "batch", "hidden", "points", "reuse"):
         if getattr(args, name) < (0 if name == "steps" else 1):
             raise InvalidSettingError(f"--{name} must be positive, got {getattr(args, name)}")
+    check_seed(args.seed, "--seed")
+    check_number(args.lr, "--lr", low=0, low_inclusive=False)
+    check_number(args.max_scale, "--max-scale", low=1)
+    if not dst.parent.is_dir():
+        raise InvalidSettingError(f"the destination folder {dst.parent} does not exist; create it first")
     try:
         device = resolve_device(args.device)
     except ValueError as e:

@@ -85,19 +85,17 @@ def run(args) -> int:
     from ..inversion import compute_w_stats, invert
     from ..io.checkpoints import load_generator
     from ..losses import load_vgg16
-    from ._common import Progress, load_image, resolve_device, resolve_dtype, save_image, write_json
+    from ..errors import InvalidSettingError
+    from ._common import Progress, load_image, output_dir, resolve_device, resolve_dtype, save_image, write_json
 
     try:
         config = _config(args)
     except ValueError as e:
-        print(f"hrinv invert: error: {e}")
-        return 2
+        raise InvalidSettingError(str(e)) from None
     if args.batch_size < 1:
-        print("hrinv invert: error: --batch-size must be >= 1")
-        return 2
+        raise InvalidSettingError(f"--batch-size must be >= 1, got {args.batch_size}")
     device, dtype = resolve_device(args.device), resolve_dtype(args.dtype)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_dir(args.out)
     missing = [p for p in args.images if not Path(p).is_file()]
     if missing:
         print(f"hrinv invert: error: image file(s) not found: {', '.join(missing)}")

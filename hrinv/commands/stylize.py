@@ -124,7 +124,7 @@ def run(args) -> int:
     from ..io.checkpoints import load_generator, save_generator
     from ..losses import load_vgg16
     from ..pipeline import StylizeConfig, stylize
-    from ._common import load_image, resolve_device, resolve_dtype, save_image, write_json
+    from ._common import load_image, output_dir, resolve_device, resolve_dtype, save_image, write_json
     from .align import parse_select
 
     t_start = time.perf_counter()
@@ -147,11 +147,9 @@ def run(args) -> int:
             min_face=float(args.min_face), padding=args.padding, detect_max_side=int(args.detect_max_side),
             feather=float(args.feather), color_match=float(args.color_match))
     except (ValueError, InvalidSettingError) as e:
-        print(f"hrinv stylize: error: {e}")
-        return 2
+        raise InvalidSettingError(str(e)) from None
     device, dtype = resolve_device(args.device), resolve_dtype(args.dtype)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_dir(args.out)
 
     G_s = load_generator(args.source, device=device, dtype=dtype)
     G_t = load_generator(args.target, device=device, dtype=dtype)

@@ -193,9 +193,12 @@ def _sidecar_config(path):
     for cand in (path.with_suffix(".json"), path.parent / "config.json"):
         if not cand.is_file():
             continue
+        if cand.stat().st_size > 1 << 20:
+            log.warning("Ignoring sidecar %s: %d bytes, far more than any init_kwargs.", cand, cand.stat().st_size)
+            continue
         try:
             cfg = json.loads(cand.read_text())
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, RecursionError) as e:
             log.warning("Ignoring sidecar %s: not valid JSON (%s).", cand, e)
             continue
         cfg = cfg.get("init_kwargs", cfg) if isinstance(cfg, dict) else None
@@ -410,8 +413,8 @@ def validate_config(init_kwargs, state_dict, extras=None, source=None):
     n_layers = mapping.get("num_layers", 8)
     n_fc = sum(1 for k in state_dict if re.fullmatch(r"mapping\.fc\d+\.weight", k))
     if n_layers != n_fc:
-        raise CheckpointFormatError(f"{source}: the configuration declares {n_layers} mapping layers but the file holds "
-                                    f"{n_fc} (mapping.fc*.weight); the file is inconsistent")
+        raise CheckpointFormatError(f"{source}: the configuration declares {n_layers} mapping layers but the file "
+                                    f"holds {n_fc} (mapping.fc*.weight); the file is inconsistent")
     top = f"synthesis.b{res}.conv1.weight"
     blocks = sorted({int(m.group(1)) for k in state_dict for m in [re.match(r"synthesis\.b(\d+)\.", k)] if m})
     if top not in state_dict or (blocks and blocks[-1] != res):

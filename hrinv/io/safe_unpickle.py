@@ -46,6 +46,7 @@ import hashlib
 import io
 import logging
 import math
+import os
 import pickle
 import pickletools
 import warnings
@@ -61,6 +62,7 @@ __all__ = [
     "RestrictedUnpickler",
     "TFNetworkStub",
     "check_tensor_views",
+    "check_torch_zip",
     "describe_module_source",
     "materialize",
     "numpy_only_load",
@@ -666,6 +668,28 @@ EMBEDDED_SOURCE_WARNING = ("{what} embeds Python source ({n} module(s), e.g. {ch
 # ----------------------------------------------------------------------------------------------------------------------
 # torch.load, weights only
 
+def check_torch_zip(path, what="the file"):
+    """Refuse a ``torch.save`` zip whose records inflate to much more than the file (a zip bomb).
+
+    ``torch.save`` stores its records uncompressed, so a real checkpoint's records add up to about its own size.
+    """
+    import zipfile
+    try:
+        if not zipfile.is_zipfile(path):
+            return
+        size = os.path.getsize(path)
+        with zipfile.ZipFile(path) as z:
+            total = sum(i.file_size for i in z.infolist())
+            packed = [i.filename for i in z.infolist()
+                      if i.compress_type != zipfile.ZIP_STORED and i.file_size > 1 << 20]
+    except (OSError, zipfile.BadZipFile, ValueError, EOFError) as e:
+        raise CheckpointCorruptError(f"{what} is a damaged zip archive ({e}); it is truncated or damaged") from None
+    if total > 2 * size + (1 << 20) or packed:
+        raise CheckpointCorruptError(f"{what}: its zip records declare {total} bytes (uncompressed) in a {size}-byte "
+                                     f"file{f', compressed: {packed[:2]}' if packed else ''}; torch.save stores records "
+                                     f"uncompressed, so this is a zip bomb or a damaged file. Refused before reading")
+
+
 def check_tensor_views(obj, what="the file", max_nodes=1_000_000):
     """Refuse tensors that declare more elements than their storage holds (stride-0 / overlapping views).
 
@@ -709,6 +733,8 @@ def torch_load_safe(f, what="the file", extra_safe_globals=()):
         CheckpointCorruptError: truncated or damaged data.
     """
     try:
+        if isinstance(f, (str, os.PathLike)):
+            check_torch_zip(f, what)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*TypedStorage is deprecated.*")
             with torch.serialization.safe_globals(list(extra_safe_globals)):
@@ -724,8 +750,8 @@ def torch_load_safe(f, what="the file", extra_safe_globals=()):
             detail = f"the global '{name}'" if name else "an operation outside the weights-only allow-list"
             raise UnsafeCheckpointError(
                 f"refused to load {what}: it references {detail}, which a plain weights file does not need "
-                f"(nothing was executed). If the file is from a source you trust, load it with its own code and "
-                f"save the generator's state dict as .safetensors") from None
+                f"(torch.load(weights_only=True) refused it; nothing was executed). If the file is from a source you "
+                f"trust, load it with its own code and save the network's state dict as .safetensors") from None
         raise CheckpointCorruptError(f"{what} could not be decoded ({e}); it is truncated or damaged") from None
     except (UnsafeCheckpointError, CheckpointFormatError, CheckpointCorruptError):
         raise

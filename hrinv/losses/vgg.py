@@ -235,19 +235,10 @@ def _read_file(path: Path) -> tuple[dict, dict]:
                                          f"dict; re-download or re-export the file.") from e
         return sd, meta
     if suffix in (".pth", ".pt", ".bin", ".ckpt"):
-        import pickle
-        import zipfile
+        from ..io.safe_unpickle import torch_load_safe
 
-        try:
-            obj = torch.load(str(path), map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as e:
-            raise UnsafeCheckpointError(f"{path}: refused to load: the file needs arbitrary pickled objects "
-                                        f"(torch.load(weights_only=True) said: {str(e).splitlines()[0]}). Expected a "
-                                        f"plain VGG16 state dict; re-save it with torch.save(model.state_dict()) or "
-                                        f"as .safetensors.") from e
-        except (RuntimeError, EOFError, zipfile.BadZipFile) as e:
-            raise CheckpointCorruptError(f"{path}: could not be read as a torch file ({e}). It may be truncated; "
-                                         f"re-download it.") from e
+        # weights only, typed errors for every failure, stride-0 views and zip bombs refused (issue 11)
+        obj = torch_load_safe(str(path), what=f"{path} (expected a plain VGG16 state dict)")
         for _ in range(2):  # unwrap {"state_dict": {...}} style containers
             if isinstance(obj, dict) and not any(isinstance(v, torch.Tensor) for v in obj.values()):
                 inner = [obj[k] for k in _WRAPPER_KEYS if isinstance(obj.get(k), dict)]
