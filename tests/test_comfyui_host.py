@@ -299,7 +299,8 @@ def test_template_with_missing_models_is_refused(comfy, real_info, name):
 
 def test_templates_load_in_the_real_editor(comfy):
     """Optional: open ComfyUI's own frontend in headless Chromium, load every template and export it to API format;
-    it must equal workflows/api/. Needs node, Chromium and playwright-core (HRINV_PLAYWRIGHT_NODE_MODULES)."""
+    it must equal example_workflows/api/, and no node may overlap another as the editor sizes them. Needs node,
+    Chromium and playwright-core (HRINV_PLAYWRIGHT_NODE_MODULES)."""
     import shutil
 
     modules = os.environ.get("HRINV_PLAYWRIGHT_NODE_MODULES")
