@@ -195,7 +195,8 @@ def comfy(tmp_path_factory):
     port = _free_port()
     server = Comfy(base, port, base / "comfyui.log")
     cmd = [python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port), "--disable-auto-launch",
-           "--base-directory", str(base), "--extra-model-paths-config", str(yaml), "--input-directory", str(base / "input"),
+           "--base-directory", str(base), "--extra-model-paths-config", str(yaml),
+           "--input-directory", str(base / "input"),
            "--output-directory", str(base / "output"), "--temp-directory", str(base / "temp"),
            "--user-directory", str(base / "user"), "--database-url", "sqlite:///:memory:"]
     with open(server.log, "wb") as log:
@@ -295,6 +296,14 @@ def test_template_with_missing_models_is_refused(comfy, real_info, name):
     assert body["error"]["type"] == "prompt_outputs_failed_validation", body
     details = " ".join(e["details"] for n in body["node_errors"].values() for e in n["errors"])
     assert wf.SOURCE_CKPT in details and "Looked in" in details, details[:2000]
+    # one model missing at a time (the others present): still refused as a whole, nothing runs
+    present = wf.substitute(graph, comfy.files)
+    for nid, node in graph.items():
+        if node["class_type"].startswith(wf.MODEL_LOADER_PREFIX):
+            g = json.loads(json.dumps(present))
+            g[nid] = node
+            status, body = comfy.post("/prompt", {"prompt": g, "client_id": comfy.client_id})
+            assert status == 400 and list(body["node_errors"]) == [nid], (name, nid, status, body)
 
 
 def test_templates_load_in_the_real_editor(comfy):
