@@ -100,9 +100,9 @@ class HRInvert(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, loss_downsample=0, **_):
-        """Refuse, before anything runs, the loss sizes the tooltip forbids (ComfyUI leaves the range check of an
-        input named here to us)."""
+    def validate_inputs(cls, loss_downsample=0):
+        """Refuse, before anything runs, the loss sizes the tooltip forbids. ComfyUI leaves the range check of an
+        input named here to us, and of every input if this took ``**kwargs``: so it names only this one."""
         if loss_downsample is None:
             return True
         v = int(loss_downsample)

@@ -195,7 +195,8 @@ def comfy(tmp_path_factory):
     port = _free_port()
     server = Comfy(base, port, base / "comfyui.log")
     cmd = [python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port), "--disable-auto-launch",
-           "--base-directory", str(base), "--extra-model-paths-config", str(yaml), "--input-directory", str(base / "input"),
+           "--base-directory", str(base), "--extra-model-paths-config", str(yaml),
+           "--input-directory", str(base / "input"),
            "--output-directory", str(base / "output"), "--temp-directory", str(base / "temp"),
            "--user-directory", str(base / "user"), "--database-url", "sqlite:///:memory:"]
     with open(server.log, "wb") as log:
@@ -295,11 +296,25 @@ def test_template_with_missing_models_is_refused(comfy, real_info, name):
     assert body["error"]["type"] == "prompt_outputs_failed_validation", body
     details = " ".join(e["details"] for n in body["node_errors"].values() for e in n["errors"])
     assert wf.SOURCE_CKPT in details and "Looked in" in details, details[:2000]
+    # one model missing at a time (the others present): still refused as a whole, nothing runs
+    present = wf.substitute(graph, comfy.files)
+    for nid, node in graph.items():
+        names = [v for k, v in node["inputs"].items() if k.endswith("_name")]
+        if not node["class_type"].startswith(wf.MODEL_LOADER_PREFIX) or any(comfy.files.get(v) == v for v in names):
+            continue                                  # this host has the template's own file (e.g. from ../shared)
+        g = json.loads(json.dumps(present))
+        g[nid] = node
+        status, body = comfy.post("/prompt", {"prompt": g, "client_id": comfy.client_id})
+        if status == 200:                             # do not leave a 1000-step run in the queue
+            comfy.post("/queue", {"delete": [body.get("prompt_id")]})
+            comfy.post("/interrupt", {})
+        assert status == 400 and list(body["node_errors"]) == [nid], (name, nid, status, body)
 
 
 def test_templates_load_in_the_real_editor(comfy):
     """Optional: open ComfyUI's own frontend in headless Chromium, load every template and export it to API format;
-    it must equal workflows/api/. Needs node, Chromium and playwright-core (HRINV_PLAYWRIGHT_NODE_MODULES)."""
+    it must equal example_workflows/api/, and no node may overlap another as the editor sizes them. Needs node,
+    Chromium and playwright-core (HRINV_PLAYWRIGHT_NODE_MODULES)."""
     import shutil
 
     modules = os.environ.get("HRINV_PLAYWRIGHT_NODE_MODULES")

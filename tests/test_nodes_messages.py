@@ -60,6 +60,10 @@ def test_loss_downsample_refused_at_validation(h):
         msg = v(loss_downsample=bad)
         assert isinstance(msg, str) and "loss_downsample" in msg and "32" in msg and not LIBRARY_WORDS.search(msg)
     assert isinstance(v(loss_downsample=5000), str)         # declaring the input makes the range check ours
+    import inspect
+
+    params = inspect.signature(v).parameters                # no **kwargs: ComfyUI would skip every range check
+    assert list(params) == ["loss_downsample"]
 
 
 def test_fit_as_is_says_which_widget_to_change(h):

@@ -34,13 +34,16 @@ def test_template_cards_have_titles():
 
 
 def test_templates_fail_loudly_without_their_models(info):
-    """Every output depends on a model loader: with the models missing, ComfyUI rejects the prompt instead of
-    running a lone preview and reporting success."""
+    """Every output depends on every model loader: with any model missing, ComfyUI rejects the whole prompt instead
+    of running what it can (a lone preview, or a 1000-step inversion) and reporting success."""
     for name, graph in wf.api_graphs().items():
         assert wf.outputs_without_models(graph, info) == [], name
     g = wf.wf_invert_face()
-    g["99"] = {"class_type": "PreviewImage", "inputs": {"images": ["10", 0]}}
+    g["99"] = {"class_type": "PreviewImage", "inputs": {"images": ["10", 0]}}      # a preview of the input alone
     assert wf.outputs_without_models(g, info) == ["99"]
+    g = wf.wf_paper_pipeline()
+    g["98"] = {"class_type": "HRInv_SaveLatent", "inputs": {"latent": ["12", 0], "filename_prefix": "c"}}
+    assert wf.outputs_without_models(g, info) == ["98"]                           # would run without G_t
 
 
 @pytest.mark.parametrize("path", UI_FILES, ids=lambda p: p.stem)

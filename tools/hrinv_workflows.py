@@ -2,10 +2,11 @@
 
 Run ``python tools/hrinv_workflows.py`` to (re)write ``example_workflows/<title>.json`` (editor format, shown by
 ComfyUI as templates; the template browser shows the file name as the card's title, so the file is named after the
-workflow's title), ``example_workflows/<title>.jpg`` (template thumbnail: a schematic of the graph drawn here) and
-``example_workflows/api/<name>.json`` (API format for ``POST /prompt``, named by the short id). It needs no ComfyUI: the node definitions come from
-the pack loaded over the test stubs (tests/nodes_harness.py) plus the small description of the core nodes below,
-which ``pytest -m comfyui`` compares with a real ComfyUI's ``/object_info``.
+workflow's title), ``example_workflows/<title>.jpg`` (template thumbnail: title, description and a schematic of the
+graph, drawn here) and ``example_workflows/api/<name>.json`` (API format for ``POST /prompt``, named by the short
+id). It needs no ComfyUI: the node definitions come from the pack loaded over the test stubs
+(tests/nodes_harness.py) plus the small description of the core nodes below, which ``pytest -m comfyui`` compares
+with a real ComfyUI's ``/object_info``.
 
 The checker (:func:`check_api`, :func:`check_ui`) is used by the CI tests and by the real-host test. The editor
 layout (:func:`node_size`, :func:`_layout`) stacks nodes by the height the editor gives them, so no node hides
@@ -123,7 +124,6 @@ def wf_paper_pipeline():
     g["22"] = _lso(["21", 0], ["10", 0])
     g["23"] = _render(["22", 0])
     g["24"] = _node("SaveImage", "Stylised result", images=["23", 0], filename_prefix="hrinv/stylised")
-    g["25"] = _node("HRInv_SaveLatent", "Save content latent", latent=["12", 0], filename_prefix="content")
     return g
 
 
@@ -162,8 +162,8 @@ def wf_id_retrieval():
                     face_embedder=["4", 0], content_index="", threshold=0.0)
     g["41"] = _node("PreviewAny", "Score (top-1)", source=["40", 0])
     g["42"] = _node("PreviewAny", "Report", source=["40", 1])
-    g["43"] = _node("SaveImage", "Nearest matches", images=["40", 2], filename_prefix="hrinv/id_matches")
-    g["44"] = _node("SaveImage", "Stylised", images=["23", 0], filename_prefix="hrinv/id_stylised")
+    g["43"] = _node("SaveImage", "Stylised | own content | nearest match", images=["40", 2],
+                    filename_prefix="hrinv/id_matches")
     return g
 
 
@@ -232,18 +232,25 @@ MODEL_LOADER_PREFIX = "HRInv_Load"
 
 
 def outputs_without_models(graph: dict, object_info: dict) -> list:
-    """Output nodes of an API graph that do not depend on any of our loaders (model or latent files). ComfyUI runs
-    every output whose inputs validate, so such an output would let a template 'succeed' while its models are
-    missing; a template must have none."""
-    def needs_file(nid, seen=()):
-        node = graph[nid]
-        if node["class_type"].startswith(MODEL_LOADER_PREFIX):
-            return True
-        return any(needs_file(str(v[0]), seen + (nid,)) for v in node["inputs"].values()
-                   if isinstance(v, list) and str(v[0]) not in seen)
+    """Output nodes of an API graph that could run with one of the graph's files (models, latents) missing: those
+    that do not depend on every one of our loaders in the graph. ComfyUI runs every output whose inputs validate and
+    shows the queue item as a success, so such an output would let a template 'succeed' (even after a 1000-step
+    inversion) while the "not found, looked in ..." message of the missing file never reaches the user. A template
+    must have none: then a missing file makes /prompt refuse the whole graph."""
+    ups = {}
 
+    def upstream(nid):
+        if nid not in ups:
+            ups[nid] = set()
+            for v in graph[nid]["inputs"].values():
+                if isinstance(v, list) and str(v[0]) in graph:
+                    ups[nid] |= {str(v[0])} | upstream(str(v[0]))
+        return ups[nid]
+
+    loaders = {nid for nid, n in graph.items() if n["class_type"].startswith(MODEL_LOADER_PREFIX)}
     return sorted((nid for nid, n in graph.items()
-                   if object_info.get(n["class_type"], {}).get("output_node") and not needs_file(nid)), key=int)
+                   if object_info.get(n["class_type"], {}).get("output_node") and not loaders <= upstream(nid)),
+                  key=lambda k: (len(k), k))
 
 
 # ----------------------------------------------------------------------------------------------------------------
