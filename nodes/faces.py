@@ -207,6 +207,9 @@ class StylizeFaces(io.ComfyNode):
                                 tooltip="λ per block (weight of G_t): paper, swap:bN, a number, or one per block."),
                 io.Combo.Input("faces", options=["all", "largest"], default="all", tooltip="Which faces to stylise."),
                 io.Int.Input("min_face", default=32, min=8, max=4096, tooltip="Ignore faces smaller than this (px)."),
+                io.Combo.Input("if_no_face", options=NO_FACE, default="error",
+                               tooltip="error = stop with a message when the photo has no face; use whole image = "
+                                       "stylise the centred square of the photo instead."),
                 io.Float.Input("feather", default=0.1, min=0.0, max=0.5, step=0.01,
                                tooltip="Soft edge of the pasted faces, fraction of the crop."),
                 io.Float.Input("color_match", default=0.0, min=0.0, max=1.0, step=0.05,
@@ -223,7 +226,9 @@ class StylizeFaces(io.ComfyNode):
     @classmethod
     @guarded("HRInversion: Stylise Every Face in a Photo")
     def execute(cls, photo, reference, source, target, vgg, steps=1000, lso_steps=50, lambdas="paper", faces="all",
-                min_face=32, feather=0.1, color_match=0.0, seed=0) -> io.NodeOutput:
+                min_face=32, if_no_face="error", feather=0.1, color_match=0.0, seed=0) -> io.NodeOutput:
+        from hrinv.errors import NoFaceFoundError
+        from hrinv.face import align_faces, whole_image_alignment
         from hrinv.pipeline import StylizeConfig, stylize
 
         ph = _photos(photo)[0]
@@ -237,8 +242,14 @@ class StylizeFaces(io.ComfyNode):
                                seed=int(seed))
         total = config.steps + config.steps + refs.shape[0] * config.lso_steps
         with _comfy.device_session(G_s, G_t, vgg.model, working_bytes=2 * res * res * VGG_BYTES_PER_PIXEL) as device:
+            try:
+                al = align_faces(ph, size=res, select=faces, min_size=float(min_face), device=device)
+            except NoFaceFoundError as e:
+                if if_no_face != "use whole image":
+                    raise NoFaceFoundError(f"{e} Or set if_no_face to 'use whole image'.") from None
+                al = whole_image_alignment(ph, size=res, device=device)
             result = stylize(ph, refs, G_s, G_t, vgg.model, config=config, callback=_comfy.progress(total),
-                             device=device)
+                             device=device, alignment=al)
         al = result.alignment.select(range(len(result.alignment)))
         al.crops, al.masks = None, None
         r, n = result.faces.shape[:2]

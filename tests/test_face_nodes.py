@@ -82,6 +82,6 @@ def test_stylize_faces_node(h):
     ref = face_images(1, size=64, seed=5)
     photo, faces, mask, al = run_node(h.nodes["HRInv_StylizeFaces"], photo=img, reference=ref, source=h.gs,
                                       target=h.gt, vgg=h.vgg, steps=1, lso_steps=1, lambdas="paper", faces="all",
-                                      min_face=16, feather=0.1, color_match=0.0, seed=0)
+                                      min_face=16, if_no_face="error", feather=0.1, color_match=0.0, seed=0)
     assert photo.shape == img.shape and faces.shape == (2, 64, 64, 3) and mask.shape == (1, 397, 570)
     assert "2 face" in repr(al)
