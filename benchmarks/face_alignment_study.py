@@ -1,6 +1,6 @@
 """Proof of detection + FFHQ alignment + paste-back on data we can check (needs ../shared).
 
-    python benchmarks/face_alignment_study.py [--out DIR] [--size 512] [--limit N] [--only synth,real,bad]
+    PYTHONPATH=. python benchmarks/face_alignment_study.py [--out DIR] [--size 512] [--limit N] [--only synth,real,bad]
 
 1. synth: every aligned CelebA-HQ face of ../shared/data/faces/celebahq is put into a 1280x960 canvas with a known
    random rotation (±40°), scale (crop side 300-700 px) and translation over a blurred background. Detection +
@@ -32,11 +32,10 @@ import torch
 import torch.nn.functional as F
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # benchmarks run from a checkout
 
-import hrinv  # noqa: E402
-from hrinv.errors import HRInvError, NoFaceFoundError  # noqa: E402
-from hrinv.imageio import read_image  # noqa: E402
+import hrinv
+from hrinv.errors import HRInvError, NoFaceFoundError
+from hrinv.imageio import read_image
 
 SHARED = REPO.parent / "shared"
 
@@ -97,15 +96,24 @@ def invert_affine(A):
     return torch.linalg.inv(torch.cat([A, torch.tensor([[0, 0, 1.0]], dtype=A.dtype)]))[:2]
 
 
+NAMES = {"psnr_abs": "PSNR vs the original crop (dB)", "psnr_eq": "PSNR vs our alignment of the unmoved crop (dB)",
+         "nme": "landmark error NME (% of inter-ocular)", "corner_err_pct": "crop-corner error (% of crop side)",
+         "roll_err_deg": "roll error (°)", "paste_psnr": "paste-back round trip PSNR inside the mask (dB)",
+         "paste_outside_maxdiff": "paste-back max |Δ| outside the mask", "seconds": "detect+align seconds"}
+
+
 def synth(args, out):
     files = sorted((SHARED / "data" / "faces" / "celebahq").glob("*.jpg"))[: args.limit or None]
-    rng = np.random.default_rng(0)
+    k, n_shards = (int(v) for v in getattr(args, "shard", "0/1").split("/"))
     H, W = 960, 1280
     S = 1024
     rec = {"psnr_abs": [], "psnr_eq": [], "nme": [], "corner_err_pct": [], "roll_err_deg": [], "paste_psnr": [],
            "paste_outside_maxdiff": [], "paste_band_frac": [], "missed": [], "seconds": []}
     per = []
     for i, f in enumerate(files):
+        rng = np.random.default_rng(1000 + i)  # per face, so shards give the same cases
+        if i % n_shards != k:
+            continue
         face = read_image(f)
         # background: a smooth random colour texture plus fine noise (no faces in it)
         low = torch.tensor(rng.random((1, 3, 6, 8)), dtype=torch.float32)
@@ -117,10 +125,11 @@ def synth(args, out):
         cx = float(rng.uniform(min(half, W / 2), max(W - half, W / 2)))
         cy = float(rng.uniform(min(half, H / 2), max(H - half, H / 2)))
         canvas, A = place(face, (H, W), side, theta, (cx, cy), bg)
-        ref = hrinv.align_faces(face, size=args.size, select="largest")
+        # the placed faces are 150-350 px wide: min_size=100 skips the fine pyramid levels (the cost, not the result)
+        ref = hrinv.align_faces(face, size=args.size, select="largest", min_size=100)
         t0 = time.perf_counter()
         try:
-            al = hrinv.align_faces(canvas, size=args.size, select="largest")
+            al = hrinv.align_faces(canvas, size=args.size, select="largest", min_size=100)
         except NoFaceFoundError:
             rec["missed"].append(f.name)
             continue
@@ -153,21 +162,38 @@ def synth(args, out):
                     "nme_pct": nme * 100, "corner_err_pct": corner, "roll_err_deg": abs(roll), "paste_psnr": p_paste})
         print(f"  {f.name}: θ={theta:+5.1f}° side={side:4.0f}px  PSNR abs {p_abs:5.2f} eq {p_eq:5.2f} dB  NME "
               f"{nme * 100:4.2f}%  corner {corner:4.2f}%  paste {p_paste:5.2f} dB", flush=True)
-    n = len(files)
+    n = len(files) // n_shards + (k < len(files) % n_shards)
     print(f"\n### Synthetic ground truth: {n} CelebA-HQ faces, rotation ±40°, crop side 300-700 px in a 1280x960 "
           f"canvas, aligned at {args.size}\n")
     print(f"Detected: {n - len(rec['missed'])}/{n} (missed: {rec['missed'] or 'none'})\n")
     print("| measure | n | min | p5 | median | mean | p95 | max |\n|---|---|---|---|---|---|---|---|")
-    names = {"psnr_abs": "PSNR vs the original crop (dB)", "psnr_eq": "PSNR vs our alignment of the unmoved crop (dB)",
-             "nme": "landmark error NME (% of inter-ocular)", "corner_err_pct": "crop-corner error (% of crop side)",
-             "roll_err_deg": "roll error (°)", "paste_psnr": "paste-back round trip PSNR inside the mask (dB)",
-             "paste_outside_maxdiff": "paste-back max |Δ| outside the mask", "seconds": "detect+align seconds"}
+    names = NAMES
     summary = {}
     for k, label in names.items():
         if rec[k]:
             summary[k] = stats(rec[k])
             print(row(label, summary[k], "{:.3g}" if k in ("paste_outside_maxdiff",) else "{:.2f}"))
-    return {"summary": summary, "per_face": per, "missed": rec["missed"]}
+    return {"summary": summary, "per_face": per, "missed": rec["missed"], "records": rec}
+
+
+def merge(dirs):
+    """Summary of the synth parts of several ``results.json`` (shards)."""
+    rec, per, missed = {}, [], []
+    for d in dirs:
+        r = json.loads((Path(d) / "results.json").read_text())["synth"]
+        per += r["per_face"]
+        missed += r["missed"]
+        for key, v in r["records"].items():
+            rec.setdefault(key, []).extend(v)
+    print(f"\n### Synthetic ground truth (merged {len(dirs)} shards): {len(per) + len(missed)} faces\n")
+    print(f"Detected: {len(per)}/{len(per) + len(missed)} (missed: {missed or 'none'})\n")
+    print("| measure | n | min | p5 | median | mean | p95 | max |\n|---|---|---|---|---|---|---|---|")
+    summary = {}
+    for key, label in NAMES.items():
+        if rec.get(key):
+            summary[key] = stats(rec[key])
+            print(row(label, summary[key], "{:.3g}" if key == "paste_outside_maxdiff" else "{:.2f}"))
+    return {"summary": summary, "per_face": per, "missed": missed, "records": rec}
 
 
 def real(args, out):
@@ -310,15 +336,22 @@ def main(argv=None):
     ap.add_argument("--limit", type=int, default=0, help="only the first N CelebA-HQ faces (0 = all)")
     ap.add_argument("--only", default="synth,real,bad")
     ap.add_argument("--figures", type=Path, default=None, help="also write the histogram PNGs here")
+    ap.add_argument("--shard", default="0/1", help="K/N: only faces i with i %% N == K (run N in parallel)")
+    ap.add_argument("--merge", nargs="+", type=Path, default=None, help="merge the synth results of these --out dirs")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     args = ap.parse_args(argv)
     if not SHARED.is_dir():
         print(f"needs {SHARED} (../shared)")
         return 2
     torch.set_grad_enabled(False)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     results = {}
     parts = args.only.split(",")
-    if "synth" in parts:
+    if args.merge:
+        results["synth"] = merge(args.merge)
+    elif "synth" in parts:
         results["synth"] = synth(args, args.out)
     if "real" in parts:
         results["real"] = real(args, args.out)
