@@ -91,7 +91,8 @@ def main(argv=None):
             small = arr if s == 1.0 else (F.interpolate(photo[None].cpu(), scale_factor=s, mode="area")[0]
                                           .permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
             t_hog_s, _ = _best(lambda: hog(small, 0), args.repeats)
-            cells += [f"{t_hog:.2f}", str(len(boxes)), f"{t_det / t_hog:.2f}", f"{t_hog_s:.2f}", f"{t_det / t_hog_s:.2f}"]
+            cells += [f"{t_hog:.2f}", str(len(boxes)), f"{t_det / t_hog:.2f}", f"{t_hog_s:.2f}",
+                      f"{t_det / t_hog_s:.2f}"]
         else:
             cells += ["-"] * 5
         print("| " + " | ".join(cells) + " |", flush=True)

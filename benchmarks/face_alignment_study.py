@@ -73,8 +73,8 @@ def place(face, canvas_hw, side, theta, centre, background):
                           align_corners=False)[0] if side < S else face
     s = side / S
     R = rot(theta)
-    A = torch.cat([R * s, (torch.tensor(centre, dtype=torch.float64) - R @ torch.tensor([S / 2, S / 2],
-                                                                                       dtype=torch.float64) * s)[:, None]], 1)
+    half = torch.tensor([S / 2, S / 2], dtype=torch.float64)
+    A = torch.cat([R * s, (torch.tensor(centre, dtype=torch.float64) - R @ half * s)[:, None]], 1)
     M = torch.linalg.inv(torch.cat([A, torch.tensor([[0, 0, 1.0]], dtype=torch.float64)]))[:2]
     ys, xs = torch.meshgrid(torch.arange(H, dtype=torch.float64) + 0.5, torch.arange(W, dtype=torch.float64) + 0.5,
                             indexing="ij")
