@@ -232,7 +232,9 @@ def real_info(comfy):
 
 def test_pack_loads_with_every_node(comfy, real_info):
     ours = sorted(k for k in real_info if k.startswith("HRInv_"))
-    assert len(ours) >= 11, ours
+    from test_nodes_schema import EXPECTED
+
+    assert set(ours) == EXPECTED, ours
     log = comfy.tail(200000)
     loaded = [l for l in log.splitlines() if "HRInversion" in l and "nodes from" in l]
     assert len(loaded) == 1, loaded                                # one copy of the pack, and it is this checkout

@@ -73,3 +73,22 @@ def test_stylize_cli_aligns_and_pastes_back_by_default(tmp_path):
     assert rec["face"] == 1 and rec["alignment"]["crop_size"] == 64 and rec["files"]["photo"] == "two__toon.png"
     mask = np.asarray(Image.open(out / "two__toon_mask.png"))
     assert mask.max() == 255 and mask.min() == 0
+
+
+def test_invert_cli_aligns_by_default(tmp_path):
+    from hrinv.io.checkpoints import save_generator
+    from nodes_harness import tiny_generators
+
+    vgg = shared_path("weights", "vgg16_imagenet_caffe.safetensors")
+    with Image.open(shared_path("data", "faces", "id-photos", "couple.jpg")) as im:
+        im.convert("RGB").resize((570, 397)).save(tmp_path / "two.jpg")
+    G_s, _ = tiny_generators()
+    save_generator(G_s, tmp_path / "g.safetensors")
+    out = tmp_path / "inv"
+    rc = main(["invert", str(tmp_path / "two.jpg"), "--generator", str(tmp_path / "g.safetensors"), "--vgg", str(vgg),
+               "--steps", "1", "--out", str(out), "--device", "cpu", "-q"])
+    assert rc == 0
+    for f in ("two_0.png", "two_1.png", "two_0_aligned.png", "two.alignment.json", "two_1.latent.safetensors"):
+        assert (out / f).is_file(), f
+    rec = json.loads((out / "two_1.json").read_text())
+    assert rec["image"].endswith("two.jpg") and rec["face"] == 1 and rec["alignment"] == "two.alignment.json"

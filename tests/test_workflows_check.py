@@ -17,7 +17,7 @@ def info():
     return wf.pack_object_info()
 
 
-def test_there_are_the_four_workflows():
+def test_there_are_the_workflows():
     assert wf.WORKFLOWS.name == "example_workflows"         # the folder name ComfyUI's docs recommend
     assert not (REPO / "workflows").exists()
     names = {NAME[p.stem] for p in UI_FILES}
@@ -107,7 +107,7 @@ def test_workflows_name_the_files_users_have():
 def test_pipeline_covers_the_paper(info):
     kinds = {n["class_type"] for n in wf.wf_paper_pipeline().values()}
     assert {"HRInv_Invert", "HRInv_LerpGenerators", "HRInv_LerpLatents", "HRInv_LocalStyleOptimize",
-            "HRInv_RenderAnyResolution", "SaveImage"} <= kinds
+            "HRInv_RenderAnyResolution", "SaveImage", "HRInv_AlignFaces", "HRInv_PasteFaces"} <= kinds
 
 
 def test_checker_catches_mistakes(info):

@@ -49,6 +49,8 @@ CORE_NODES = {
                                "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}},
                      "input_order": {"required": ["images"], "hidden": ["prompt", "extra_pnginfo"]},
                      "output": [], "output_name": [], "output_node": True},
+    "MaskToImage": {"input": {"required": {"mask": ["MASK"]}}, "input_order": {"required": ["mask"]},
+                    "output": ["IMAGE"], "output_name": ["IMAGE"], "output_node": False},
     "PreviewAny": {"input": {"required": {"source": ["*", {}]}}, "input_order": {"required": ["source"]},
                    "output": [], "output_name": [], "output_node": True},
 }
@@ -112,18 +114,47 @@ def wf_invert_face():
     return g
 
 
+def _align(image, title="Align every face (FFHQ)", size=1024):
+    return _node("HRInv_AlignFaces", title, image=image, size=size, faces="all", face_index=0, min_face=32,
+                 padding="reflect", if_no_face="use whole image", detect_max_side=1280)
+
+
+def _paste(photo, faces, alignment, title="Paste the stylised faces back"):
+    return _node("HRInv_PasteFaces", title, photo=photo, faces=faces, alignment=alignment, feather=0.1,
+                 color_match=0.0, mask_shape="square")
+
+
 def wf_paper_pipeline():
     g = {}
     _loaders(g)
     g["10"] = _node("LoadImage", "Content photo x_s", image=CONTENT_IMAGE)
     g["11"] = _node("LoadImage", "Style reference x_t", image=REFERENCE_IMAGES[0])
-    g["12"] = _invert(["1", 0], ["10", 0], "Invert content in G_s (Eq. 5)", noise_maps=False)
+    g["14"] = _align(["10", 0])
+    g["12"] = _invert(["1", 0], ["14", 0], "Invert content in G_s (Eq. 5)", noise_maps=False)
     g["13"] = _invert(["2", 0], ["11", 0], "Invert reference in G_t (Eq. 5)", noise_maps=False)
     g["20"] = _lerp_g()
     g["21"] = _lerp_w(["12", 0], ["13", 0])
-    g["22"] = _lso(["21", 0], ["10", 0])
+    g["22"] = _lso(["21", 0], ["14", 0])
     g["23"] = _render(["22", 0])
-    g["24"] = _node("SaveImage", "Stylised result", images=["23", 0], filename_prefix="hrinv/stylised")
+    g["24"] = _node("SaveImage", "Stylised faces", images=["23", 0], filename_prefix="hrinv/stylised")
+    g["26"] = _paste(["10", 0], ["23", 0], ["14", 1])
+    g["27"] = _node("SaveImage", "Stylised photo", images=["26", 0], filename_prefix="hrinv/stylised_photo")
+    return g
+
+
+def wf_stylize_photo():
+    g = {}
+    _loaders(g)
+    g["10"] = _node("LoadImage", "Photo (any number of faces)", image=CONTENT_IMAGE)
+    g["11"] = _node("LoadImage", "Style reference (aligned)", image=REFERENCE_IMAGES[0])
+    g["12"] = _node("HRInv_StylizeFaces", "Stylise every face (align, invert, mix, LSO, paste back)",
+                    photo=["10", 0], reference=["11", 0], source=["1", 0], target=["2", 0], vgg=["3", 0], steps=1000,
+                    lso_steps=50, lambdas="paper", faces="all", min_face=32, if_no_face="use whole image",
+                    feather=0.1, color_match=0.0, seed=0)
+    g["13"] = _node("SaveImage", "Stylised photo", images=["12", 0], filename_prefix="hrinv/stylised_photo")
+    g["14"] = _node("SaveImage", "Stylised faces", images=["12", 1], filename_prefix="hrinv/stylised_faces")
+    g["15"] = _node("PreviewImage", "Replaced area", images=["16", 0])
+    g["16"] = _node("MaskToImage", "Mask as image", mask=["12", 2])
     return g
 
 
@@ -194,6 +225,7 @@ WORKFLOW_SPECS = {
     "hrinv_style_gallery": ("Style gallery - one face, three references", wf_style_gallery),
     "hrinv_id_retrieval": ("Identity check - ID retrieval score", wf_id_retrieval),
     "hrinv_finetune_face": ("Fine-tune a style from one picture and stylise a face", wf_finetune_face),
+    "hrinv_stylize_photo": ("Stylise every face in a photo and paste them back", wf_stylize_photo),
 }
 # A line under the title in the thumbnail (the 0.3.64 template browser has no other place for a description).
 DESCRIPTIONS = {
@@ -207,6 +239,8 @@ DESCRIPTIONS = {
                           "(top-1 ID retrieval).",
     "hrinv_finetune_face": "Fine-tune G_t from G_s on one style picture (few-shot), then invert, lerp, LSO and "
                            "render a face in that style.",
+    "hrinv_stylize_photo": "Find every face in a photo, align it, stylise it (invert, mix, LSO) and paste it back "
+                           "into the photo; also saves the faces and shows the replaced area.",
 }
 
 
@@ -563,6 +597,10 @@ def substitute(graph: dict, files: dict, steps: int = 2, size: int = 64, lso_ste
             inp["steps"] = lso_steps
         if node["class_type"] == "HRInv_RenderAnyResolution":
             inp["width"] = inp["height"] = size
+        if node["class_type"] == "HRInv_AlignFaces":
+            inp["size"] = size
+        if node["class_type"] == "HRInv_StylizeFaces":
+            inp["steps"], inp["lso_steps"] = steps, lso_steps
     return g
 
 

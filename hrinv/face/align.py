@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from ..errors import InvalidSettingError, NoFaceFoundError, ShapeError
 from .detect import FaceDetection, as_photo, detect_faces
 
-__all__ = ["FaceAlignment", "FaceTransform", "align_faces", "ffhq_quad", "warp_face"]
+__all__ = ["FaceAlignment", "FaceTransform", "align_faces", "ffhq_quad", "warp_face", "whole_image_alignment"]
 
 log = logging.getLogger(__name__)
 
@@ -365,3 +365,18 @@ def align_faces(image, *, size: int = 1024, select="all", min_size: float = 32, 
                 "padding": padding, "recipe": "ffhq"}
     return FaceAlignment(crops=crops, faces=faces, masks=torch.stack(masks), photo_size=(H, W), size=size,
                          settings=settings)
+
+
+def whole_image_alignment(image, *, size: int = 1024, device=None) -> FaceAlignment:
+    """A one-"face" :class:`FaceAlignment` whose crop is the centred square of the photo (no detection): the
+    fallback for pictures the detector cannot read (drawings, masks, pre-cropped faces) that should still go
+    through the same align -> stylise -> paste-back path."""
+    photo = as_photo(image)
+    H, W = photo.shape[-2:]
+    s = float(min(H, W))
+    x0, y0 = (W - s) / 2, (H - s) / 2
+    quad = torch.tensor([[x0, y0], [x0, y0 + s], [x0 + s, y0 + s], [x0 + s, y0]], dtype=torch.float64)
+    t = FaceTransform(quad=quad, photo_size=(H, W), detection=None, index=0)
+    crop, mask = warp_face(photo, t, int(size), padding="edge", device=device)
+    return FaceAlignment(crops=crop[None] * 2 - 1, faces=[t], masks=mask[None], photo_size=(H, W), size=int(size),
+                         settings={"detector": None, "faces_found": 0, "select": "whole image", "recipe": "centre"})

