@@ -31,6 +31,15 @@ def _env(**extra):
     return env
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One CPU thread in this process, like each torchrun rank (equal float reductions, and faster on shared CPUs)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     from safetensors.torch import save_file
@@ -53,8 +62,8 @@ def data(tmp_path_factory):
 
 def _args(data, out, *extra):
     return ["batch", "invert", "--input", str(data / "imgs"), "--out", str(out), "-g", str(data / "g.safetensors"),
-            "--vgg", str(data / "vgg.safetensors"), "--steps", "2", "--no-noise", "--downsample", "40", "--device", "cpu", "--seed", "5",
-            *extra]
+            "--vgg", str(data / "vgg.safetensors"), "--steps", "2", "--no-noise", "--downsample", "40",
+            "--device", "cpu", "--seed", "5", *extra]
 
 
 @pytest.fixture(scope="module")
