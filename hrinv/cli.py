@@ -23,6 +23,7 @@ COMMANDS = {
     "id-retrieval": "id_retrieval",
     "batch": "batch",
     "evaluate": "evaluate",
+    "align": "align",
 }
 
 # One-line help shown by `hrinv --help` without importing the modules.
@@ -35,6 +36,7 @@ _SUMMARY = {
     "id-retrieval": "ID-retrieval accuracy of stylised faces against their content faces",
     "batch": "dataset-scale invert/stylize over a folder or manifest: resumable, one results table, torchrun-ready",
     "evaluate": "PSNR, perceptual distance and ID retrieval over a batch results table -> JSON + Markdown",
+    "align": "detect faces in photos and align them like FFHQ (DIR/<stem>_<k>.png + DIR/<stem>.json transforms)",
 }
 
 
