@@ -16,7 +16,7 @@ HELP = ("dataset-scale invert / stylize over a folder or a CSV/JSONL manifest: r
 log = logging.getLogger(__name__)
 
 # Options of the single-run commands that the batch replaces with its own.
-_SKIP = {"images", "out", "batch_size", "content", "quiet", "device"}
+_SKIP = {"images", "out", "batch_size", "content", "quiet", "device", "save_generator"}
 
 
 def _inherit(parser, module_name):
@@ -66,10 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--reference", "-r", nargs="+", default=None, metavar="IMG",
                    help="reference image(s) for a folder input (every content with every reference), or for "
                         "manifest rows without a 'reference' column")
-    try:
-        _inherit(p, "stylize")
-    except ImportError:  # pragma: no cover
-        pass
+    _inherit(p, "stylize")
 
 
 class _Bar:
@@ -108,24 +105,46 @@ class _Bar:
             self.bar.close()
 
 
+def _align_kwargs(args):
+    from .align import parse_select
+
+    if not getattr(args, "align", True):
+        return None
+    return {"select": parse_select(args.faces), "min_size": float(args.min_face), "padding": args.padding,
+            "max_side": int(args.detect_max_side)}
+
+
 def _invert_job(args):
     from ..batch import InvertJob
     from ._common import resolve_dtype
     from .invert import _config
 
     return InvertJob(args.generator, args.vgg, _config(args), dtype=resolve_dtype(args.dtype),
-                     keep_aspect=args.keep_aspect, save_target=args.save_target)
+                     keep_aspect=args.keep_aspect, save_target=args.save_target, align=_align_kwargs(args))
 
 
 def _stylize_job(args):
-    try:
-        from ..batch_stylize import stylize_job_from_args
-    except ImportError as e:
-        from ..errors import InvalidSettingError
+    from ..batch import StylizeJob
+    from ..pipeline import StylizeConfig
+    from ._common import resolve_dtype
+    from .align import parse_select
+    from .stylize import _rows
 
-        raise InvalidSettingError(f"hrinv batch stylize needs the stylisation pipeline (hrinv.stylize), which this "
-                                  f"installation lacks ({e}).") from None
-    return stylize_job_from_args(args)
+    mapping_lam = args.mapping_lam
+    if mapping_lam is not None and mapping_lam not in ("first", "source", "target"):
+        mapping_lam = float(mapping_lam)
+    width, height = args.width, args.height
+    if args.align and args.paste and (width or height):
+        width = height = int(width or height)  # pasted faces are square (as `hrinv stylize`)
+    config = StylizeConfig(
+        lam=args.lam, scheme=args.scheme, mapping_lam=mapping_lam, steps=int(args.steps),
+        reference_steps=args.reference_steps, lso_steps=max(0, int(args.lso_steps)), lso_rows=_rows(args.lso_rows),
+        lso_reg=args.lso_reg, lso_lr=args.lso_lr, lso_noise=bool(args.lso_noise), seed=int(args.seed),
+        width=width, height=height, fit=args.fit, tile=args.tile, select=parse_select(args.faces),
+        min_face=float(args.min_face), padding=args.padding, detect_max_side=int(args.detect_max_side),
+        feather=float(args.feather), color_match=float(args.color_match))
+    return StylizeJob(args.source, args.target, args.vgg, config, dtype=resolve_dtype(args.dtype), align=args.align,
+                      paste=args.paste)
 
 
 def run(args) -> int:

@@ -1,6 +1,8 @@
 """The paper's metrics over a whole batch job (``DIR/results.jsonl`` of ``hrinv batch``).
 
-For every row with ``status: "ok"``, the output image (``outputs.image``) is compared with the item's input:
+For every row with ``status: "ok"``, the output image (``outputs.image``) is compared with the item's input; when the
+job aligned faces from photos, each stylised / reconstructed face (``outputs.face{k}``) is compared with its aligned
+content face (``outputs.face{k}_aligned``) instead, as in the paper (which evaluates aligned faces):
 
 - **PSNR** (dB) on the 8-bit files as floats in [0, 1] (peak 1; the same number as peak-to-peak 2 in [-1, 1]).
   The input is fitted to the output's size the way the single-run commands fit it (centre-crop to the output's
@@ -97,7 +99,7 @@ def evaluate_results(results, *, vgg=None, embedder=None, device=None, threshold
     path = Path(results)
     rows = read_results(path)
     root = path if path.is_dir() else path.parent
-    ok = [r for r in rows if r.get("status") == "ok" and (r.get("outputs") or {}).get("image")]
+    ok = [r for r in rows if r.get("status") == "ok" and _pairs(r, root)]
     if not ok:
         raise DatasetLayoutError(f"{path}: no successful item with an output image (of {len(rows)} rows); nothing "
                                  f"to evaluate. Check the 'error' column of the table.")
@@ -120,13 +122,13 @@ def evaluate_results(results, *, vgg=None, embedder=None, device=None, threshold
             content_emb.append(embedder.embed(firsts).cpu())
         pending.clear()
 
-    for k, r in enumerate(ok):
-        out_path = root / r["outputs"]["image"]
-        out, inp = _load_pair(out_path, r["input"])
+    pairs = [p for r in ok for p in _pairs(r, root)]
+    for k, (r, out_path, in_path, ident) in enumerate(pairs):
+        out, inp = _load_pair(out_path, in_path)
         mse = float(((out - inp) ** 2).mean())
         psnr = 10.0 * math.log10(1.0 / mse) if mse > 0 else float("inf")
-        item = {"index": r.get("index"), "name": r.get("name"), "input": r["input"], "output": str(out_path),
-                "psnr": psnr, "perceptual": None}
+        item = {"index": r.get("index"), "name": r.get("name"), "input": str(in_path), "output": str(out_path),
+                "identity": ident, "psnr": psnr, "perceptual": None}
         if loss is not None:
             with torch.no_grad():
                 a = (out[None] * 2 - 1).to(device)
@@ -134,14 +136,14 @@ def evaluate_results(results, *, vgg=None, embedder=None, device=None, threshold
                 item["perceptual"] = float(loss(a, loss.target(b))[0])
         per_item.append(item)
         if embedder is not None:
-            first = r["input"] not in content_index
+            first = ident not in content_index
             if first:
-                content_index[r["input"]] = len(content_index)
+                content_index[ident] = len(content_index)
             pending.append((out, inp if first else None))
             if len(pending) >= 16:
                 flush()
         if progress is not None:
-            progress(k + 1, len(ok))
+            progress(k + 1, len(pairs))
 
     summary = {"psnr": _stats([p["psnr"] for p in per_item]),
                "perceptual": _stats([p["perceptual"] for p in per_item]) if loss is not None else None,
@@ -151,20 +153,33 @@ def evaluate_results(results, *, vgg=None, embedder=None, device=None, threshold
         from .id_retrieval import id_retrieval
 
         contents = list(content_index)
-        res = id_retrieval(torch.cat(content_emb), torch.cat(out_emb), [content_index[r["input"]] for r in ok],
-                           embedder=embedder, threshold=threshold, content_names=contents,
-                           stylized_names=[r["outputs"]["image"] for r in ok])
+        labels = [content_index[p["identity"]] for p in per_item]
+        res = id_retrieval(torch.cat(content_emb), torch.cat(out_emb), labels, embedder=embedder, threshold=threshold,
+                           content_names=contents, stylized_names=[p["output"] for p in per_item])
         d = res.to_dict(per_image=False)
         d.pop("per_content", None)
         summary["id_retrieval"] = d
         for j, p in enumerate(per_item):
             p["id_hit"] = bool(res.hits[j])
             p["id_true_distance"] = float(res.true_distance[j])
-    return {"results": str(path), "kind": _kind(root), "items": len(rows), "ok": len(ok),
+    return {"results": str(path), "kind": _kind(root), "items": len(rows), "ok": len(ok), "pairs": len(per_item),
             "errors": sum(r.get("status") == "error" for r in rows), "summary": summary,
             "vgg": getattr(vgg, "fingerprint", None) if vgg is not None else None,
             "perceptual_distance": "HRInversion d_conv (VGG16 conv1_1..conv5_1, full resolution)",
             "per_item": per_item}
+
+
+def _pairs(row: dict, root: Path) -> list:
+    """``[(row, output file, compared-with file, identity key)]`` of a results row: the aligned faces
+    (``face{k}`` vs ``face{k}_aligned``) when the job aligned photos, else ``image`` vs the input."""
+    outs = row.get("outputs") or {}
+    faces = sorted(int(k[4:]) for k in outs if k.startswith("face") and k[4:].isdigit())
+    if faces:
+        return [(row, root / outs[f"face{k}"], root / outs[f"face{k}_aligned"], f"{row['input']}#{k}")
+                for k in faces if f"face{k}_aligned" in outs]
+    if outs.get("image"):
+        return [(row, root / outs["image"], Path(row["input"]), row["input"])]
+    return []
 
 
 def _kind(root: Path):
@@ -178,7 +193,8 @@ def markdown_table(report: dict) -> str:
     """The headline numbers of :func:`evaluate_results` as a Markdown table."""
     s = report["summary"]
     lines = [f"# Evaluation of `{report['results']}`", "",
-             f"{report['ok']} of {report['items']} item(s) evaluated ({report['errors']} failed in the job)"
+             f"{report['ok']} of {report['items']} item(s) evaluated, {report['pairs']} image pair(s) "
+             f"({report['errors']} item(s) failed in the job)"
              + (f"; job: {report['kind']}" if report.get("kind") else "") + ".", "",
              "| metric | mean | std | median | min | max | n |", "|---|---:|---:|---:|---:|---:|---:|"]
     for key, label in (("psnr", "PSNR (dB) ↑"), ("perceptual", "perceptual distance d_conv ↓")):
