@@ -14,6 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import shared_path
 from hrinv.batch import (RESULTS, STATE_DIR, TMP_TAG, BatchItem, atomic_write, collect_items, item_seed,
                          read_results)
 from hrinv.cli import main
@@ -63,7 +64,7 @@ def data(tmp_path_factory):
 def _args(data, out, *extra):
     return ["batch", "invert", "--input", str(data / "imgs"), "--out", str(out), "-g", str(data / "g.safetensors"),
             "--vgg", str(data / "vgg.safetensors"), "--steps", "2", "--no-noise", "--downsample", "40",
-            "--device", "cpu", "--seed", "5", *extra]
+            "--no-align", "--device", "cpu", "--seed", "5", *extra]
 
 
 @pytest.fixture(scope="module")
@@ -291,3 +292,71 @@ def test_changed_settings_are_refused_unless_overwrite(data, reference_run, tmp_
 def test_batch_item_row_names():
     row = BatchItem(index=4, name="n", input="x.png", seed=9).row()
     assert list(row) == ["index", "name", "input", "seed", "settings"]
+
+
+def test_photos_without_a_face_are_bad_items(data, tmp_path):
+    """With alignment (the default of `hrinv invert`), a photo without a face and a corrupt file are recorded; a real
+    photo (from ../shared when present) gets every face inverted with the single-run file names."""
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    Image.new("RGB", (120, 90), (128, 128, 128)).save(imgs / "b_grey.png")
+    (imgs / "c_corrupt.jpg").write_bytes(b"\xff\xd8 truncated")
+    out = tmp_path / "out"
+    args = _args(data, out, "-q", "--min-face", "20")
+    args.remove("--no-align")
+    args[args.index("--input") + 1] = str(imgs)
+    try:
+        couple = shared_path("data", "faces", "id-photos", "couple.jpg")
+        Image.open(couple).save(imgs / "a_couple.png")
+    except pytest.skip.Exception:
+        couple = None
+    assert main(args) == 0
+    rows = {r["name"]: r for r in read_results(out)}
+    assert rows["b_grey"]["status"] == "error" and rows["b_grey"]["error_type"] == "NoFaceFoundError"
+    assert rows["c_corrupt"]["status"] == "error" and rows["c_corrupt"]["error_type"] == "ImageReadError"
+    if couple is not None:
+        r = rows["a_couple"]
+        assert r["status"] == "ok" and r["metrics"]["faces"] == 2, r
+        assert {"alignment", "face0", "face0_aligned", "face0_latent", "face0_record", "face1"} <= set(r["outputs"])
+        assert r["outputs"]["face1"] == "a_couple_1.png" and (out / "a_couple.alignment.json").is_file()
+        assert Image.open(out / "a_couple_0.png").size == (64, 64)
+
+
+def test_stylize_job_on_tiny_generators(data, tmp_path):
+    """`hrinv batch stylize` over a folder x 2 references (pre-aligned contents): one item per pair, its own files,
+    seeds per item; 2 torchrun-free processes are covered by the invert tests (same engine)."""
+    from hrinv.io.checkpoints import save_generator
+    from nodes_harness import tiny_generators
+
+    _, G_t = tiny_generators()
+    save_generator(G_t, tmp_path / "gt.safetensors")
+    refs = []
+    for j in range(2):
+        refs.append(str(tmp_path / f"style{j}.png"))
+        Image.open(data / "imgs" / f"im{j + 4}.png").save(refs[-1])
+    contents = tmp_path / "contents"
+    contents.mkdir()
+    Image.open(data / "imgs" / "im1.png").save(contents / "c0.png")
+    (contents / "c2_corrupt.png").write_bytes(b"nope")
+    out = tmp_path / "out"
+    args = ["batch", "stylize", "--input", str(contents), "--reference", *refs, "--out", str(out), "--source",
+            str(data / "g.safetensors"), "--target", str(tmp_path / "gt.safetensors"), "--vgg",
+            str(data / "vgg.safetensors"), "--steps", "2", "--lso-steps", "1", "--lam", "0.2,0.2,0.2,0.7,0.7",
+            "--no-align", "--device", "cpu", "-q"]
+    assert main(args) == 0
+    rows = read_results(out)
+    assert [r["name"] for r in rows] == ["c0__style0", "c0__style1", "c2_corrupt__style0", "c2_corrupt__style1"]
+    assert [r["status"] for r in rows] == ["ok"] * 2 + ["error"] * 2
+    assert rows[0]["reference"] == refs[0] and rows[1]["reference"] == refs[1]
+    assert rows[0]["outputs"] == {"reference_inversion": "c0__style0_reference_inv.png", "image": "c0__style0.png",
+                                  "mixed": "c0__style0_mixed.png", "content_inversion": "c0__style0_inv.png",
+                                  "latent": "c0__style0.latent.safetensors", "record": "c0__style0.json"}
+    rec = json.loads((out / "c0__style0.json").read_text())
+    assert rec["seed"] == rows[0]["seed"] and rec["metrics"]["lso_d_h_after"] is not None
+    assert rows[0]["metrics"]["lso_d_h_after"] == rec["metrics"]["lso_d_h_after"]
+    assert (out / rows[0]["outputs"]["image"]).read_bytes() != (out / rows[1]["outputs"]["image"]).read_bytes()
+    # Resume: nothing left but the two bad items, which fail again; the good files are untouched.
+    stamp = (out / "c0__style1.png").stat().st_mtime_ns
+    assert main(args) == 0
+    assert (out / "c0__style1.png").stat().st_mtime_ns == stamp
+    assert [r["status"] for r in read_results(out)] == ["ok"] * 2 + ["error"] * 2
