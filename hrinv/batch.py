@@ -450,7 +450,8 @@ def run_batch(job, items: list[BatchItem], out, *, ctx=None, callback: Callable 
         items: from :func:`collect_items`.
         out: job folder (created).
         ctx: :class:`hrinv.distributed.DistContext` (default: a single process on the CPU).
-        callback: ``callback(done, total, row)`` after every item of this rank.
+        callback: ``callback(done, total, row)`` after every item of this rank, and ``callback(0, total, None)``
+            before the first.
         overwrite: forget earlier results (a job with other settings may then reuse the folder).
         max_errors: stop this rank after so many bad items (default: never).
 
@@ -473,9 +474,10 @@ def run_batch(job, items: list[BatchItem], out, *, ctx=None, callback: Callable 
                 old.unlink()
             _check_job(out, job.describe(), overwrite)
             plan = {"pending": [it.index for it in items if _read_done(out, it) is None]}
-        except HRInvError as e:
+        except Exception as e:  # tell the other ranks before failing, so they do not wait at the broadcast
             plan = {"error": f"{type(e).__name__}: {e}", "type": type(e).__name__}
-            if not ctx.active:
+            if not ctx.active or not isinstance(e, HRInvError):
+                ctx.broadcast_object(plan)
                 raise
     plan = ctx.broadcast_object(plan)
     if "error" in plan:
@@ -493,6 +495,8 @@ def run_batch(job, items: list[BatchItem], out, *, ctx=None, callback: Callable 
     crash_after = _crash_hook_from_env()
     part_path = _state(out) / f"part-{ctx.rank:05d}-of-{ctx.world_size:05d}.jsonl"
     rows, n_ok, n_err = [], 0, 0
+    if callback is not None:
+        callback(0, len(mine), None)
     if mine:
         job.prepare(ctx.device)
     with open(part_path, "w", encoding="utf-8") as part:

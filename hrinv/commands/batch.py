@@ -72,18 +72,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 class _Bar:
     """tqdm progress of this rank's items (ETA from tqdm), on rank 0 only; other ranks log one line per item."""
 
-    def __init__(self, total, rank, world, already, quiet):
+    def __init__(self, total, rank, world, quiet):
         self.bar = None
         self.rank = rank
+        self.errors = 0
         if quiet or rank != 0 or total == 0:
             return
         from tqdm import tqdm
 
         desc = "items" if world == 1 else f"rank 0/{world} items"
         self.bar = tqdm(total=total, desc=desc, unit="item", file=sys.stderr, dynamic_ncols=True)
-        if already:
-            self.bar.write(f"{already} item(s) already done (resuming)", file=sys.stderr)
-        self.errors = 0
 
     def __call__(self, done, total, row):
         if row["status"] == "error":
@@ -198,9 +196,10 @@ def _run(args, job):
 
         def progress(done, total, row):
             nonlocal bar
-            if bar is None:
-                bar = _Bar(total, ctx.rank, ctx.world_size, 0, args.quiet)
-            bar(done, total, row)
+            if row is None:  # start of this rank's share
+                bar = _Bar(total, ctx.rank, ctx.world_size, args.quiet)
+            else:
+                bar(done, total, row)
 
         summary = run_batch(job, items, args.out, ctx=ctx, callback=progress, overwrite=args.overwrite,
                             max_errors=args.max_errors)
