@@ -49,6 +49,9 @@ _LAZY = {
     "StylizeJob": "hrinv.batch",
     "init_distributed": "hrinv.distributed",
     "evaluate_results": "hrinv.metrics.evaluate",
+    # few-shot fine-tuning (issue 9; module finetuning.py so hrinv.finetune stays the function)
+    "finetune": "hrinv.finetuning",
+    "FinetuneConfig": "hrinv.finetuning",
 }
 
 __all__ = sorted(_LAZY) + ["__version__", "errors"]

@@ -24,6 +24,7 @@ COMMANDS = {
     "batch": "batch",
     "evaluate": "evaluate",
     "align": "align",
+    "finetune": "finetune",
 }
 
 # One-line help shown by `hrinv --help` without importing the modules.
@@ -37,6 +38,7 @@ _SUMMARY = {
     "batch": "dataset-scale invert/stylize over a folder or manifest: resumable, one results table, torchrun-ready",
     "evaluate": "PSNR, perceptual distance and ID retrieval over a batch results table -> JSON + Markdown",
     "align": "detect faces in photos and align them like FFHQ (DIR/<stem>_<k>.png + DIR/<stem>.json transforms)",
+    "finetune": "fine-tune a target generator G_t from 1-10 style images (JoJoGAN recipe, HRInversion loss)",
 }
 
 

@@ -13,6 +13,7 @@ from nodes_harness import REPO, object_info, stubbed_pack
 EXPECTED = {"HRInv_LoadStyleINRGAN", "HRInv_Invert", "HRInv_LerpGenerators", "HRInv_LerpLatents",
             "HRInv_LocalStyleOptimize", "HRInv_RenderAnyResolution", "HRInv_IDRetrievalScore", "HRInv_SaveLatent",
             "HRInv_LoadLatent", "HRInv_LoadVGG16", "HRInv_LoadFaceEmbedder"}
+EXPECTED |= {"HRInv_Finetune"}  # issue 9 (own line: branches merge cleanly)
 CORE_TYPES = {"IMAGE", "MASK", "INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 
 
