@@ -48,6 +48,7 @@ __all__ = [
     "StylizeJob",
     "OutputWriter",
     "atomic_write",
+    "finetune_target",
     "collect_items",
     "item_seed",
     "read_results",
@@ -765,6 +766,7 @@ class StylizeJob:
         self.callback = callback
         self._G_s = self._G_t = self._vgg = None
         self._refs = {}
+        self.finetune = None  # (style paths, FinetuneConfig) of a finetune-then-stylise job (see finetune_target)
 
     @staticmethod
     def allowed_settings():
@@ -780,7 +782,9 @@ class StylizeJob:
         cfg.pop("seed", None)
         return {"kind": self.kind, "source": _src_name(self.source_src), "target": _src_name(self.target_src),
                 "vgg": _src_name(self.vgg_src), "stylize": cfg, "align": self.align, "paste": self.paste,
-                "dtype": str(self.dtype) if self.dtype is not None else None}
+                "dtype": str(self.dtype) if self.dtype is not None else None,
+                "finetune": None if not self.finetune else
+                {"styles": [str(p) for p in self.finetune[0]], "config": _asdict(self.finetune[1])}}
 
     def prepare(self, device):
         import torch
@@ -869,6 +873,54 @@ class StylizeJob:
         else:
             out["faces"] = faces
         return out
+
+
+def finetune_target(source, style_paths, vgg, config, out, *, device=None, dtype=None, ctx=None, refit=False,
+                    callback=None) -> Path:
+    """The finetune-then-stylise stage: fit G_t once for the whole job and return its file.
+
+    Rank 0 fine-tunes ``source`` on ``style_paths`` (:func:`hrinv.finetune`, one process) and writes
+    ``out/generator_t.safetensors`` atomically, unless the file is already there (a resumed job) and ``refit`` is
+    False; the other ranks wait at a barrier, then every rank loads the file.
+    """
+    import torch
+
+    from .distributed import DistContext
+
+    ctx = ctx or DistContext()
+    out = Path(out)
+    path = out / "generator_t.safetensors"
+    error = None
+    if ctx.is_main and (refit or not path.is_file()):
+        try:
+            from .commands._common import load_image
+            from .finetuning import finetune
+            from .io.checkpoints import load_generator, save_generator
+            from .losses import PerceptualLoss, load_vgg16
+
+            dev = device or ctx.device
+            G_s = load_generator(source, device=dev, dtype=dtype or torch.float32) \
+                if isinstance(source, (str, Path)) else source
+            net = load_vgg16(vgg, device=dev) if isinstance(vgg, (str, Path)) else vgg
+            styles = torch.cat([load_image(p, G_s.img_resolution) for p in style_paths])  # [K, 3, R, R]
+            G_t = finetune(G_s, styles, PerceptualLoss(net, layers=config.loss_layers), config, device=dev,
+                           dtype=dtype, callback=callback)
+            with atomic_write(path) as tmp:
+                save_generator(G_t, tmp, extra_meta={"finetune_styles": [str(p) for p in style_paths]})
+        except Exception as e:  # let the other ranks stop too
+            error = f"{type(e).__name__}: {e}"
+            if not ctx.active:
+                raise
+    error = ctx.broadcast_object(error)
+    if error is not None:
+        raise InvalidSettingError(f"fine-tuning G_t for the batch failed on rank 0: {error}")
+    return path
+
+
+def _asdict(cfg):
+    import dataclasses
+
+    return json.loads(_dumps(dataclasses.asdict(cfg)))
 
 
 def _src_name(src):

@@ -361,3 +361,31 @@ def test_stylize_job_on_tiny_generators(data, tmp_path):
     assert main(args) == 0
     assert (out / "c0__style1.png").stat().st_mtime_ns == stamp
     assert [r["status"] for r in read_results(out)] == ["ok"] * 2 + ["error"] * 2
+
+
+def test_finetune_then_stylize(data, tmp_path):
+    """--finetune-style instead of --target: G_t is fine-tuned once (rank 0), saved in the job folder and reused by a
+    resumed run; the items are stylised with it."""
+    from hrinv.io.checkpoints import load_generator
+
+    style = tmp_path / "style.png"
+    Image.open(data / "imgs" / "im6.png").save(style)
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(json.dumps({"content": str(data / "imgs" / "im1.png"), "reference": str(style)}) + "\n")
+    out = tmp_path / "out"
+    args = ["batch", "stylize", "--input", str(manifest), "--out", str(out), "--source", str(data / "g.safetensors"),
+            "--finetune-style", str(style), "--finetune-steps", "2", "--finetune-invert-steps", "1",
+            "--vgg", str(data / "vgg.safetensors"), "--steps", "1", "--lso-steps", "0", "--no-align",
+            "--device", "cpu", "-q"]
+    assert main(args) == 0
+    G_t = load_generator(out / "generator_t.safetensors")
+    assert G_t.meta["parent_fingerprint"] == load_generator(data / "g.safetensors").fingerprint()
+    rows = read_results(out)
+    assert [r["status"] for r in rows] == ["ok"] and rows[0]["name"] == "im1"
+    job = json.loads((out / STATE_DIR / "job.json").read_text())
+    assert job["target"] == str(out / "generator_t.safetensors") and job["finetune"]["config"]["steps"] == 2
+    stamp = (out / "generator_t.safetensors").stat().st_mtime_ns
+    assert main(args) == 0  # resumed: nothing to do, G_t not fitted again
+    assert (out / "generator_t.safetensors").stat().st_mtime_ns == stamp
+    assert main(args[:args.index("--finetune-style")] + ["--target", str(data / "g.safetensors")]
+                + args[args.index("--vgg"):] + ["--finetune-style", str(style)]) == 2  # both: refused

@@ -67,6 +67,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="reference image(s) for a folder input (every content with every reference), or for "
                         "manifest rows without a 'reference' column")
     _inherit(p, "stylize")
+    for action in p._actions:
+        if action.dest == "target":  # not needed when G_t is fine-tuned by the job
+            action.required = False
+            action.help += " (or fine-tune one with --finetune-style)"
+    p.add_argument("--finetune-style", nargs="+", default=None, metavar="IMG",
+                   help="finetune-then-stylise: fine-tune G_t from G_s on these style images first (hrinv finetune, "
+                        "once per job, rank 0; saved as DIR/generator_t.safetensors and reused when resuming)")
+    p.add_argument("--finetune-steps", type=int, default=None, help="fine-tuning steps (default: hrinv finetune's)")
+    p.add_argument("--finetune-invert-steps", type=int, default=None,
+                   help="inversion steps of the style images into G_s before fine-tuning (default: hrinv finetune's)")
 
 
 class _Bar:
@@ -78,10 +88,8 @@ class _Bar:
         self.errors = 0
         if quiet or rank != 0 or total == 0:
             return
-        from tqdm import tqdm
-
         desc = "items" if world == 1 else f"rank 0/{world} items"
-        self.bar = tqdm(total=total, desc=desc, unit="item", file=sys.stderr, dynamic_ncols=True)
+        self.bar = _tqdm(total, desc, "item")
 
     def __call__(self, done, total, row):
         if row["status"] == "error":
@@ -110,6 +118,53 @@ def _align_kwargs(args):
         return None
     return {"select": parse_select(args.faces), "min_size": float(args.min_face), "padding": args.padding,
             "max_side": int(args.detect_max_side)}
+
+
+class _Printer:
+    """The few tqdm calls used here, printed by :class:`hrinv.commands._common.Progress` (tqdm is optional)."""
+
+    def __init__(self, total, desc):
+        from ._common import Progress
+
+        self.n, self.total, self.progress = 0, total, Progress(desc)
+
+    def update(self, k=1):
+        self.n += k
+        self.progress(self.n, self.total)
+
+    def write(self, text, file=None):
+        print(text, file=file or sys.stderr)
+
+    def set_postfix(self, **kw):
+        pass
+
+    def close(self):
+        pass
+
+
+def _tqdm(total, desc, unit):
+    """A tqdm bar with an ETA on stderr, or a plain printer with ETA when tqdm is not installed."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return _Printer(total, desc)
+    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True)
+
+
+class _StepBar:
+    """``callback(step, total, preview)`` for a long single stage (the fine-tuning)."""
+
+    def __init__(self, desc, quiet):
+        self.desc, self.quiet, self.bar = desc, quiet, None
+
+    def __call__(self, step, total, preview=None):
+        if self.quiet:
+            return
+        if self.bar is None:
+            self.bar = _tqdm(total, self.desc, "step")
+        self.bar.update(step - self.bar.n)
+        if step >= total:
+            self.bar.close()
 
 
 def _invert_job(args):
@@ -141,8 +196,20 @@ def _stylize_job(args):
         width=width, height=height, fit=args.fit, tile=args.tile, select=parse_select(args.faces),
         min_face=float(args.min_face), padding=args.padding, detect_max_side=int(args.detect_max_side),
         feather=float(args.feather), color_match=float(args.color_match))
-    return StylizeJob(args.source, args.target, args.vgg, config, dtype=resolve_dtype(args.dtype), align=args.align,
-                      paste=args.paste)
+    if (args.target is None) == (not args.finetune_style):
+        raise ValueError("give --target G_t, or --finetune-style IMG... to fine-tune G_t first (not both)")
+    job = StylizeJob(args.source, args.target, args.vgg, config, dtype=resolve_dtype(args.dtype), align=args.align,
+                     paste=args.paste)
+    if args.finetune_style:
+        from ..finetuning import FinetuneConfig
+
+        over = {"seed": int(args.seed)}
+        if args.finetune_steps is not None:
+            over["steps"] = int(args.finetune_steps)
+        if args.finetune_invert_steps is not None:
+            over["invert_steps"] = int(args.finetune_invert_steps)
+        job.finetune = (list(args.finetune_style), FinetuneConfig(**over))
+    return job
 
 
 def run(args) -> int:
@@ -187,6 +254,14 @@ def _run(args, job):
                           allowed_settings=job.allowed_settings(), needs_reference=args.job == "stylize")
     ctx = init_distributed(args.device)
     try:
+        if getattr(job, "finetune", None):
+            from ..batch import finetune_target
+            from ._common import resolve_dtype
+
+            styles, ft_config = job.finetune
+            job.target_src = finetune_target(job.source_src, styles, job.vgg_src, ft_config, args.out, ctx=ctx,
+                                             dtype=resolve_dtype(args.dtype), refit=args.overwrite,
+                                             callback=_StepBar("finetune G_t", args.quiet or not ctx.is_main))
         if ctx.is_main and not args.quiet:
             print(f"hrinv batch {args.job}: {len(items)} item(s) from {args.input} -> {args.out}; "
                   f"{ctx.world_size} process(es), device {ctx.device}" + (f" (rank 0 of {ctx.world_size})"

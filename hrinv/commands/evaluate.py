@@ -6,7 +6,6 @@ PSNR always; the perceptual distance (our d_conv) with ``--vgg``; ID retrieval w
 """
 
 import json
-import sys
 from pathlib import Path
 
 HELP = ("PSNR, perceptual distance (d_conv) and ID retrieval over a `hrinv batch` results table -> JSON + Markdown")
@@ -49,16 +48,9 @@ def run(args) -> int:
                                  search_dirs=args.weights_dir)
     bar = None
     if not args.quiet:
-        from tqdm import tqdm
+        from .batch import _StepBar
 
-        state = {}
-
-        def bar(done, total):
-            if "t" not in state:
-                state["t"] = tqdm(total=total, desc="evaluate", unit="item", file=sys.stderr)
-            state["t"].update(1)
-            if done == total:
-                state["t"].close()
+        bar = _StepBar("evaluate", False)
 
     report = evaluate_results(args.results, vgg=vgg, embedder=emb, device=device, threshold=args.threshold,
                               progress=bar)
