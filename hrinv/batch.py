@@ -440,6 +440,14 @@ def _crash_hook_from_env():
     return int(value)
 
 
+def _crash_hook(item):
+    def hook(n_written):
+        if n_written >= 1:  # one output is in place, the next one half-written: die like a SIGKILL
+            log.warning("test hook %s: exiting in the middle of item %s", _CRASH_ENV, item.name)
+            os._exit(75)
+    return hook
+
+
 def run_batch(job, items: list[BatchItem], out, *, ctx=None, callback: Callable | None = None,
               overwrite: bool = False, max_errors: int | None = None) -> BatchSummary:
     """Process ``items`` with ``job`` into the folder ``out``, resuming what an earlier run finished.
@@ -502,13 +510,7 @@ def run_batch(job, items: list[BatchItem], out, *, ctx=None, callback: Callable 
         job.prepare(ctx.device)
     with open(part_path, "w", encoding="utf-8") as part:
         for k, item in enumerate(mine):
-            hook = None
-            if crash_after is not None and k == crash_after:
-                def hook(n_written, _item=item):
-                    if n_written >= 1:  # one output is in place, the next one half-written: die like a SIGKILL
-                        log.warning("test hook %s: exiting in the middle of item %s", _CRASH_ENV, _item.name)
-                        os._exit(75)
-            writer = OutputWriter(out, item, hook)
+            writer = OutputWriter(out, item, _crash_hook(item) if crash_after == k else None)
             row = item.row()
             try:
                 metrics = job.process(item, writer, ctx.device)
@@ -742,8 +744,8 @@ class StylizeJob:
     -> paste back). Files of item ``n`` (``content__reference`` by default):
 
     - aligned (default): ``n.png`` (the photo with the stylised faces pasted in; role ``image``, without paste-back
-      no such file), ``n_mask.png``, ``n.alignment.json``; per face k: ``n_k.png`` (the stylised face), ``n_k_mixed.png``
-      (before LSO), ``n_k.latent.safetensors`` (code in G_m), ``n_k.json`` (settings + metrics), ``n_k_aligned.png``
+      no such file), ``n_mask.png``, ``n.alignment.json``; per face k: ``n_k.png`` (the stylised face),
+      ``n_k_mixed.png`` (before LSO), ``n_k.latent.safetensors`` (code in G_m), ``n_k.json`` (settings + metrics), ``n_k_aligned.png``
       (the aligned content face), ``n_k_inv.png`` (its inversion in G_s);
     - ``align=False`` (the contents are aligned faces): ``n.png``, ``n_mixed.png``, ``n.latent.safetensors``,
       ``n.json``, ``n_inv.png``;

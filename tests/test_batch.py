@@ -101,7 +101,8 @@ def test_items_from_folder_and_manifests(tmp_path):
     csv = tmp_path / "sub" / "m.csv"
     csv.write_text("content,reference,steps,name,seed\nx.png,s.png,7,,\n/abs/y.png,,,yy,12\nx.png,s.png,,,\n")
     items = collect_items(csv, references=["r.png"], allowed_settings={"steps"})
-    assert [it.input for it in items] == [str(tmp_path / "sub" / "x.png"), "/abs/y.png", str(tmp_path / "sub" / "x.png")]
+    x = str(tmp_path / "sub" / "x.png")
+    assert [it.input for it in items] == [x, "/abs/y.png", x]
     assert [it.reference for it in items] == [str(tmp_path / "sub" / "s.png"), "r.png", str(tmp_path / "sub" / "s.png")]
     assert [it.name for it in items] == ["x__s", "yy", "x__s_2"]  # duplicates get a suffix, deterministically
     assert items[0].settings == {"steps": 7} and items[1].settings == {} and items[1].seed == 12
