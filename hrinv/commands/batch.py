@@ -31,6 +31,9 @@ def _inherit(parser, module_name):
             continue
         if any(s in parser._option_string_actions for s in action.option_strings):
             continue
+        if action.dest == "seed":
+            action.help = ("base seed (default 0): item NAME uses (seed + crc32(NAME)) mod 2**31, or its manifest "
+                           "'seed'; the same on any number of processes")
         parser._add_action(action)
     return module
 
