@@ -1,10 +1,10 @@
 """Throughput of `hrinv batch invert`: items per minute with 1 process vs N processes under torchrun.
 
-    python benchmarks/bench_batch.py [--items 16] [--steps 20] [--nproc 2] [--device cpu]
+    python benchmarks/bench_batch.py [--items 8] [--steps 10] [--nproc 2] [--device cpu] [--with-threads]
 
 Builds a seeded tiny 64 px generator, a random VGG16 and small pictures in a temporary folder (nothing downloaded),
-then runs the same job with `python -m hrinv batch invert` (1 process, 1 thread), with 1 process using --nproc
-threads, and with `torchrun --standalone --nproc-per-node N` (1 thread per rank). It prints, side by side, the wall
+then runs the same job with `python -m hrinv batch invert` (1 process, 1 thread) and with `torchrun --standalone
+--nproc-per-node N` (1 thread per rank); `--with-threads` adds 1 process using N threads. It prints, side by side, the wall
 time of the whole command (interpreter + torch start, model loading, the items) and the job time reported by the
 engine (model loading + items), as items per minute, and the ratios. The load average is printed before and after:
 on a shared machine the ratio says as much about the neighbours as about the code.
@@ -60,10 +60,12 @@ def _run(cmd, env, label):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--items", type=int, default=16)
-    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--items", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--nproc", type=int, default=2)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--with-threads", action="store_true",
+                    help="also run 1 process with --nproc threads (intra-op parallelism instead of more processes)")
     args = ap.parse_args()
 
     env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
@@ -78,12 +80,13 @@ def main():
         runs = [
             ("1 process, 1 thread", [sys.executable, "-m", "hrinv", *base, "--out", str(d / "o1"), "--threads", "1"],
              {"OMP_NUM_THREADS": "1"}),
-            (f"1 process, {args.nproc} threads", [sys.executable, "-m", "hrinv", *base, "--out", str(d / "oT"),
-                                                 "--threads", str(args.nproc)], {}),
             (f"torchrun {args.nproc} processes x 1 thread",
              [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(args.nproc),
               "-m", "hrinv", *base, "--out", str(d / "oN")], {"OMP_NUM_THREADS": "1"}),
         ]
+        if args.with_threads:
+            runs.append((f"1 process, {args.nproc} threads", [sys.executable, "-m", "hrinv", *base, "--out",
+                                                             str(d / "oT"), "--threads", str(args.nproc)], {}))
         results = []
         for label, cmd, extra in runs:
             wall, job = _run(cmd, {**env, **extra}, label)

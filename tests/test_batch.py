@@ -25,6 +25,21 @@ REPO = Path(__file__).resolve().parents[1]
 N_ITEMS = 8
 
 
+def _run(cmd, env, timeout=240):
+    """Run ``cmd`` in its own process group; on a timeout kill the whole group (torchrun's workers too)."""
+    import signal
+
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
 def _env(**extra):
     env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR",
                                                                "MASTER_PORT", "LOCAL_WORLD_SIZE")}
@@ -213,7 +228,7 @@ def test_torchrun_two_cpu_processes_equal_one_process(data, reference_run, tmp_p
     out = tmp_path / "two"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
            "-m", "hrinv", *_args(data, out)]
-    r = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=240)
+    r = _run(cmd, _env())
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "2 process(es)" in r.stderr and f"{N_ITEMS} ok, 0 error(s)" in r.stderr
     rows = read_results(out)
@@ -225,8 +240,7 @@ def test_torchrun_two_cpu_processes_equal_one_process(data, reference_run, tmp_p
 
 def test_killed_run_resumes_with_only_what_is_left(data, reference_run, tmp_path, capsys):
     out = tmp_path / "resume"
-    crash = subprocess.run([sys.executable, "-m", "hrinv", *_args(data, out, "-q")], cwd=REPO,
-                           env=_env(HRINV_BATCH_TEST_CRASH_AFTER="3"), capture_output=True, text=True, timeout=240)
+    crash = _run([sys.executable, "-m", "hrinv", *_args(data, out, "-q")], _env(HRINV_BATCH_TEST_CRASH_AFTER="3"))
     assert crash.returncode == 75, crash.stderr[-3000:]
     done = sorted(p.stem for p in (out / STATE_DIR / "done").iterdir())
     assert done == ["im0", "im1", "im2"] and not (out / RESULTS).exists()

@@ -15,6 +15,21 @@ REPO = Path(__file__).resolve().parents[1]
 ARGS = ["--steps", "3", "--batch", "2", "--points", "256", "--device", "cpu", "--seed", "3"]
 
 
+def _run(cmd, env, timeout=240):
+    """Run ``cmd`` in its own process group; on a timeout kill the whole group (torchrun's workers too)."""
+    import signal
+
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
 def _env():
     env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR",
                                                                "MASTER_PORT", "LOCAL_WORLD_SIZE")}
@@ -29,9 +44,8 @@ def test_fit_inr_under_torchrun_uses_ddp(tmp_path):
     src = tmp_path / "g.safetensors"
     save_generator(G, src)
     dst2 = tmp_path / "ddp.safetensors"
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                        "-m", "hrinv", "fit-inr", str(src), str(dst2), *ARGS], cwd=REPO, env=_env(),
-                       capture_output=True, text=True, timeout=240)
+    r = _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+              "-m", "hrinv", "fit-inr", str(src), str(dst2), *ARGS], _env())
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "2 ranks trained the same head" in r.stdout
     G2 = load_generator(dst2)
