@@ -42,6 +42,13 @@ _LAZY = {
     "stylize": "hrinv.pipeline",
     "StylizeConfig": "hrinv.pipeline",
     "StylizeResult": "hrinv.pipeline",
+    # dataset-scale jobs (issue 12)
+    "run_batch": "hrinv.batch",
+    "collect_items": "hrinv.batch",
+    "InvertJob": "hrinv.batch",
+    "StylizeJob": "hrinv.batch",
+    "init_distributed": "hrinv.distributed",
+    "evaluate_results": "hrinv.metrics.evaluate",
     # few-shot fine-tuning (issue 9; module finetuning.py so hrinv.finetune stays the function)
     "finetune": "hrinv.finetuning",
     "FinetuneConfig": "hrinv.finetuning",

@@ -45,8 +45,10 @@ __all__ = [
     "BatchItem",
     "BatchSummary",
     "InvertJob",
+    "StylizeJob",
     "OutputWriter",
     "atomic_write",
+    "finetune_target",
     "collect_items",
     "item_seed",
     "read_results",
@@ -438,6 +440,14 @@ def _crash_hook_from_env():
     return int(value)
 
 
+def _crash_hook(item):
+    def hook(n_written):
+        if n_written >= 1:  # one output is in place, the next one half-written: die like a SIGKILL
+            log.warning("test hook %s: exiting in the middle of item %s", _CRASH_ENV, item.name)
+            os._exit(75)
+    return hook
+
+
 def run_batch(job, items: list[BatchItem], out, *, ctx=None, callback: Callable | None = None,
               overwrite: bool = False, max_errors: int | None = None) -> BatchSummary:
     """Process ``items`` with ``job`` into the folder ``out``, resuming what an earlier run finished.
@@ -449,7 +459,8 @@ def run_batch(job, items: list[BatchItem], out, *, ctx=None, callback: Callable 
         items: from :func:`collect_items`.
         out: job folder (created).
         ctx: :class:`hrinv.distributed.DistContext` (default: a single process on the CPU).
-        callback: ``callback(done, total, row)`` after every item of this rank.
+        callback: ``callback(done, total, row)`` after every item of this rank, and ``callback(0, total, None)``
+            before the first.
         overwrite: forget earlier results (a job with other settings may then reuse the folder).
         max_errors: stop this rank after so many bad items (default: never).
 
@@ -472,9 +483,10 @@ def run_batch(job, items: list[BatchItem], out, *, ctx=None, callback: Callable 
                 old.unlink()
             _check_job(out, job.describe(), overwrite)
             plan = {"pending": [it.index for it in items if _read_done(out, it) is None]}
-        except HRInvError as e:
+        except Exception as e:  # tell the other ranks before failing, so they do not wait at the broadcast
             plan = {"error": f"{type(e).__name__}: {e}", "type": type(e).__name__}
-            if not ctx.active:
+            if not ctx.active or not isinstance(e, HRInvError):
+                ctx.broadcast_object(plan)
                 raise
     plan = ctx.broadcast_object(plan)
     if "error" in plan:
@@ -492,17 +504,13 @@ def run_batch(job, items: list[BatchItem], out, *, ctx=None, callback: Callable 
     crash_after = _crash_hook_from_env()
     part_path = _state(out) / f"part-{ctx.rank:05d}-of-{ctx.world_size:05d}.jsonl"
     rows, n_ok, n_err = [], 0, 0
+    if callback is not None:
+        callback(0, len(mine), None)
     if mine:
         job.prepare(ctx.device)
     with open(part_path, "w", encoding="utf-8") as part:
         for k, item in enumerate(mine):
-            hook = None
-            if crash_after is not None and k == crash_after:
-                def hook(n_written, _item=item):
-                    if n_written >= 1:  # one output is in place, the next one half-written: die like a SIGKILL
-                        log.warning("test hook %s: exiting in the middle of item %s", _CRASH_ENV, _item.name)
-                        os._exit(75)
-            writer = OutputWriter(out, item, hook)
+            writer = OutputWriter(out, item, _crash_hook(item) if crash_after == k else None)
             row = item.row()
             try:
                 metrics = job.process(item, writer, ctx.device)
@@ -611,15 +619,20 @@ class InvertJob:
         dtype: generator precision.
         keep_aspect: fit images like ``hrinv invert --keep-aspect``.
         save_target: also write the fitted target.
+        align: None (the images are aligned faces) or keyword arguments of :func:`hrinv.align_faces` (``select``,
+            ``min_size``, ``padding``, ``max_side``): every face of each photo is aligned and inverted; face k of item
+            ``n`` is written as ``n_k.png`` / ``n_k.latent.safetensors`` / ``n_k.json`` / ``n_k_aligned.png`` with the
+            transforms in ``n.alignment.json`` (the files of ``hrinv invert``); a photo without a face is a bad item.
         callback: per-step ``callback(step, total, preview)`` for each item (progress within an item).
     """
 
     kind = "invert"
 
     def __init__(self, generator, vgg, config=None, *, dtype=None, keep_aspect=False, save_target=False,
-                 callback=None):
+                 align=None, callback=None):
         from .inversion import InversionConfig
 
+        self.align = None if align is None else dict(align)
         self.generator_src = generator
         self.vgg_src = vgg
         self.config = config or InversionConfig()
@@ -641,7 +654,7 @@ class InvertJob:
         cfg = self.config.to_dict()
         cfg.pop("seed", None)
         return {"kind": self.kind, "generator": _src_name(self.generator_src), "vgg": _src_name(self.vgg_src),
-                "inversion": cfg, "keep_aspect": self.keep_aspect, "save_target": self.save_target,
+                "inversion": cfg, "keep_aspect": self.keep_aspect, "save_target": self.save_target, "align": self.align,
                 "dtype": str(self.dtype) if self.dtype is not None else None}
 
     def prepare(self, device):
@@ -676,28 +689,240 @@ class InvertJob:
         over = coerce_settings(type(self.config), item.settings, f"item {item.name}")
         config = dataclasses.replace(self.config, **over, seed=item.seed)
         G = self._G
-        target = load_image(item.input, G.img_resolution, keep_aspect=self.keep_aspect)  # [1, 3, H, W]
+        name = item.name
+        if self.align is not None:
+            from .face import align_faces
+            from .imageio import read_image
+
+            al = align_faces(read_image(item.input), size=G.img_resolution, device=device, **self.align)
+            target = al.crops.float().cpu()  # [N, 3, res, res]
+            names = [f"{name}_{k}" for k in range(target.shape[0])]
+        else:
+            al = None
+            target = load_image(item.input, G.img_resolution, keep_aspect=self.keep_aspect)  # [1, 3, H, W]
+            names = [name]
         t0 = time.perf_counter()
         result = invert(G, target, self._vgg, config, device=device, dtype=self.dtype or torch.float32,
-                        w_stats=self._stats, callback=self.callback)
+                        w_stats=self._stats, callback=self.callback)  # face k uses seed + k
         seconds = time.perf_counter() - t0
-        lat = result.latent[0]
-        lat.settings["source_image"] = item.input
-        lat.metrics = {k: v for k, v in lat.metrics.items() if k != "seconds"}  # timings only in the JSON record
-        name = item.name
-        writer.save_image("image", f"{name}.png", result.image[0])
-        writer.save_latent("latent", f"{name}.latent.safetensors", lat)
-        if self.save_target:
-            writer.save_image("target", f"{name}_target.png", target[0])
-        metrics = {"psnr": lat.metrics["psnr"][0], "loss": lat.metrics["loss"][0]}
-        record = {"image": item.input, "generator": _src_name(self.generator_src), "vgg": _src_name(self.vgg_src),
-                  "generator_fingerprint": lat.generator_fingerprint, "device": str(device),
-                  "dtype": str(self.dtype or torch.float32), "batch_size": 1, "seed": item.seed,
-                  "settings": lat.settings,
-                  "metrics": {**metrics, "seconds": seconds, "steps_run": result.metrics["steps_run"],
-                              "stopped_early": result.metrics["stopped_early"]}}
-        writer.save_json("record", f"{name}.json", record)
-        return metrics
+        if al is not None:
+            doc = al.to_dict()
+            doc["photo"] = item.input
+            writer.save_json("alignment", f"{name}.alignment.json", doc)
+        metrics = {"psnr": [], "loss": []}
+        for k, n in enumerate(names):
+            role = "" if al is None else f"face{k}"
+            lat = result.latent[k]
+            lat.settings["source_image"] = item.input
+            lat.metrics = {m: v for m, v in lat.metrics.items() if m != "seconds"}  # timings only in the JSON
+            if al is not None:
+                writer.save_image(f"{role}_aligned", f"{n}_aligned.png", target[k])
+            writer.save_image(role or "image", f"{n}.png", result.image[k])
+            writer.save_latent(f"{role}_latent" if role else "latent", f"{n}.latent.safetensors", lat)
+            if self.save_target and al is None:
+                writer.save_image("target", f"{n}_target.png", target[k])
+            m = {"psnr": lat.metrics["psnr"][0], "loss": lat.metrics["loss"][0]}
+            record = {"image": item.input, "generator": _src_name(self.generator_src),
+                      "vgg": _src_name(self.vgg_src), "generator_fingerprint": lat.generator_fingerprint,
+                      "device": str(device), "dtype": str(self.dtype or torch.float32), "batch_size": len(names),
+                      "seed": item.seed + k, "settings": lat.settings,
+                      "metrics": {**m, "seconds": seconds, "seconds_per_image": seconds / len(names),
+                                  "steps_run": result.metrics["steps_run"],
+                                  "stopped_early": result.metrics["stopped_early"]}}
+            if al is not None:
+                record["face"], record["alignment"] = k, f"{name}.alignment.json"
+            writer.save_json(f"{role}_record" if role else "record", f"{n}.json", record)
+            for key in metrics:
+                metrics[key].append(m[key])
+        if al is None:
+            return {"psnr": metrics["psnr"][0], "loss": metrics["loss"][0]}
+        return {"faces": len(names), **metrics}
+
+
+class StylizeJob:
+    """Stylise every (content, reference) item with :func:`hrinv.stylize` (align -> invert -> lerp -> LSO -> render
+    -> paste back). Files of item ``n`` (``content__reference`` by default):
+
+    - aligned (default): ``n.png`` (the photo with the stylised faces pasted in; role ``image``, without paste-back
+      no such file), ``n_mask.png``, ``n.alignment.json``; per face k: ``n_k.png`` (the stylised face),
+      ``n_k_mixed.png`` (before LSO), ``n_k.latent.safetensors`` (code in G_m), ``n_k.json`` (settings + metrics), ``n_k_aligned.png``
+      (the aligned content face), ``n_k_inv.png`` (its inversion in G_s);
+    - ``align=False`` (the contents are aligned faces): ``n.png``, ``n_mixed.png``, ``n.latent.safetensors``,
+      ``n.json``, ``n_inv.png``;
+    - always ``n_reference_inv.png`` (the reference's inversion in G_t).
+
+    Every file is per item (unlike ``hrinv stylize``, which shares the content / reference inversions between
+    pairs), so items are independent and can run on any rank.
+    """
+
+    kind = "stylize"
+
+    def __init__(self, source, target, vgg, config=None, *, dtype=None, align=True, paste=True, callback=None):
+        from .pipeline import StylizeConfig
+
+        self.source_src, self.target_src, self.vgg_src = source, target, vgg
+        self.config = config or StylizeConfig()
+        self.dtype = dtype
+        self.align = bool(align)
+        self.paste = bool(paste) and self.align
+        self.callback = callback
+        self._G_s = self._G_t = self._vgg = None
+        self._refs = {}
+        self.finetune = None  # (style paths, FinetuneConfig) of a finetune-then-stylise job (see finetune_target)
+
+    @staticmethod
+    def allowed_settings():
+        import dataclasses
+
+        from .pipeline import StylizeConfig
+
+        return {f.name for f in dataclasses.fields(StylizeConfig)} - {"seed", "inversion", "reference_inversion",
+                                                                       "lso"}
+
+    def describe(self) -> dict:
+        cfg = self.config.to_dict()
+        cfg.pop("seed", None)
+        return {"kind": self.kind, "source": _src_name(self.source_src), "target": _src_name(self.target_src),
+                "vgg": _src_name(self.vgg_src), "stylize": cfg, "align": self.align, "paste": self.paste,
+                "dtype": str(self.dtype) if self.dtype is not None else None,
+                "finetune": None if not self.finetune else
+                {"styles": [str(p) for p in self.finetune[0]], "config": _asdict(self.finetune[1])}}
+
+    def prepare(self, device):
+        import torch
+
+        from .interpolate import lerp_generators
+        from .io.checkpoints import load_generator
+        from .losses import load_vgg16
+
+        if self._G_s is not None:
+            return
+        dtype = self.dtype or torch.float32
+        load = lambda src: load_generator(src, device=device, dtype=dtype) if isinstance(src, (str, Path)) else src
+        self._G_s, self._G_t = load(self.source_src), load(self.target_src)
+        lerp_generators(self._G_s, self._G_t, self.config.lam, mapping_lam=self.config.mapping_lam)  # fail early
+        self._vgg = load_vgg16(self.vgg_src, device=device) if isinstance(self.vgg_src, (str, Path)) else self.vgg_src
+
+    def _reference(self, path):
+        from .commands._common import load_image
+
+        if path not in self._refs:
+            self._refs.clear()  # items are ordered content-major: keep one reference image at a time
+            self._refs[path] = load_image(path, self._G_s.img_resolution)  # [1, 3, res, res]
+        return self._refs[path]
+
+    def process(self, item: BatchItem, writer: OutputWriter, device) -> dict:
+        import dataclasses
+
+        import torch
+
+        from .commands._common import load_image
+        from .imageio import read_image
+        from .pipeline import stylize
+
+        over = coerce_settings(type(self.config), item.settings, f"item {item.name}")
+        config = dataclasses.replace(self.config, **over, seed=item.seed)
+        ref = self._reference(item.reference)
+        if self.align:
+            content = read_image(item.input)  # [3, H, W] in [0, 1]
+        else:
+            content = load_image(item.input, self._G_s.img_resolution)  # [1, 3, res, res]
+        t0 = time.perf_counter()
+        res = stylize(content, ref, self._G_s, self._G_t, self._vgg, config=config, align=self.align,
+                      paste=self.paste, callback=self.callback, device=device, dtype=self.dtype or torch.float32)
+        seconds = time.perf_counter() - t0
+        n = item.name
+        faces = res.faces.shape[1]
+        names = [f"{n}_{k}" for k in range(faces)] if self.align else [n]
+        if res.alignment is not None:
+            doc = res.alignment.to_dict()
+            doc["photo"] = item.input
+            writer.save_json("alignment", f"{n}.alignment.json", doc)
+        if res.photo is not None:
+            writer.save_image("image", f"{n}.png", res.photo[0] * 2 - 1)
+            writer.save_image("mask", f"{n}_mask.png", res.mask[0][None].expand(3, -1, -1) * 2 - 1)
+        writer.save_image("reference_inversion", f"{n}_reference_inv.png", res.reference_image[0])
+        m_all = res.metrics
+        lso_m = m_all["lso"][0]
+        out = {"content_psnr": [], "reference_psnr": m_all["reference_psnr"][0], "lso_d_h_after": []}
+        for k, fn in enumerate(names):
+            role = f"face{k}" if self.align else ""
+            pre = f"{role}_" if role else ""
+            writer.save_image(role or "image", f"{fn}.png", res.faces[0, k])
+            writer.save_image(pre + "mixed", f"{fn}_mixed.png", res.mixed[0, k])
+            if self.align:
+                writer.save_image(pre + "aligned", f"{fn}_aligned.png", res.content[k])
+            writer.save_image(pre + "content_inversion", f"{fn}_inv.png", res.content_image[k])
+            lat = res.latents[0][k]
+            lat.settings = {"stylize": {"content": item.input, "reference": item.reference,
+                                        **({"face": k} if self.align else {})}, **lat.settings}
+            lat.metrics = {m: v for m, v in lat.metrics.items() if m != "seconds"}
+            writer.save_latent(pre + "latent", f"{fn}.latent.safetensors", lat)
+            d_after = lso_m.get("d_h_after", [None] * faces)[k]
+            record = {"content": item.input, "face": k if self.align else None, "reference": item.reference,
+                      "seed": item.seed, "source": _src_name(self.source_src), "target": _src_name(self.target_src),
+                      "vgg": _src_name(self.vgg_src), "device": str(device), "config": res.config,
+                      "alignment": res.alignment.faces[k].to_dict(res.alignment.size) if self.align else None,
+                      "metrics": {"content_psnr": m_all["content_psnr"][k],
+                                  "reference_psnr": m_all["reference_psnr"][0],
+                                  "lso_d_h_before": lso_m.get("d_h_before", [None] * faces)[k],
+                                  "lso_d_h_after": d_after, "seconds": seconds}}
+            writer.save_json(pre + "record", f"{fn}.json", record)
+            out["content_psnr"].append(m_all["content_psnr"][k])
+            out["lso_d_h_after"].append(d_after)
+        if not self.align:
+            out = {k: (v[0] if isinstance(v, list) else v) for k, v in out.items()}
+        else:
+            out["faces"] = faces
+        return out
+
+
+def finetune_target(source, style_paths, vgg, config, out, *, device=None, dtype=None, ctx=None, refit=False,
+                    callback=None) -> Path:
+    """The finetune-then-stylise stage: fit G_t once for the whole job and return its file.
+
+    Rank 0 fine-tunes ``source`` on ``style_paths`` (:func:`hrinv.finetune`, one process) and writes
+    ``out/generator_t.safetensors`` atomically, unless the file is already there (a resumed job) and ``refit`` is
+    False; the other ranks wait at a barrier, then every rank loads the file.
+    """
+    import torch
+
+    from .distributed import DistContext
+
+    ctx = ctx or DistContext()
+    out = Path(out)
+    path = out / "generator_t.safetensors"
+    error = None
+    if ctx.is_main and (refit or not path.is_file()):
+        try:
+            from .commands._common import load_image
+            from .finetuning import finetune
+            from .io.checkpoints import load_generator, save_generator
+            from .losses import PerceptualLoss, load_vgg16
+
+            dev = device or ctx.device
+            G_s = load_generator(source, device=dev, dtype=dtype or torch.float32) \
+                if isinstance(source, (str, Path)) else source
+            net = load_vgg16(vgg, device=dev) if isinstance(vgg, (str, Path)) else vgg
+            styles = torch.cat([load_image(p, G_s.img_resolution) for p in style_paths])  # [K, 3, R, R]
+            G_t = finetune(G_s, styles, PerceptualLoss(net, layers=config.loss_layers), config, device=dev,
+                           dtype=dtype, callback=callback)
+            with atomic_write(path) as tmp:
+                save_generator(G_t, tmp, extra_meta={"finetune_styles": [str(p) for p in style_paths]})
+        except Exception as e:  # let the other ranks stop too
+            error = f"{type(e).__name__}: {e}"
+            if not ctx.active:
+                raise
+    error = ctx.broadcast_object(error)
+    if error is not None:
+        raise InvalidSettingError(f"fine-tuning G_t for the batch failed on rank 0: {error}")
+    return path
+
+
+def _asdict(cfg):
+    import dataclasses
+
+    return json.loads(_dumps(dataclasses.asdict(cfg)))
 
 
 def _src_name(src):

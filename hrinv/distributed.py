@@ -150,7 +150,6 @@ def init_distributed(device="auto", *, timeout_hours: float | None = None) -> Di
         DistContext. Call ``.close()`` at the end (the CLI does).
     """
     world = _env_int("WORLD_SIZE", 1)
-    rank = _env_int("RANK", 0)
     local_rank = _env_int("LOCAL_RANK", 0)
     local_world = _env_int("LOCAL_WORLD_SIZE", world)
     dev = rank_device(device, local_rank, world)

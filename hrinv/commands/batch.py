@@ -16,7 +16,7 @@ HELP = ("dataset-scale invert / stylize over a folder or a CSV/JSONL manifest: r
 log = logging.getLogger(__name__)
 
 # Options of the single-run commands that the batch replaces with its own.
-_SKIP = {"images", "out", "batch_size", "content", "quiet", "device"}
+_SKIP = {"images", "out", "batch_size", "content", "quiet", "device", "save_generator"}
 
 
 def _inherit(parser, module_name):
@@ -31,6 +31,9 @@ def _inherit(parser, module_name):
             continue
         if any(s in parser._option_string_actions for s in action.option_strings):
             continue
+        if action.dest == "seed":
+            action.help = ("base seed (default 0): item NAME uses (seed + crc32(NAME)) mod 2**31, or its manifest "
+                           "'seed'; the same on any number of processes")
         parser._add_action(action)
     return module
 
@@ -66,27 +69,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--reference", "-r", nargs="+", default=None, metavar="IMG",
                    help="reference image(s) for a folder input (every content with every reference), or for "
                         "manifest rows without a 'reference' column")
-    try:
-        _inherit(p, "stylize")
-    except ImportError:  # pragma: no cover
-        pass
+    _inherit(p, "stylize")
+    for action in p._actions:
+        if action.dest == "target":  # not needed when G_t is fine-tuned by the job
+            action.required = False
+            action.help += " (or fine-tune one with --finetune-style)"
+    p.add_argument("--finetune-style", nargs="+", default=None, metavar="IMG",
+                   help="finetune-then-stylise: fine-tune G_t from G_s on these style images first (hrinv finetune, "
+                        "once per job, rank 0; saved as DIR/generator_t.safetensors and reused when resuming)")
+    p.add_argument("--finetune-steps", type=int, default=None, help="fine-tuning steps (default: hrinv finetune's)")
+    p.add_argument("--finetune-invert-steps", type=int, default=None,
+                   help="inversion steps of the style images into G_s before fine-tuning (default: hrinv finetune's)")
 
 
 class _Bar:
     """tqdm progress of this rank's items (ETA from tqdm), on rank 0 only; other ranks log one line per item."""
 
-    def __init__(self, total, rank, world, already, quiet):
+    def __init__(self, total, rank, world, quiet):
         self.bar = None
         self.rank = rank
+        self.errors = 0
         if quiet or rank != 0 or total == 0:
             return
-        from tqdm import tqdm
-
         desc = "items" if world == 1 else f"rank 0/{world} items"
-        self.bar = tqdm(total=total, desc=desc, unit="item", file=sys.stderr, dynamic_ncols=True)
-        if already:
-            self.bar.write(f"{already} item(s) already done (resuming)", file=sys.stderr)
-        self.errors = 0
+        self.bar = _tqdm(total, desc, "item")
 
     def __call__(self, done, total, row):
         if row["status"] == "error":
@@ -108,24 +114,105 @@ class _Bar:
             self.bar.close()
 
 
+def _align_kwargs(args):
+    from .align import parse_select
+
+    if not getattr(args, "align", True):
+        return None
+    return {"select": parse_select(args.faces), "min_size": float(args.min_face), "padding": args.padding,
+            "max_side": int(args.detect_max_side)}
+
+
+class _Printer:
+    """The few tqdm calls used here, printed by :class:`hrinv.commands._common.Progress` (tqdm is optional)."""
+
+    def __init__(self, total, desc):
+        from ._common import Progress
+
+        self.n, self.total, self.progress = 0, total, Progress(desc)
+
+    def update(self, k=1):
+        self.n += k
+        self.progress(self.n, self.total)
+
+    def write(self, text, file=None):
+        print(text, file=file or sys.stderr)
+
+    def set_postfix(self, **kw):
+        pass
+
+    def close(self):
+        pass
+
+
+def _tqdm(total, desc, unit):
+    """A tqdm bar with an ETA on stderr, or a plain printer with ETA when tqdm is not installed."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return _Printer(total, desc)
+    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True)
+
+
+class _StepBar:
+    """``callback(step, total, preview)`` for a long single stage (the fine-tuning)."""
+
+    def __init__(self, desc, quiet):
+        self.desc, self.quiet, self.bar = desc, quiet, None
+
+    def __call__(self, step, total, preview=None):
+        if self.quiet:
+            return
+        if self.bar is None:
+            self.bar = _tqdm(total, self.desc, "step")
+        self.bar.update(step - self.bar.n)
+        if step >= total:
+            self.bar.close()
+
+
 def _invert_job(args):
     from ..batch import InvertJob
     from ._common import resolve_dtype
     from .invert import _config
 
     return InvertJob(args.generator, args.vgg, _config(args), dtype=resolve_dtype(args.dtype),
-                     keep_aspect=args.keep_aspect, save_target=args.save_target)
+                     keep_aspect=args.keep_aspect, save_target=args.save_target, align=_align_kwargs(args))
 
 
 def _stylize_job(args):
-    try:
-        from ..batch_stylize import stylize_job_from_args
-    except ImportError as e:
-        from ..errors import InvalidSettingError
+    from ..batch import StylizeJob
+    from ..pipeline import StylizeConfig
+    from ._common import resolve_dtype
+    from .align import parse_select
+    from .stylize import _rows
 
-        raise InvalidSettingError(f"hrinv batch stylize needs the stylisation pipeline (hrinv.stylize), which this "
-                                  f"installation lacks ({e}).") from None
-    return stylize_job_from_args(args)
+    mapping_lam = args.mapping_lam
+    if mapping_lam is not None and mapping_lam not in ("first", "source", "target"):
+        mapping_lam = float(mapping_lam)
+    width, height = args.width, args.height
+    if args.align and args.paste and (width or height):
+        width = height = int(width or height)  # pasted faces are square (as `hrinv stylize`)
+    config = StylizeConfig(
+        lam=args.lam, scheme=args.scheme, mapping_lam=mapping_lam, steps=int(args.steps),
+        reference_steps=args.reference_steps, lso_steps=max(0, int(args.lso_steps)), lso_rows=_rows(args.lso_rows),
+        lso_reg=args.lso_reg, lso_lr=args.lso_lr, lso_noise=bool(args.lso_noise), seed=int(args.seed),
+        width=width, height=height, fit=args.fit, tile=args.tile, select=parse_select(args.faces),
+        min_face=float(args.min_face), padding=args.padding, detect_max_side=int(args.detect_max_side),
+        feather=float(args.feather), color_match=float(args.color_match))
+    if (args.target is None) == (not args.finetune_style):
+        raise ValueError("give --target G_t, or --finetune-style IMG... to fine-tune G_t first (not both)")
+    job = StylizeJob(args.source, args.target, args.vgg, config, dtype=resolve_dtype(args.dtype), align=args.align,
+                     paste=args.paste)
+    if args.finetune_style:
+        from ..finetuning import FinetuneConfig
+
+        over = {"seed": int(args.seed)}
+        if args.finetune_steps is not None:
+            over["steps"] = int(args.finetune_steps)
+        if args.finetune_invert_steps is not None:
+            over["invert_steps"] = int(args.finetune_invert_steps)
+        job.finetune = (list(args.finetune_style), FinetuneConfig(**over))
+    return job
 
 
 def run(args) -> int:
@@ -170,6 +257,14 @@ def _run(args, job):
                           allowed_settings=job.allowed_settings(), needs_reference=args.job == "stylize")
     ctx = init_distributed(args.device)
     try:
+        if getattr(job, "finetune", None):
+            from ..batch import finetune_target
+            from ._common import resolve_dtype
+
+            styles, ft_config = job.finetune
+            job.target_src = finetune_target(job.source_src, styles, job.vgg_src, ft_config, args.out, ctx=ctx,
+                                             dtype=resolve_dtype(args.dtype), refit=args.overwrite,
+                                             callback=_StepBar("finetune G_t", args.quiet or not ctx.is_main))
         if ctx.is_main and not args.quiet:
             print(f"hrinv batch {args.job}: {len(items)} item(s) from {args.input} -> {args.out}; "
                   f"{ctx.world_size} process(es), device {ctx.device}" + (f" (rank 0 of {ctx.world_size})"
@@ -179,9 +274,10 @@ def _run(args, job):
 
         def progress(done, total, row):
             nonlocal bar
-            if bar is None:
-                bar = _Bar(total, ctx.rank, ctx.world_size, 0, args.quiet)
-            bar(done, total, row)
+            if row is None:  # start of this rank's share
+                bar = _Bar(total, ctx.rank, ctx.world_size, args.quiet)
+            else:
+                bar(done, total, row)
 
         summary = run_batch(job, items, args.out, ctx=ctx, callback=progress, overwrite=args.overwrite,
                             max_errors=args.max_errors)
