@@ -103,7 +103,7 @@ def run_one(args, G_s, vgg, faces, styles, calibration, emb, out):
     t0 = time.perf_counter()
     print(f"\n[{calibration}] fine-tune G_t ({args.ft_steps} steps, preserve_color={args.preserve_color})")
     cfg = FinetuneConfig(steps=args.ft_steps, invert_steps=args.invert_steps, preserve_color=args.preserve_color,
-                         seed=0, lr=args.ft_lr)
+                         seed=0, lr=args.ft_lr, batch_size=args.ft_batch)
     G_t = finetune(G_s, styles, d_conv, cfg, device=dev, w_stats=stats, callback=say)
     res["seconds_finetune"] = time.perf_counter() - t0
     res["finetune"] = {k: G_t.meta["finetune"][k] for k in ("mixed_rows", "loss_first", "loss_last",
@@ -115,7 +115,15 @@ def run_one(args, G_s, vgg, faces, styles, calibration, emb, out):
     inv_t = invert(G_t, styles[:1], d_conv, InversionConfig.preset("cross_domain", steps=args.invert_steps, seed=0),
                    device=dev, callback=say)
     lam = parse_lambda(args.lam)
-    G_m = hrinv.lerp_generators(G_s, G_t, lam)
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        G_m = hrinv.lerp_generators(G_s, G_t, lam)
+    res["lerp_warnings"] = [str(w.message) for w in caught]
+    rel = G_m.meta["lerp"]["relation"]
+    res["relation"] = {"median_cosine": rel["median_cosine"], "relative_distance": rel["relative_distance"],
+                       "looks_finetuned": rel["looks_finetuned"]}
     w_m = hrinv.lerp_latents(inv.latent, inv_t.latent, lam, generator=G_m)
     with torch.no_grad():
         plain = G_m.synthesis(w_m.ws.to(dev), noise_mode="const").float().clamp(-1, 1)
@@ -151,8 +159,11 @@ def main(argv=None):
     p.add_argument("--invert-steps", type=int, default=300)
     p.add_argument("--ft-steps", type=int, default=300)
     p.add_argument("--ft-lr", type=float, default=2e-3)
+    p.add_argument("--ft-batch", type=int, default=4)
     p.add_argument("--lso-steps", type=int, default=50)
-    p.add_argument("--lam", default="paper")
+    p.add_argument("--lam", default="0.2,0.2,0.2,0.7,0.7",
+                   help="λ per block (default: the paper's 0.2-low / 0.7-high split scaled to 5 blocks of 64 px; "
+                        "'paper' gives 0.2 everywhere below 128 px)")
     p.add_argument("--preserve-color", action="store_true")
     p.add_argument("--calibration", nargs="+", default=["auto"])
     p.add_argument("--device", default="cpu")
