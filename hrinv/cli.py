@@ -21,6 +21,7 @@ COMMANDS = {
     "stylize": "stylize",
     "render": "render",
     "id-retrieval": "id_retrieval",
+    "align": "align",
 }
 
 # One-line help shown by `hrinv --help` without importing the modules.
@@ -31,6 +32,7 @@ _SUMMARY = {
     "stylize": "content + reference + source/target generators -> invert, lerp, LSO, render",
     "render": "render a saved latent at any width x height",
     "id-retrieval": "ID-retrieval accuracy of stylised faces against their content faces",
+    "align": "detect faces in photos and align them like FFHQ (DIR/<stem>_<k>.png + DIR/<stem>.json transforms)",
 }
 
 

@@ -16,6 +16,7 @@ __all__ = [
     "ImageReadError",
     "DatasetLayoutError",
     "InvalidSettingError",
+    "NoFaceFoundError",
 ]
 
 
@@ -61,3 +62,7 @@ class DatasetLayoutError(HRInvError, ValueError):
 
 class InvalidSettingError(HRInvError, ValueError):
     """A setting (a λ schedule, a row selection, an option value) is malformed or out of range."""
+
+
+class NoFaceFoundError(HRInvError, ValueError):
+    """Face detection found no face (or none large enough) in a photo that was to be aligned."""

@@ -58,7 +58,7 @@ from . import _comfy
 
 _comfy.register_model_folders()
 
-_MODULES = ("loaders", "invert", "interpolate", "local_style", "render", "metrics", "latents")
+_MODULES = ("loaders", "invert", "interpolate", "local_style", "render", "metrics", "latents", "faces")
 
 
 def node_list() -> list:

@@ -27,7 +27,8 @@ def test_cli_invert_writes_png_latent_json(paths, tmp_path, capsys):
         im.convert("RGB").crop((0, 200, 1024, 968)).resize((160, 120)).save(wide)  # 4:3, non-square
     out = tmp_path / "out"
     rc = main(["invert", str(paths["face"]), "--generator", str(paths["gen"]), "--vgg", str(paths["vgg"]),
-               "--steps", "2", "--seed", "3", "--no-noise", "--device", "cpu", "--out", str(out), "--save-target"])
+               "--steps", "2", "--seed", "3", "--no-noise", "--device", "cpu", "--out", str(out), "--save-target",
+               "--no-align"])
     assert rc == 0
     stem = paths["face"].stem
     with Image.open(out / f"{stem}.png") as im:
@@ -45,7 +46,7 @@ def test_cli_invert_writes_png_latent_json(paths, tmp_path, capsys):
     assert "PSNR" in capsys.readouterr().out
 
     rc = main(["invert", str(wide), "--generator", str(paths["gen"]), "--vgg", str(paths["vgg"]), "--steps", "1",
-               "--keep-aspect", "--device", "cpu", "--out", str(out), "--quiet"])
+               "--keep-aspect", "--device", "cpu", "--out", str(out), "--quiet", "--no-align"])
     assert rc == 0
     with Image.open(out / "wide.png") as im:
         assert im.size == (64, 48)  # kept the aspect ratio: padded to 64x64 for G, cropped back

@@ -12,7 +12,8 @@ from nodes_harness import REPO, object_info, stubbed_pack
 
 EXPECTED = {"HRInv_LoadStyleINRGAN", "HRInv_Invert", "HRInv_LerpGenerators", "HRInv_LerpLatents",
             "HRInv_LocalStyleOptimize", "HRInv_RenderAnyResolution", "HRInv_IDRetrievalScore", "HRInv_SaveLatent",
-            "HRInv_LoadLatent", "HRInv_LoadVGG16", "HRInv_LoadFaceEmbedder"}
+            "HRInv_LoadLatent", "HRInv_LoadVGG16", "HRInv_LoadFaceEmbedder",
+            "HRInv_AlignFaces", "HRInv_PasteFaces", "HRInv_StylizeFaces"}
 CORE_TYPES = {"IMAGE", "MASK", "INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 
 

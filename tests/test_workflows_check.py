@@ -16,7 +16,7 @@ def info():
     return wf.pack_object_info()
 
 
-def test_there_are_the_four_workflows():
+def test_there_are_the_five_workflows():
     names = {p.stem for p in UI_FILES}
     assert names == set(wf.WORKFLOW_SPECS)
     assert {p.stem for p in API_DIR.glob("*.json")} == names
@@ -55,7 +55,7 @@ def test_workflows_name_the_files_users_have():
 def test_pipeline_covers_the_paper(info):
     kinds = {n["class_type"] for n in wf.wf_paper_pipeline().values()}
     assert {"HRInv_Invert", "HRInv_LerpGenerators", "HRInv_LerpLatents", "HRInv_LocalStyleOptimize",
-            "HRInv_RenderAnyResolution", "SaveImage"} <= kinds
+            "HRInv_RenderAnyResolution", "SaveImage", "HRInv_AlignFaces", "HRInv_PasteFaces"} <= kinds
 
 
 def test_checker_catches_mistakes(info):

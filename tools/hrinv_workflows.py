@@ -44,6 +44,8 @@ CORE_NODES = {
                                "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}},
                      "input_order": {"required": ["images"], "hidden": ["prompt", "extra_pnginfo"]},
                      "output": [], "output_name": [], "output_node": True},
+    "MaskToImage": {"input": {"required": {"mask": ["MASK"]}}, "input_order": {"required": ["mask"]},
+                    "output": ["IMAGE"], "output_name": ["IMAGE"], "output_node": False},
     "PreviewAny": {"input": {"required": {"source": ["*", {}]}}, "input_order": {"required": ["source"]},
                    "output": [], "output_name": [], "output_node": True},
 }
@@ -108,19 +110,48 @@ def wf_invert_face():
     return g
 
 
+def _align(image, title="Align every face (FFHQ)", size=1024):
+    return _node("HRInv_AlignFaces", title, image=image, size=size, faces="all", face_index=0, min_face=32,
+                 padding="reflect", if_no_face="use whole image", detect_max_side=1280)
+
+
+def _paste(photo, faces, alignment, title="Paste the stylised faces back"):
+    return _node("HRInv_PasteFaces", title, photo=photo, faces=faces, alignment=alignment, feather=0.1,
+                 color_match=0.0, mask_shape="square")
+
+
 def wf_paper_pipeline():
     g = {}
     _loaders(g)
     g["10"] = _node("LoadImage", "Content photo x_s", image=CONTENT_IMAGE)
     g["11"] = _node("LoadImage", "Style reference x_t", image=REFERENCE_IMAGES[0])
-    g["12"] = _invert(["1", 0], ["10", 0], "Invert content in G_s (Eq. 5)", noise_maps=False)
+    g["14"] = _align(["10", 0])
+    g["12"] = _invert(["1", 0], ["14", 0], "Invert content in G_s (Eq. 5)", noise_maps=False)
     g["13"] = _invert(["2", 0], ["11", 0], "Invert reference in G_t (Eq. 5)", noise_maps=False)
     g["20"] = _lerp_g()
     g["21"] = _lerp_w(["12", 0], ["13", 0])
-    g["22"] = _lso(["21", 0], ["10", 0])
+    g["22"] = _lso(["21", 0], ["14", 0])
     g["23"] = _render(["22", 0])
-    g["24"] = _node("SaveImage", "Stylised result", images=["23", 0], filename_prefix="hrinv/stylised")
+    g["24"] = _node("SaveImage", "Stylised faces", images=["23", 0], filename_prefix="hrinv/stylised")
     g["25"] = _node("HRInv_SaveLatent", "Save content latent", latent=["12", 0], filename_prefix="content")
+    g["26"] = _paste(["10", 0], ["23", 0], ["14", 1])
+    g["27"] = _node("SaveImage", "Stylised photo", images=["26", 0], filename_prefix="hrinv/stylised_photo")
+    return g
+
+
+def wf_stylize_photo():
+    g = {}
+    _loaders(g)
+    g["10"] = _node("LoadImage", "Photo (any number of faces)", image=CONTENT_IMAGE)
+    g["11"] = _node("LoadImage", "Style reference (aligned)", image=REFERENCE_IMAGES[0])
+    g["12"] = _node("HRInv_StylizeFaces", "Stylise every face (align, invert, mix, LSO, paste back)",
+                    photo=["10", 0], reference=["11", 0], source=["1", 0], target=["2", 0], vgg=["3", 0], steps=1000,
+                    lso_steps=50, lambdas="paper", faces="all", min_face=32, if_no_face="use whole image",
+                    feather=0.1, color_match=0.0, seed=0)
+    g["13"] = _node("SaveImage", "Stylised photo", images=["12", 0], filename_prefix="hrinv/stylised_photo")
+    g["14"] = _node("SaveImage", "Stylised faces", images=["12", 1], filename_prefix="hrinv/stylised_faces")
+    g["15"] = _node("PreviewImage", "Replaced area", images=["16", 0])
+    g["16"] = _node("MaskToImage", "Mask as image", mask=["12", 2])
     return g
 
 
@@ -169,6 +200,7 @@ WORKFLOW_SPECS = {
     "hrinv_paper_pipeline": ("Full HRInversion pipeline (paper Fig. 2)", wf_paper_pipeline),
     "hrinv_style_gallery": ("One content x several references", wf_style_gallery),
     "hrinv_id_retrieval": ("ID-retrieval evaluation", wf_id_retrieval),
+    "hrinv_stylize_photo": ("Photo -> stylise every face -> photo", wf_stylize_photo),
 }
 
 
@@ -430,6 +462,10 @@ def substitute(graph: dict, files: dict, steps: int = 2, size: int = 64, lso_ste
             inp["steps"] = lso_steps
         if node["class_type"] == "HRInv_RenderAnyResolution":
             inp["width"] = inp["height"] = size
+        if node["class_type"] == "HRInv_AlignFaces":
+            inp["size"] = size
+        if node["class_type"] == "HRInv_StylizeFaces":
+            inp["steps"], inp["lso_steps"] = steps, lso_steps
     return g
 
 
