@@ -42,6 +42,9 @@ _LAZY = {
     "stylize": "hrinv.pipeline",
     "StylizeConfig": "hrinv.pipeline",
     "StylizeResult": "hrinv.pipeline",
+    # few-shot fine-tuning (issue 9; module finetuning.py so hrinv.finetune stays the function)
+    "finetune": "hrinv.finetuning",
+    "FinetuneConfig": "hrinv.finetuning",
 }
 
 __all__ = sorted(_LAZY) + ["__version__", "errors"]

@@ -22,6 +22,7 @@ COMMANDS = {
     "render": "render",
     "id-retrieval": "id_retrieval",
     "align": "align",
+    "finetune": "finetune",
 }
 
 # One-line help shown by `hrinv --help` without importing the modules.
@@ -33,6 +34,7 @@ _SUMMARY = {
     "render": "render a saved latent at any width x height",
     "id-retrieval": "ID-retrieval accuracy of stylised faces against their content faces",
     "align": "detect faces in photos and align them like FFHQ (DIR/<stem>_<k>.png + DIR/<stem>.json transforms)",
+    "finetune": "fine-tune a target generator G_t from 1-10 style images (JoJoGAN recipe, HRInversion loss)",
 }
 
 

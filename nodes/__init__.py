@@ -59,6 +59,7 @@ from . import _comfy
 _comfy.register_model_folders()
 
 _MODULES = ("loaders", "invert", "interpolate", "local_style", "render", "metrics", "latents", "faces")
+_MODULES += ("finetune",)  # issue 9: few-shot G_t (kept on its own line so branches merge cleanly)
 
 
 def node_list() -> list:

@@ -14,6 +14,7 @@ EXPECTED = {"HRInv_LoadStyleINRGAN", "HRInv_Invert", "HRInv_LerpGenerators", "HR
             "HRInv_LocalStyleOptimize", "HRInv_RenderAnyResolution", "HRInv_IDRetrievalScore", "HRInv_SaveLatent",
             "HRInv_LoadLatent", "HRInv_LoadVGG16", "HRInv_LoadFaceEmbedder",
             "HRInv_AlignFaces", "HRInv_PasteFaces", "HRInv_StylizeFaces"}
+EXPECTED |= {"HRInv_Finetune"}  # issue 9 (own line: branches merge cleanly)
 CORE_TYPES = {"IMAGE", "MASK", "INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 
 

@@ -195,6 +195,26 @@ def wf_id_retrieval():
     return g
 
 
+def wf_finetune_face():
+    """Issue 9: one style image + a face -> G_t fine-tuned from G_s on the fly, then the paper pipeline."""
+    g = {}
+    _loaders(g, target=False)
+    g["10"] = _node("LoadImage", "Content face x_s", image=CONTENT_IMAGE)
+    g["11"] = _node("LoadImage", "Style reference (one picture)", image=REFERENCE_IMAGES[0])
+    g["2"] = _node("HRInv_Finetune", "Fine-tune G_t from the style image", generator=["1", 0], style_images=["11", 0],
+                   vgg=["3", 0], steps=300, preserve_color=False, seed=0, learning_rate=0.002, invert_steps=500,
+                   batch_size=4, alpha=1.0, mix_rows="", lambda_mse=0.0)
+    g["14"] = _node("PreviewImage", "Reference as G_t draws it", images=["2", 1])
+    g["12"] = _invert(["1", 0], ["10", 0], "Invert content in G_s (Eq. 5)", noise_maps=False)
+    g["13"] = _invert(["2", 0], ["11", 0], "Invert reference in G_t (Eq. 5)", noise_maps=False)
+    g["20"] = _lerp_g()
+    g["21"] = _lerp_w(["12", 0], ["13", 0])
+    g["22"] = _lso(["21", 0], ["10", 0])
+    g["23"] = _render(["22", 0])
+    g["24"] = _node("SaveImage", "Stylised face", images=["23", 0], filename_prefix="hrinv/finetuned_style")
+    return g
+
+
 WORKFLOW_SPECS = {
     "hrinv_invert_face": ("Invert and reconstruct a face", wf_invert_face),
     "hrinv_paper_pipeline": ("Full HRInversion pipeline (paper Fig. 2)", wf_paper_pipeline),
@@ -202,6 +222,7 @@ WORKFLOW_SPECS = {
     "hrinv_id_retrieval": ("ID-retrieval evaluation", wf_id_retrieval),
     "hrinv_stylize_photo": ("Photo -> stylise every face -> photo", wf_stylize_photo),
 }
+WORKFLOW_SPECS["hrinv_finetune_face"] = ("One style image + a face: fine-tune G_t, stylise", wf_finetune_face)
 
 
 def api_graphs() -> dict:

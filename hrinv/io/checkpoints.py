@@ -400,6 +400,9 @@ def build_generator(init_kwargs, state_dict, extras=None, device="cpu", dtype=to
         meta["w_avg"] = extras["w_avg"]
     if isinstance(extras.get("source"), dict):
         meta["converted_from"] = extras["source"]
+        for k in ("parent_fingerprint", "finetune"):  # a fine-tuned G_t keeps its lineage (hrinv.finetune)
+            if extras["source"].get(k) is not None:
+                meta[k] = extras["source"][k]
     G.meta = meta
     G.requires_grad_(False)
     return G.eval().to(device=device, dtype=dtype)
