@@ -23,6 +23,7 @@ COMMANDS = {
     "id-retrieval": "id_retrieval",
     "align": "align",
     "finetune": "finetune",
+    "demo": "demo",
 }
 
 # One-line help shown by `hrinv --help` without importing the modules.
@@ -35,6 +36,7 @@ _SUMMARY = {
     "id-retrieval": "ID-retrieval accuracy of stylised faces against their content faces",
     "align": "detect faces in photos and align them like FFHQ (DIR/<stem>_<k>.png + DIR/<stem>.json transforms)",
     "finetune": "fine-tune a target generator G_t from 1-10 style images (JoJoGAN recipe, HRInversion loss)",
+    "demo": "stylise a face offline with the bundled models: DIR/stylized.png + DIR/comparison.png",
 }
 
 

@@ -77,11 +77,15 @@ def sphere(z):
     return z * (z.shape[1] ** 0.5) / z.norm(dim=1, keepdim=True)
 
 
-def build_student(seed):
+def build_student(seed, rgb_init=1.0):
     from hrinv.generator.stylegan2 import Generator
 
     torch.manual_seed(seed)  # the Generator constructor draws its init from the global RNG; this script owns it
     G = Generator(**STUDENT)
+    with torch.no_grad():  # small ToRGB weights: the untrained output starts near grey instead of std ~2 colour blobs
+        for name, p in G.named_parameters():
+            if ".torgb." in name and name.endswith("weight"):
+                p.mul_(rgb_init)
     return G.train().requires_grad_(True)
 
 
@@ -155,8 +159,9 @@ def main(argv=None):
     p.add_argument("--percep-every", type=int, default=2, help="VGG loss on every N-th step (CPU time)")
     p.add_argument("--percep-weight", type=float, default=1.0,
                    help="perceptual term, relative to L1 at step 0 (the ratio is measured once and then fixed)")
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--ema", type=float, default=0.998)
+    p.add_argument("--lr", type=float, default=5e-3)
+    p.add_argument("--rgb-init", type=float, default=0.1, help="scale of the initial ToRGB weights")
+    p.add_argument("--ema", type=float, default=0.99)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--heldout", type=int, default=256)
     p.add_argument("--eval-every", type=int, default=250)
@@ -184,14 +189,14 @@ def main(argv=None):
         print(json.dumps(res, indent=1))
         return 0
 
-    G = build_student(args.seed)
-    G_ema = build_student(args.seed).eval().requires_grad_(False)
+    G = build_student(args.seed, args.rgb_init)
+    G_ema = build_student(args.seed, args.rgb_init).eval().requires_grad_(False)
     G_ema.load_state_dict(G.state_dict())
     opt = torch.optim.Adam(G.parameters(), lr=args.lr, betas=(0.9, 0.99))
     rng = torch.Generator().manual_seed(args.seed)
     noise_rng = torch.Generator().manual_seed(args.seed + 1)
     state_path = out / "train_state.pt"
-    step, elapsed, w_perc, history = 0, 0.0, None, []
+    step, elapsed, w_perc, history, last_perc = 0, 0.0, None, [], float("nan")
     if args.resume and state_path.is_file():
         st = torch.load(str(state_path), map_location="cpu", weights_only=True)
         G.load_state_dict(st["G"])
@@ -239,10 +244,10 @@ def main(argv=None):
         img = G(z, noise_mode="random", generator=noise_rng, fused_modconv=False)  # unfused: 2x faster on CPU
         l1 = (img - target).abs().mean()
         loss_total = l1
-        lp = torch.zeros(())
         if args.percep_batch > 0 and args.percep_weight > 0 and step % args.percep_every == 0:
             k = args.percep_batch
             lp = loss(img[:k], target[:k]).mean()
+            last_perc = float(lp.detach())
             if w_perc is None:
                 w_perc = args.percep_weight * float(l1.detach()) / max(float(lp.detach()), 1e-12)
                 log.info("perceptual weight fixed at %.4g (L1 %.4f, perceptual %.4f at step 0)", w_perc, float(l1),
@@ -253,7 +258,7 @@ def main(argv=None):
         opt.step()
         with torch.no_grad():
             for pe, p_ in ema_params:
-                pe.lerp_(p_, 1 - args.ema if step > 100 else 1.0)
+                pe.lerp_(p_, 1 - args.ema if step > 50 else 1.0)
             for be, b in zip(G_ema.buffers(), G.buffers()):
                 be.copy_(b)
         step += 1
@@ -262,7 +267,7 @@ def main(argv=None):
             sps = (now - t_window) / max(1, step - step_window)
             t_window, step_window = now, step
             log.info("step %d/%d  L1 %.4f  perceptual %.4f  lr %.2g  %.2f s/step  ETA %.1f min", step, total,
-                     float(l1), float(lp), lr_at(step), sps, sps * (total - step) / 60)
+                     float(l1.detach()), last_perc, lr_at(step), sps, sps * (total - step) / 60)
         if args.measure:
             continue
         if step % args.ckpt_every == 0 and step < total:
