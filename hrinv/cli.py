@@ -25,6 +25,7 @@ COMMANDS = {
     "evaluate": "evaluate",
     "align": "align",
     "finetune": "finetune",
+    "demo": "demo",
 }
 
 # One-line help shown by `hrinv --help` without importing the modules.
@@ -39,6 +40,7 @@ _SUMMARY = {
     "evaluate": "PSNR, perceptual distance and ID retrieval over a batch results table -> JSON + Markdown",
     "align": "detect faces in photos and align them like FFHQ (DIR/<stem>_<k>.png + DIR/<stem>.json transforms)",
     "finetune": "fine-tune a target generator G_t from 1-10 style images (JoJoGAN recipe, HRInversion loss)",
+    "demo": "stylise a face offline with the bundled models: DIR/stylized.png + DIR/comparison.png",
 }
 
 

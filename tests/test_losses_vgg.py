@@ -197,6 +197,7 @@ def test_missing_file_no_path_and_env(tmp_path, monkeypatch, caffe_path):
     with pytest.raises(WeightsNotFoundError, match="not found"):
         load_vgg16(tmp_path / "nope.pth")
     monkeypatch.delenv("HRINV_VGG16", raising=False)
+    monkeypatch.setattr("hrinv.losses.vgg._bundled_vgg", lambda: None)  # an install without the bundled VGG16
     with pytest.raises(WeightsNotFoundError, match="path="):
         load_vgg16()
     monkeypatch.setenv("HRINV_VGG16", str(caffe_path))

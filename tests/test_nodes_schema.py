@@ -86,7 +86,7 @@ def test_model_folders_merge_with_extra_model_paths(tmp_path):
         os.makedirs(yaml_dir)
         open(os.path.join(yaml_dir, "extra.pkl"), "wb").close()
         open(os.path.join(yaml_dir, "notes.txt"), "w").close()
-        assert glue.list_files("hrinv_stylegan") == ["extra.pkl"]
+        assert [f for f in glue.list_files("hrinv_stylegan") if not f.startswith("bundled/")] == ["extra.pkl"]
         msg = glue.not_found_message("hrinv_stylegan", "ffhq.pkl", "Generator checkpoint")
         assert yaml_dir in msg and "(does not exist)" in msg and "extra.pkl" in msg
 

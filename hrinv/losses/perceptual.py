@@ -61,6 +61,11 @@ KNOWN_CALIBRATIONS: dict = {
                    28: 0.0312767, 29: 0.37009},
     },
 }
+# The same weights rounded to float16 (the bundled hrinv/bundled/vgg16_caffe_conv_fp16.safetensors) have another
+# fingerprint; they share the calibration (fp16 rounding moves the features by ~1e-3 relative, far below its precision).
+KNOWN_CALIBRATIONS["22066ee8a8b0d80e"] = dict(KNOWN_CALIBRATIONS["5b3a598e0c70e1a1"],
+                                              name="vgg16_caffe_conv_fp16 (bundled): the calibration of vgg16_imagenet_"
+                                                   "caffe, unit RMS on 16 CelebA-HQ faces at 1024^2")
 
 
 @dataclass

@@ -355,6 +355,18 @@ def _hf_cache_file(repo_id: str) -> Path:
                                f"a local weights file as path=.")
 
 
+BUNDLED_VGG16 = "vgg16_caffe_conv_fp16.safetensors"
+
+
+def _bundled_vgg():
+    """Verified path of the bundled caffe VGG16 (``hrinv/bundled``), or ``None`` when this install has none."""
+    from hrinv import bundled
+
+    if BUNDLED_VGG16 not in bundled.manifest():
+        return None
+    return bundled.path(BUNDLED_VGG16)
+
+
 def load_vgg16(path=None, device=None, dtype=None, *, convention=None, timm_name: str | None = None) -> VGG16Conv:
     """Load VGG16 conv weights from a local file into a frozen :class:`VGG16Conv`.
 
@@ -365,7 +377,8 @@ def load_vgg16(path=None, device=None, dtype=None, *, convention=None, timm_name
 
     Args:
         path: weights file. ``None``: the ``HRINV_VGG16`` environment variable, else ``timm_name`` from the local
-            Hugging Face cache.
+            Hugging Face cache, else the VGG16 bundled with hrinv (``hrinv/bundled/vgg16_caffe_conv_fp16.safetensors``:
+            the caffe-convention ImageNet weights in fp16, sha256-checked, upcast to ``dtype``).
         device: device of the parameters.
         dtype: dtype of the parameters (default float32).
         convention: override the input convention ("torchvision" or "caffe"). By default it is read from the file's
@@ -382,6 +395,10 @@ def load_vgg16(path=None, device=None, dtype=None, *, convention=None, timm_name
     """
     if path is None and os.environ.get("HRINV_VGG16") and timm_name is None:
         path = os.environ["HRINV_VGG16"]
+    if path is None and timm_name is None:
+        path = _bundled_vgg()  # the caffe VGG16 that ships with hrinv (fp16 file, upcast to dtype), if installed
+        if path is not None:
+            log.info("no VGG16 path given: using the bundled %s", path.name)
     if path is None:
         if timm_name is None:
             raise WeightsNotFoundError(
