@@ -532,7 +532,9 @@ def lerp_latents(w_s, w_t, lam: LambdaSpec = "paper", *, num_ws: int | None = No
     Args:
         w_s: source code(s): a :class:`hrinv.latent.Latent` or a tensor ``[B, num_ws, w_dim]`` / ``[num_ws, w_dim]``.
         w_t: target code(s), same kind; a batch of 1 broadcasts against a batch of B.
-        lam: λ schedule (see :func:`block_lambdas`).
+        lam: λ schedule (see :func:`block_lambdas`), or a **per-row** list: one λ for each of the ``num_ws`` W+ rows
+            (``scheme`` is then unused). A per-row list expresses what a per-block schedule cannot, e.g. the authors'
+            style mixing with a crossover at row 7: ``[0.0] * 7 + [1.0] * (num_ws - 7)``.
         num_ws: rows of W+ (checked against the codes); default from the codes.
         generator: optional generator (G_m or G_s): gives the block layout, and with Latent inputs the fingerprint of
             the result.
@@ -540,7 +542,8 @@ def lerp_latents(w_s, w_t, lam: LambdaSpec = "paper", *, num_ws: int | None = No
 
     Returns:
         Same kind as ``w_s``: a tensor of the broadcast shape, or a Latent whose noise maps (when both inputs have
-        them) are lerped per layer with the λ of the layer's block.
+        them) are lerped per layer with the λ of the layer's block (with a per-row list: the λ of the row that
+        modulates the layer's convolution).
 
     Raises:
         ShapeError: codes of different layouts or a row count that does not fit the generator.
@@ -572,7 +575,8 @@ def lerp_latents(w_s, w_t, lam: LambdaSpec = "paper", *, num_ws: int | None = No
             raise ShapeError(f"the codes have {n} W+ rows but the generator uses {generator.num_ws}.")
     else:
         blocks = _block_resolutions_for(n)
-    lam_rows = row_lambdas(lam, n, scheme, blocks)                                 # [N]
+    per_row = _per_row_lambdas(lam, n)
+    lam_rows = per_row if per_row is not None else row_lambdas(lam, n, scheme, blocks)  # [N]
     a, b = torch.broadcast_tensors(a, b.to(a.device))
     out = _lerp_rows(a, b, lam_rows)                                               # [B, N, D]
     if unbatched:
@@ -580,13 +584,17 @@ def lerp_latents(w_s, w_t, lam: LambdaSpec = "paper", *, num_ws: int | None = No
     if not is_latent:
         return out
 
-    per_block = block_lambdas(lam, blocks)
-    noise = _lerp_noise(getattr(w_s, "noise", None), getattr(w_t, "noise", None), per_block)
+    if per_row is None:
+        per_block = block_lambdas(lam, blocks)
+        layer_lam = None
+    else:
+        per_block, layer_lam = None, _noise_layer_row_lambdas(per_row, blocks)
+    noise = _lerp_noise(getattr(w_s, "noise", None), getattr(w_t, "noise", None), per_block, layer_lam)
     settings = {
         "op": "lerp_latents",
-        "lambda_per_block": {f"b{r}": v for r, v in per_block.items()},
+        "lambda_per_block": {f"b{r}": v for r, v in per_block.items()} if per_block is not None else None,
         "lambda_per_row": [float(v) for v in lam_rows],
-        "scheme": scheme,
+        "scheme": scheme if per_row is None else "per-row",
         "source": {"fingerprint": getattr(w_s, "generator_fingerprint", None),
                    "settings": getattr(w_s, "settings", None)},
         "target": {"fingerprint": getattr(w_t, "generator_fingerprint", None),
@@ -596,7 +604,31 @@ def lerp_latents(w_s, w_t, lam: LambdaSpec = "paper", *, num_ws: int | None = No
     return _make_latent(type(w_s), out, noise, fingerprint, settings)
 
 
-def _lerp_noise(ns, nt, per_block):
+def _per_row_lambdas(lam, num_ws: int):
+    """``lam`` as a per-row λ tensor ``[num_ws]`` when it is a list/tuple/1-D tensor of ``num_ws`` values, else None.
+    (A per-block list has ``num_ws / 2`` values, so the two cannot be confused.)"""
+    if isinstance(lam, (str, bytes, Mapping)) or not (isinstance(lam, Sequence) or torch.is_tensor(lam)):
+        return None
+    if torch.is_tensor(lam) and lam.ndim != 1:
+        return None
+    if len(lam) != num_ws:
+        return None
+    return torch.tensor([_check_lam(v, f"W+ row {i}") for i, v in enumerate(lam)], dtype=torch.float64)
+
+
+def _noise_layer_row_lambdas(lam_rows: torch.Tensor, blocks: Sequence[int]) -> dict[str, float]:
+    """λ of each noise layer under a per-row schedule: the λ of the W+ row that modulates the layer's convolution
+    (NVIDIA layout: b4.conv1 uses row 0; block b_{2^k} uses rows 2k-5 (conv0) and 2k-4 (conv1))."""
+    out = {"b4.conv1": float(lam_rows[0])} if blocks and blocks[0] == 4 else {}
+    for r in blocks:
+        if r == 4:
+            continue
+        k = int(math.log2(r))
+        out[f"b{r}.conv0"], out[f"b{r}.conv1"] = float(lam_rows[2 * k - 5]), float(lam_rows[2 * k - 4])
+    return out
+
+
+def _lerp_noise(ns, nt, per_block, layer_lam=None):
     if ns is None and nt is None:
         return None
     if (ns is None) != (nt is None):
@@ -607,10 +639,16 @@ def _lerp_noise(ns, nt, per_block):
         raise IncompatibleGeneratorsError(f"the latents have different noise layers: {sorted(ns)} vs {sorted(nt)}.")
     out = {}
     for name in ns:
-        m = _NOISE_NAME.match(name)
-        if not m or int(m.group(1)) not in per_block:
-            raise IncompatibleGeneratorsError(f"noise layer {name!r} belongs to no block of this generator.")
-        lam = per_block[int(m.group(1))]
+        if layer_lam is not None:
+            key = name[len("synthesis."):] if name.startswith("synthesis.") else name
+            if key not in layer_lam:
+                raise IncompatibleGeneratorsError(f"noise layer {name!r} belongs to no layer of this generator.")
+            lam = layer_lam[key]
+        else:
+            m = _NOISE_NAME.match(name)
+            if not m or int(m.group(1)) not in per_block:
+                raise IncompatibleGeneratorsError(f"noise layer {name!r} belongs to no block of this generator.")
+            lam = per_block[int(m.group(1))]
         a, b = torch.broadcast_tensors(ns[name], nt[name].to(ns[name].device))
         compute = torch.promote_types(a.dtype, torch.float32)
         out[name] = torch.lerp(a.detach().to(compute), b.detach().to(compute), lam).to(ns[name].dtype)
