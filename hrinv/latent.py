@@ -28,7 +28,7 @@ from .errors import IncompatibleGeneratorsError, ShapeError, UnsafeCheckpointErr
 
 __all__ = ["LATENT_FORMAT", "Latent"]
 
-log = logging.getLogger("HRInv")
+log = logging.getLogger(__name__)
 
 LATENT_FORMAT = "hrinv.latent"
 _VERSION = 1

@@ -17,7 +17,7 @@ from .safe_unpickle import PersistentObject, TFNetworkStub, safe_load_pickle
 
 __all__ = ["WHICH", "persistent_state_dict", "plain_config", "read_nvidia_pickle"]
 
-log = logging.getLogger("HRInv")
+log = logging.getLogger(__name__)
 
 # which= value -> snapshot key
 WHICH = {"G_ema": "G_ema", "G": "G"}
