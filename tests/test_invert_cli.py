@@ -37,14 +37,14 @@ def test_cli_invert_writes_png_latent_json(paths, tmp_path, capsys):
         im.convert("RGB").crop((0, 50, 256, 242)).resize((160, 120)).save(wide)  # 4:3, non-square
     out = tmp_path / "out"
     rc = main(["invert", str(paths["face"]), "--generator", str(paths["gen"]), "--vgg", str(paths["vgg"]),
-               "--steps", "2", "--seed", "3", "--no-noise", "--device", "cpu", "--out", str(out), "--save-target"])
+               "--steps", "2", "--seed", "3", "--no-noise-maps", "--device", "cpu", "--out", str(out), "--save-target"])
     assert rc == 0
     stem = paths["face"].stem
     with Image.open(out / f"{stem}.png") as im:
         assert im.size == (64, 64) and im.mode == "RGB"
     assert (out / f"{stem}_target.png").is_file()
     rec = json.loads((out / f"{stem}.json").read_text())
-    assert rec["settings"]["inversion"]["steps"] == 2 and rec["settings"]["inversion"]["optimize_noise"] is False
+    assert rec["settings"]["inversion"]["steps"] == 2 and rec["settings"]["inversion"]["noise_maps"] is False
     assert rec["settings"]["inversion"]["seed"] == 3
     # a random generator and VGG: only check the metrics are there
     assert {"psnr", "loss", "seconds"} <= set(rec["metrics"]) and rec["metrics"]["psnr"] > 0
@@ -66,10 +66,10 @@ def test_cli_invert_writes_png_latent_json(paths, tmp_path, capsys):
 def test_cli_invert_errors(paths, tmp_path, capsys):
     rc = main(["invert", str(tmp_path / "missing.jpg"), "--generator", str(paths["gen"]), "--vgg", str(paths["vgg"]),
                "--out", str(tmp_path)])
-    assert rc == 2 and "not found" in capsys.readouterr().out
+    assert rc == 2 and "not found" in capsys.readouterr().err
     rc = main(["invert", str(paths["face"]), "--generator", str(paths["gen"]), "--vgg", str(paths["vgg"]),
                "--steps", "0", "--out", str(tmp_path)])
-    assert rc == 2 and "steps" in capsys.readouterr().out
+    assert rc == 2 and "steps" in capsys.readouterr().err
 
 
 def test_common_image_helpers(tmp_path):

@@ -6,6 +6,7 @@ render is resampled (antialiased bicubic), which is a fallback, not the paper's 
 """
 
 import argparse
+import sys
 from pathlib import Path
 
 HELP = "render a saved latent at any width x height (INR head when the generator has one, else resized)"
@@ -40,12 +41,12 @@ def run(args) -> int:
     from ._common import resolve_device, resolve_dtype, save_image
 
     if not Path(args.latent).is_file():
-        print(f"hrinv render: error: latent file not found: {args.latent}")
+        print(f"hrinv render: error: latent file not found: {args.latent}", file=sys.stderr)
         return 2
     for name in ("width", "height", "tile"):
         v = getattr(args, name)
         if v is not None and v < 1:
-            print(f"hrinv render: error: --{name} must be >= 1, got {v}")
+            print(f"hrinv render: error: --{name} must be >= 1, got {v}", file=sys.stderr)
             return 2
     device, dtype = resolve_device(args.device), resolve_dtype(args.dtype)
     G = load_generator(args.generator, device=device, dtype=dtype)
@@ -53,7 +54,8 @@ def run(args) -> int:
     lat.check_compatible(G)  # shapes must fit; a different fingerprint only warns (fine-tuned generators share shapes)
     if args.index is not None:
         if not -lat.batch_size <= args.index < lat.batch_size:
-            print(f"hrinv render: error: --index {args.index} is out of range for a latent batch of {lat.batch_size}")
+            print(f"hrinv render: error: --index {args.index} is out of range for a latent batch of {lat.batch_size}",
+                  file=sys.stderr)
             return 2
         lat = lat[args.index]
     height = int(args.height or G.img_resolution)

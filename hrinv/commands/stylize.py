@@ -15,13 +15,14 @@ G_t), ``generator_m.safetensors`` with ``--save-generator`` (needed to re-render
 
 import argparse
 import logging
+import sys
 import time
 from pathlib import Path
 
 HELP = ("content + reference + source/target generators -> invert (Eq. 5), lerp generators and latents (Eq. 6/7), "
         "Local Style Optimisation (Eq. 8), render")
 
-log = logging.getLogger("HRInv")
+log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,9 +50,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lso-steps", type=int, default=50, help="LSO steps (paper 50; 0 = no LSO)")
     parser.add_argument("--lso-rows", default="auto",
                         help="W+ rows LSO may change: auto (convs of b4-b16), bN, a count, 0,1,2 or all")
-    parser.add_argument("--lso-reg", type=float, default=None, help="LSO λ_reg (relative units; see docs)")
+    parser.add_argument("--lso-reg-weight", dest="lso_reg", type=float, default=None,
+                        help="LSO λ_reg (relative units; see docs)")
+    parser.add_argument("--lso-reg", dest="lso_reg", type=float, help=argparse.SUPPRESS)  # earlier spelling
     parser.add_argument("--lso-lr", type=float, default=None, help="LSO learning rate (units of w_std/sqrt(w_dim))")
-    parser.add_argument("--lso-noise", action="store_true", help="LSO also optimises the noise maps")
+    parser.add_argument("--lso-noise-maps", dest="lso_noise", action="store_true",
+                        help="LSO also optimises the noise maps")
+    parser.add_argument("--lso-noise", dest="lso_noise", action="store_true", help=argparse.SUPPRESS)  # earlier
     parser.add_argument("--width", type=int, default=None, help="output width (default: the generator's)")
     parser.add_argument("--height", type=int, default=None, help="output height (default: the generator's)")
     parser.add_argument("--fit", default="stretch", choices=["stretch", "crop", "pad"],
@@ -86,14 +91,14 @@ def run(args) -> int:
     from ..inversion import InversionConfig, compute_w_stats, invert
     from ..io.checkpoints import load_generator, save_generator
     from ..losses import PerceptualLoss, load_vgg16
-    from ..lso import LSOConfig, local_style_optimize
+    from ..lso import LSOConfig, local_style_optimize, parse_rows
     from ..rendering import render
     from ._common import Progress, load_image, resolve_device, resolve_dtype, save_image, write_json
 
     t_start = time.perf_counter()
     missing = [p for p in list(args.content) + list(args.reference) if not Path(p).is_file()]
     if missing:
-        print(f"hrinv stylize: error: image file(s) not found: {', '.join(missing)}")
+        print(f"hrinv stylize: error: image file(s) not found: {', '.join(missing)}", file=sys.stderr)
         return 2
     try:
         lam = parse_lambda(args.lam)
@@ -103,14 +108,14 @@ def run(args) -> int:
         inv_cfg = InversionConfig.preset("cross_domain", steps=int(args.steps), seed=int(args.seed))
         ref_cfg = InversionConfig.preset("cross_domain", steps=int(args.reference_steps or args.steps),
                                          seed=int(args.seed))
-        lso_kw = {"rows": _rows(args.lso_rows), "seed": int(args.seed), "optimize_noise": bool(args.lso_noise)}
+        lso_kw = {"rows": parse_rows(args.lso_rows), "seed": int(args.seed), "noise_maps": bool(args.lso_noise)}
         if args.lso_reg is not None:
             lso_kw["reg_weight"] = float(args.lso_reg)
         if args.lso_lr is not None:
             lso_kw["lr"] = float(args.lso_lr)
         lso_cfg = LSOConfig(steps=max(1, int(args.lso_steps)), **lso_kw)
     except (ValueError, InvalidSettingError) as e:
-        print(f"hrinv stylize: error: {e}")
+        print(f"hrinv stylize: error: {e}", file=sys.stderr)
         return 2
     device, dtype = resolve_device(args.device), resolve_dtype(args.dtype)
     out = Path(args.out)
@@ -206,16 +211,3 @@ def run(args) -> int:
                        f"{extra} -> {out / (stem + '.png')}")
     _say(args, f"done in {time.perf_counter() - t_start:.1f}s")
     return 0
-
-
-def _rows(text):
-    s = str(text).strip().lower()
-    if s in ("auto", "all") or (s.startswith("b") and s[1:].isdigit()):
-        return s
-    if s.isdigit():
-        return int(s)
-    try:
-        return [int(p) for p in s.replace(" ", "").split(",") if p]
-    except ValueError:
-        raise ValueError(f"--lso-rows must be auto, all, bN, a count or a comma-separated list of rows; got "
-                         f"{text!r}") from None
