@@ -19,7 +19,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOWS = REPO / "workflows"
 
-# The checkpoint files users will have (reference-spec §8) and what the tests put in their place.
+# The checkpoint files users will have and what the tests put in their place.
 SOURCE_CKPT = "ffhq.pkl"
 TARGET_CKPT = "metfaces.pkl"
 VGG_FILE = "vgg16-397923af.pth"
@@ -73,8 +73,8 @@ def _loaders(g, source=True, target=True, vgg=True, face=False):
 
 def _invert(gen, image, title, steps=1000, noise_maps=True, seed=0):
     return _node("HRInv_Invert", title, generator=gen, image=image, vgg=["3", 0], steps=steps, latent_space="W+",
-                 noise_maps=noise_maps, lambda_mse=0.0, seed=seed, learning_rate=0.1, loss_layers="conv",
-                 loss_downsample=0, noise_regularize=0.0, fit="crop & resize")
+                 noise_maps=noise_maps, lambda_mse=0.0, seed=seed, lr=0.1, loss_layers="conv",
+                 downsample=0, noise_regularize=0.0, fit="crop & resize")
 
 
 def _lerp_g(title="Mix generators (Eq. 6)"):
@@ -89,7 +89,7 @@ def _lerp_w(source, target, title="Mix latents (Eq. 7)"):
 
 def _lso(latent, content, title="Local Style Optimisation (Eq. 8)"):
     return _node("HRInv_LocalStyleOptimize", title, generator=["20", 0], latent=latent, content=content,
-                 vgg=["3", 0], steps=50, rows="auto", reg_weight=0.5, learning_rate=0.2, noise_maps=False, seed=0)
+                 vgg=["3", 0], steps=50, rows="auto", reg_weight=0.5, lr=0.2, noise_maps=False, seed=0)
 
 
 def _render(latent, title="Render at the chosen size", size=1024):
