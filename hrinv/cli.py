@@ -62,7 +62,7 @@ def main(argv=None):
     args, rest = parser.parse_known_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
     if args.command is None:
-        parser.print_help()
+        parser.print_help(sys.stderr)  # a usage error: stderr, exit 2 (as argparse does)
         return 2
     try:
         module = importlib.import_module(f"hrinv.commands.{COMMANDS[args.command]}")

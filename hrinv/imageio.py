@@ -30,7 +30,7 @@ from .errors import ImageReadError
 
 __all__ = ["IMAGE_EXTENSIONS", "MAX_IMAGE_PIXELS", "list_images", "pil_to_tensor", "read_image"]
 
-log = logging.getLogger("HRInv")
+log = logging.getLogger(__name__)
 
 # Extensions collected by list_images (lower case).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")

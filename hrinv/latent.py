@@ -36,7 +36,7 @@ from .errors import (
 
 __all__ = ["LATENT_FORMAT", "Latent"]
 
-log = logging.getLogger("HRInv")
+log = logging.getLogger(__name__)
 
 LATENT_FORMAT = "hrinv.latent"
 _VERSION = 1

@@ -115,7 +115,7 @@ class StylizeConfig:
             return self.lso
         if self.lso_steps <= 0:
             return None
-        kw = {"rows": self.lso_rows, "seed": int(self.seed), "optimize_noise": bool(self.lso_noise)}
+        kw = {"rows": self.lso_rows, "seed": int(self.seed), "noise_maps": bool(self.lso_noise)}
         if self.lso_reg is not None:
             kw["reg_weight"] = float(self.lso_reg)
         if self.lso_lr is not None:

@@ -15,7 +15,7 @@ from .errors import ShapeError
 
 __all__ = ["canvas_layout", "render"]
 
-log = logging.getLogger("HRInv")
+log = logging.getLogger(__name__)
 
 MODES = ("auto", "inr", "resize")
 FITS = ("stretch", "crop", "pad")

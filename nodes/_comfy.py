@@ -25,7 +25,7 @@ import torch
 
 log = logging.getLogger("HRInv")
 
-# key -> (default sub-folder of ComfyUI/models, accepted extensions). Keys follow reference-spec §8's folders.
+# key -> (default sub-folder of ComfyUI/models, accepted extensions). Keys follow the folders where users keep these files.
 MODEL_FOLDERS: dict[str, tuple[str, set[str]]] = {
     "hrinv_stylegan": ("stylegan2", {".pkl", ".pt", ".pth", ".safetensors"}),
     "hrinv_vgg": ("vgg", {".pt", ".pth", ".safetensors"}),

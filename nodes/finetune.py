@@ -38,7 +38,7 @@ class HRInvFinetune(io.ComfyNode):
                 io.Int.Input("seed", default=0, min=0, max=2**31 - 1, control_after_generate=False,
                              tooltip="Seed of the inversion, the random codes and the reference order. Same seed + "
                                      "same inputs = same G_t."),
-                io.Float.Input("learning_rate", default=0.002, min=0.00001, max=0.1, step=0.0001,
+                io.Float.Input("lr", default=0.002, min=0.00001, max=0.1, step=0.0001,
                                tooltip="Advanced: Adam learning rate of the synthesis weights (JoJoGAN 2e-3)."),
                 io.Int.Input("invert_steps", default=500, min=1, max=5000,
                              tooltip="Advanced: inversion steps per reference into the source generator (W+ only)."),
@@ -64,7 +64,7 @@ class HRInvFinetune(io.ComfyNode):
 
     @classmethod
     @guarded("HRInversion: Fine-tune Generator")
-    def execute(cls, generator, style_images, vgg, steps=300, preserve_color=False, seed=0, learning_rate=0.002,
+    def execute(cls, generator, style_images, vgg, steps=300, preserve_color=False, seed=0, lr=0.002,
                 invert_steps=500, batch_size=4, alpha=1.0, mix_rows="", lambda_mse=0.0) -> io.NodeOutput:
         import torch
 
@@ -75,7 +75,7 @@ class HRInvFinetune(io.ComfyNode):
 
         G = generator.model
         rows = parse_int_list(mix_rows, "mix_rows") if str(mix_rows).strip() else "auto"
-        config = FinetuneConfig(steps=int(steps), lr=float(learning_rate), preserve_color=bool(preserve_color),
+        config = FinetuneConfig(steps=int(steps), lr=float(lr), preserve_color=bool(preserve_color),
                                 seed=int(seed), invert_steps=int(invert_steps), batch_size=int(batch_size),
                                 alpha=float(alpha), mix_rows=rows, lambda_mse=float(lambda_mse),
                                 preview_every=preview_every(int(steps)))

@@ -69,13 +69,13 @@ class HRInvert(io.ComfyNode):
                 io.Int.Input("seed", default=0, min=0, max=2**31 - 1, control_after_generate=False,
                              tooltip="Seed of the noise-map init and the latent jitter; image i of the batch uses "
                                      "seed + i. Same seed + same inputs = same result."),
-                io.Float.Input("learning_rate", default=0.1, min=0.0001, max=10.0, step=0.001,
+                io.Float.Input("lr", default=0.1, min=0.0001, max=10.0, step=0.001,
                                tooltip="Advanced: Adam base learning rate (reference 0.1), with the reference "
                                        "warm-up and cool-down ramps."),
                 io.Combo.Input("loss_layers", options=["conv", "high"], default="conv",
                                tooltip="Advanced: VGG16 layers of the loss. conv = the five conv taps conv1_2…conv5_3 "
                                        "(d_conv, the paper's choice); high = only deep layers (d_h, ablation)."),
-                io.Int.Input("loss_downsample", default=0, min=0, max=4096,
+                io.Int.Input("downsample", default=0, min=0, max=4096,
                              tooltip="Advanced: 0 = loss at full resolution (HRInversion). A size like 256 "
                                      "computes the loss at that size instead (the baseline the paper improves on; "
                                      "less memory). Sizes 1-32 are refused: VGG16 needs more than 32 px."),
@@ -100,23 +100,23 @@ class HRInvert(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, loss_downsample=0):
+    def validate_inputs(cls, downsample=0):
         """Refuse, before anything runs, the loss sizes the tooltip forbids. ComfyUI leaves the range check of an
         input named here to us, and of every input if this took ``**kwargs``: so it names only this one."""
-        if loss_downsample is None:
+        if downsample is None:
             return True
-        v = int(loss_downsample)
+        v = int(downsample)
         if not 0 <= v <= 4096:
-            return f"loss_downsample is {v}; use 0 (full resolution) or a size from 33 to 4096."
+            return f"downsample is {v}; use 0 (full resolution) or a size from 33 to 4096."
         if 0 < v <= 32:
-            return (f"loss_downsample is {v}, but VGG16 needs more than 32 px: use 0 (full resolution, "
+            return (f"downsample is {v}, but VGG16 needs more than 32 px: use 0 (full resolution, "
                     f"HRInversion) or a size above 32, e.g. 256.")
         return True
 
     @classmethod
     @guarded("HRInversion: Invert Image")
     def execute(cls, generator, image, vgg, steps=1000, latent_space="W+", noise_maps=True, lambda_mse=0.0, seed=0,
-                learning_rate=0.1, loss_layers="conv", loss_downsample=0, noise_regularize=0.0, fit=FIT_MODES[0],
+                lr=0.1, loss_layers="conv", downsample=0, noise_regularize=0.0, fit=FIT_MODES[0],
                 mask=None) -> io.NodeOutput:
         from hrinv.inversion import InversionConfig, invert
 
@@ -133,9 +133,9 @@ class HRInvert(io.ComfyNode):
                             f"{res} px (the rest is then padded and left out of the loss).")
         check_style_batches(cls.hidden.prompt if cls.hidden else None, cls.hidden.unique_id if cls.hidden else None,
                             int(image.shape[0]))
-        config = InversionConfig(steps=int(steps), lr=float(learning_rate), latent_space=latent_space.lower(),
-                                 optimize_noise=bool(noise_maps), lambda_mse=float(lambda_mse), seed=int(seed),
-                                 loss_layers=loss_layers, downsample=int(loss_downsample) or None,
+        config = InversionConfig(steps=int(steps), lr=float(lr), latent_space=latent_space.lower(),
+                                 noise_maps=bool(noise_maps), lambda_mse=float(lambda_mse), seed=int(seed),
+                                 loss_layers=loss_layers, downsample=int(downsample) or None,
                                  noise_regularize=float(noise_regularize), preview_every=preview_every(int(steps)))
         target = to_lib(image)                                                         # [B, 3, H, W]
         if fit != "as is":

@@ -38,7 +38,7 @@ class LocalStyleOptimize(io.ComfyNode):
                                tooltip="λ_reg, the weight of the L2 penalty on the offset, relative to the loss "
                                        "before LSO. Higher = closer to the pure mixed result (more style), lower = "
                                        "closer to the content (more identity). 0 = the paper's no-L2 ablation."),
-                io.Float.Input("learning_rate", default=0.2, min=0.0001, max=100.0, step=0.001,
+                io.Float.Input("lr", default=0.2, min=0.0001, max=100.0, step=0.001,
                                tooltip="Adam learning rate, in units of the generator's W spread."),
                 io.Boolean.Input("noise_maps", default=False,
                                  tooltip="Also optimise the noise maps (the paper does; their effect is "
@@ -53,9 +53,9 @@ class LocalStyleOptimize(io.ComfyNode):
 
     @classmethod
     @guarded("HRInversion: Local Style Optimisation")
-    def execute(cls, generator, latent, content, vgg, steps=50, rows="auto", reg_weight=0.5, learning_rate=0.2,
+    def execute(cls, generator, latent, content, vgg, steps=50, rows="auto", reg_weight=0.5, lr=0.2,
                 noise_maps=False, seed=0) -> io.NodeOutput:
-        from hrinv.lso import LSOConfig, local_style_optimize
+        from hrinv.lso import LSOConfig, local_style_optimize, parse_rows
 
         G, lat = generator.model, latent.latent
         title = "HRInversion: Local Style Optimisation"
@@ -67,7 +67,7 @@ class LocalStyleOptimize(io.ComfyNode):
         if G.inr is None:
             target = fit_to_resolution(target, G.img_resolution, "center crop")
         config = LSOConfig(steps=int(steps), rows=parse_rows(rows), reg_weight=float(reg_weight),
-                           lr=float(learning_rate), optimize_noise=bool(noise_maps), seed=int(seed),
+                           lr=float(lr), noise_maps=bool(noise_maps), seed=int(seed),
                            preview_every=preview_every(int(steps)))
         b, _, h, w = target.shape
         b = max(b, lat.batch_size)
@@ -78,30 +78,6 @@ class LocalStyleOptimize(io.ComfyNode):
         return io.NodeOutput(LatentHandle(result.latent.to(device="cpu"), f"lso({latent.label})",
                                           describe_generator(generator)),
                              to_comfy(result.image))
-
-
-def parse_rows(text: str):
-    """'auto' / 'all' / 'b16' stay strings; '5' -> 5 (a count); '0-4' or '0, 1, 2' -> a list of rows."""
-    s = (text or "").strip().lower()
-    if not s or s in ("auto", "all") or (s.startswith("b") and s[1:].isdigit()):
-        return s or "auto"
-    if s.isdigit():
-        return int(s)
-    out = []
-    for part in s.replace(";", ",").split(","):
-        part = part.strip()
-        if not part:
-            continue
-        try:
-            if "-" in part:
-                lo, hi = (int(p) for p in part.split("-", 1))
-                out.extend(range(lo, hi + 1))
-            else:
-                out.append(int(part))
-        except ValueError:
-            raise NodeError(f"'rows' must be auto, all, bN, a count, or rows like '0-4' / '0,1,2'; got "
-                            f"{text!r}.") from None
-    return out
 
 
 NODES = [LocalStyleOptimize]

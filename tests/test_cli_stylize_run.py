@@ -62,7 +62,8 @@ def test_stylize_then_render(workdir, capsys):
     assert record["lso"]["steps"] == 2 and record["metrics"]["lso_d_h_after"] is not None
     lat = Latent.load(out / "face__toon.latent.safetensors")
     assert lat.ws.shape == (1, 10, 16)
-    assert "step 2/2" in capsys.readouterr().err  # progress output
+    err = capsys.readouterr().err  # progress: tqdm bars on stderr
+    assert "invert content in G_s" in err and "LSO with" in err and "2/2" in err
 
     png = workdir / "again.png"
     rc = main(["render", str(out / "face__toon.latent.safetensors"),

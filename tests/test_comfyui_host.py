@@ -450,13 +450,13 @@ def test_runtime_error_is_our_message(comfy):
     assert "comma-separated" in errs[0]["exception_message"], errs[0]["exception_message"]
 
 
-def test_forbidden_loss_downsample_is_refused_by_prompt(comfy):
+def test_forbidden_downsample_is_refused_by_prompt(comfy):
     graph = wf.substitute(wf.wf_invert_face(), comfy.files)
-    graph["11"]["inputs"]["loss_downsample"] = 16
+    graph["11"]["inputs"]["downsample"] = 16
     status, body = comfy.post("/prompt", {"prompt": graph, "client_id": comfy.client_id})
     assert status == 400, body
     err = body["node_errors"]["11"]["errors"][0]
-    assert err["type"] == "custom_validation_failed" and "loss_downsample is 16" in err["details"], err
+    assert err["type"] == "custom_validation_failed" and "downsample is 16" in err["details"], err
     assert "InversionConfig" not in json.dumps(body)
 
 

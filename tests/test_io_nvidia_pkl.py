@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import shared_path
+from conftest import fixture_path
 from io_pickle_tools import Call, GlobalRef, dumps, persistent_obj, system_call
 from safetensors.torch import load_file
 
@@ -27,7 +27,7 @@ def _config(d):
 
 @pytest.mark.parametrize("name,fname", PICKLES)
 def test_snapshot_reads_exact_state_dict_and_config(name, fname):
-    d = shared_path("fixtures", name)
+    d = fixture_path(name, fname).parent
     init_kwargs, sd, extras = read_checkpoint(d / fname)
     ref = load_file(str(d / "state_dict.safetensors"))
     assert set(sd) == set(ref)
@@ -38,21 +38,21 @@ def test_snapshot_reads_exact_state_dict_and_config(name, fname):
     json.dumps(init_kwargs)  # plain values only (EasyDict/numpy scalars converted)
 
 
-def test_globals_in_fixture_pickles_are_exactly_the_allow_listed_ones():
+@pytest.mark.parametrize("name", ["nv_tiny", "nv_small"])
+def test_globals_in_fixture_pickles_are_exactly_the_allow_listed_ones(name):
     """Every global named in pickle_globals.txt is on our allow-list (and nothing is resolved by import)."""
     from hrinv.io.safe_unpickle import _ALLOWED
-    for name in ("nv_tiny", "nv_small"):
-        lines = (shared_path("fixtures", name) / "pickle_globals.txt").read_text().splitlines()
-        for line in lines:
-            if line.startswith(("#", "torch FloatStorage")) or not line.strip():
-                continue
-            module, attr = line.split()
-            assert (module, attr) in _ALLOWED, line
+    lines = fixture_path(name, "pickle_globals.txt").read_text().splitlines()
+    for line in lines:
+        if line.startswith(("#", "torch FloatStorage")) or not line.strip():
+            continue
+        module, attr = line.split()
+        assert (module, attr) in _ALLOWED, line
 
 
-@pytest.mark.parametrize("name,fname", [PICKLES[0], PICKLES[2]])
+@pytest.mark.parametrize("name,fname", [PICKLES[1], PICKLES[2]])  # the protocol does not matter here
 def test_which_G_gives_the_non_ema_generator(name, fname):
-    d = shared_path("fixtures", name)
+    d = fixture_path(name, fname).parent
     io = load_file(str(d / "io.safetensors"))
     G = load_generator(d / fname, which="G")
     G_ema = load_generator(d / fname)
@@ -67,11 +67,11 @@ def test_which_G_gives_the_non_ema_generator(name, fname):
 
 
 def test_loaded_generator_is_frozen_eval_and_described():
-    d = shared_path("fixtures", "nv_tiny")
-    G = load_generator(d / "network.pkl", dtype=torch.float64)
+    d = fixture_path("nv_tiny", "network_proto4.pkl").parent
+    G = load_generator(d / "network_proto4.pkl", dtype=torch.float64)
     assert not G.training and not any(p.requires_grad for p in G.parameters())
     assert G.mapping.fc0.weight.dtype == torch.float64
-    assert G.meta["format"] == "nvidia-pkl" and G.meta["source"].endswith("network.pkl")
+    assert G.meta["format"] == "nvidia-pkl" and G.meta["source"].endswith("network_proto4.pkl")
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -90,7 +90,7 @@ def pwned_markers():
 
 @pytest.mark.parametrize("fname", ["evil.pkl", "evil_proto4.pkl"])
 def test_fixture_malicious_pickles_are_refused(fname, pwned_markers):
-    path = shared_path("fixtures", "malicious", fname)
+    path = fixture_path("malicious", fname)
     with pytest.raises(UnsafeCheckpointError) as e:
         load_generator(path)
     msg = str(e.value)
@@ -216,7 +216,7 @@ def test_snapshot_without_init_kwargs_is_a_format_error():
 
 @pytest.mark.parametrize("cut", [1, 2, 100, 50_000, 1_000_000, -1])
 def test_truncated_snapshot_is_corrupt_not_a_crash(tmp_path, cut):
-    data = shared_path("fixtures", "nv_tiny", "network_proto4.pkl").read_bytes()
+    data = fixture_path("nv_tiny", "network_proto4.pkl").read_bytes()
     path = tmp_path / "cut.pkl"
     path.write_bytes(data[:cut] if cut > 0 else data[:len(data) + cut])
     with pytest.raises((CheckpointCorruptError, CheckpointFormatError)):
@@ -224,7 +224,7 @@ def test_truncated_snapshot_is_corrupt_not_a_crash(tmp_path, cut):
 
 
 def test_flipped_bytes_never_crash(tmp_path):
-    data = bytearray(shared_path("fixtures", "nv_tiny", "network.pkl").read_bytes())
+    data = bytearray(fixture_path("nv_tiny", "network_proto4.pkl").read_bytes())
     g = torch.Generator().manual_seed(0)
     pos = torch.randint(2, len(data), (12,), generator=g).tolist()
     for i, p in enumerate(pos):

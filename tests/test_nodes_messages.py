@@ -53,17 +53,17 @@ def test_latent_of_another_generator_names_both(h):
     assert "tiny_source.safetensors" in msg and "other_w16.pkl" in msg
 
 
-def test_loss_downsample_refused_at_validation(h):
+def test_downsample_refused_at_validation(h):
     v = h.nodes["HRInv_Invert"].validate_inputs
-    assert v(loss_downsample=0) is True and v(loss_downsample=256) is True
+    assert v(downsample=0) is True and v(downsample=256) is True
     for bad in (1, 16, 32):
-        msg = v(loss_downsample=bad)
-        assert isinstance(msg, str) and "loss_downsample" in msg and "32" in msg and not LIBRARY_WORDS.search(msg)
-    assert isinstance(v(loss_downsample=5000), str)         # declaring the input makes the range check ours
+        msg = v(downsample=bad)
+        assert isinstance(msg, str) and "downsample" in msg and "32" in msg and not LIBRARY_WORDS.search(msg)
+    assert isinstance(v(downsample=5000), str)         # declaring the input makes the range check ours
     import inspect
 
     params = inspect.signature(v).parameters                # no **kwargs: ComfyUI would skip every range check
-    assert list(params) == ["loss_downsample"]
+    assert list(params) == ["downsample"]
 
 
 def test_fit_as_is_says_which_widget_to_change(h):

@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 WORKFLOWS = REPO / "example_workflows"          # the folder name current ComfyUI recommends
 API_DIR = WORKFLOWS / "api"                      # not listed as templates by ComfyUI (checked in the real host)
 
-# The checkpoint files users will have (reference-spec §8) and what the tests put in their place.
+# The checkpoint files users will have and what the tests put in their place.
 SOURCE_CKPT = "ffhq.pkl"
 TARGET_CKPT = "metfaces.pkl"
 VGG_FILE = "vgg16-397923af.pth"
@@ -80,8 +80,8 @@ def _loaders(g, source=True, target=True, vgg=True, face=False):
 
 def _invert(gen, image, title, steps=1000, noise_maps=True, seed=0):
     return _node("HRInv_Invert", title, generator=gen, image=image, vgg=["3", 0], steps=steps, latent_space="W+",
-                 noise_maps=noise_maps, lambda_mse=0.0, seed=seed, learning_rate=0.1, loss_layers="conv",
-                 loss_downsample=0, noise_regularize=0.0, fit="crop & resize")
+                 noise_maps=noise_maps, lambda_mse=0.0, seed=seed, lr=0.1, loss_layers="conv",
+                 downsample=0, noise_regularize=0.0, fit="crop & resize")
 
 
 def _lerp_g(title="Mix generators (Eq. 6)"):
@@ -96,7 +96,7 @@ def _lerp_w(source, target, title="Mix latents (Eq. 7)"):
 
 def _lso(latent, content, title="Local Style Optimisation (Eq. 8)"):
     return _node("HRInv_LocalStyleOptimize", title, generator=["20", 0], latent=latent, content=content,
-                 vgg=["3", 0], steps=50, rows="auto", reg_weight=0.5, learning_rate=0.2, noise_maps=False, seed=0)
+                 vgg=["3", 0], steps=50, rows="auto", reg_weight=0.5, lr=0.2, noise_maps=False, seed=0)
 
 
 def _render(latent, title="Render at the chosen size", size=1024):
@@ -205,7 +205,7 @@ def wf_finetune_face():
     g["10"] = _node("LoadImage", "Content face x_s", image=CONTENT_IMAGE)
     g["11"] = _node("LoadImage", "Style reference (one picture)", image=REFERENCE_IMAGES[0])
     g["2"] = _node("HRInv_Finetune", "Fine-tune G_t from the style image", generator=["1", 0], style_images=["11", 0],
-                   vgg=["3", 0], steps=300, preserve_color=False, seed=0, learning_rate=0.002, invert_steps=500,
+                   vgg=["3", 0], steps=300, preserve_color=False, seed=0, lr=0.002, invert_steps=500,
                    batch_size=4, alpha=1.0, mix_rows="", lambda_mse=0.0)
     g["14"] = _node("PreviewImage", "Reference as G_t draws it", images=["2", 1])
     g["12"] = _invert(["1", 0], ["10", 0], "Invert content in G_s (Eq. 5)", noise_maps=False)

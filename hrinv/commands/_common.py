@@ -8,7 +8,6 @@ instead scales the longer side to the resolution and keeps the aspect ratio (the
 import json
 import math
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -225,31 +224,23 @@ def write_json(path, obj) -> Path:
 
 
 class Progress:
-    """A ``callback(step, total, preview)`` that prints ``label step/total elapsed ETA`` to stderr.
-
-    On a terminal the line is rewritten in place; otherwise a line is printed every ``every`` steps (default: 10 %).
-    """
+    """A ``callback(step, total, preview)`` that shows a ``tqdm`` progress bar (``label``, steps, elapsed, ETA) on
+    stderr. ``quiet`` shows nothing. (``every`` is kept for callers; tqdm decides how often to redraw.)"""
 
     def __init__(self, label: str = "", every: int = 0, stream=None, quiet: bool = False):
         self.label = label
-        self.every = every
         self.stream = stream or sys.stderr
         self.quiet = quiet
-        self.t0 = time.perf_counter()
-        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.bar = None
 
     def __call__(self, step, total, preview=None):
         if self.quiet:
             return
-        every = self.every or max(1, total // 10)
-        last = step == total
-        if not (self.tty or last or step % every == 0):
-            return
-        el = time.perf_counter() - self.t0
-        eta = el / max(step, 1) * (total - step)
-        line = f"{self.label} step {step}/{total}  {el:6.1f}s elapsed  ETA {eta:6.1f}s"
-        if self.tty:
-            self.stream.write("\r" + line + ("\n" if last else ""))
-        else:
-            self.stream.write(line + "\n")
-        self.stream.flush()
+        if self.bar is None or self.bar.total != total:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=self.label, file=self.stream, unit="step", dynamic_ncols=True)
+        self.bar.update(step - self.bar.n)
+        if step >= total:
+            self.bar.close()
+            self.bar = None

@@ -10,12 +10,13 @@ Photos are aligned first (every face, FFHQ recipe, :func:`hrinv.align_faces`): f
 
 import argparse
 import logging
+import sys
 import time
 from pathlib import Path
 
-HELP = "invert images into a generator's W+ (+noise) space with the HRInversion loss (paper Eq. 1; Eq. 5 --no-noise)"
+HELP = "invert images into a generator's W+ (+noise) space with the HRInversion loss (paper Eq. 1; Eq. 5 --no-noise-maps)"
 
-log = logging.getLogger("HRInv")
+log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,11 +37,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "the options below override it")
     parser.add_argument("--steps", type=int, default=None, help="optimisation steps (paper: 1000)")
     parser.add_argument("--lr", type=float, default=None, help="Adam base learning rate (reference 0.1)")
-    parser.add_argument("--space", choices=["w+", "w"], default=None, help="latent space (default w+)")
-    parser.add_argument("--noise", dest="noise", action="store_true", default=None,
+    parser.add_argument("--latent-space", dest="space", choices=["w+", "w"], default=None,
+                        help="latent space (default w+)")
+    parser.add_argument("--noise-maps", dest="noise", action="store_true", default=None,
                         help="also optimise the noise maps (Eq. 1; default for the reconstruction preset)")
-    parser.add_argument("--no-noise", dest="noise", action="store_false",
+    parser.add_argument("--no-noise-maps", dest="noise", action="store_false",
                         help="W+ only, noise maps stay the generator's constants (Eq. 5)")
+    # earlier spellings, still accepted (hidden from --help)
+    parser.add_argument("--space", dest="space", choices=["w+", "w"], help=argparse.SUPPRESS)
+    parser.add_argument("--noise", dest="noise", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--no-noise", dest="noise", action="store_false", help=argparse.SUPPRESS)
     parser.add_argument("--lambda-mse", type=float, default=None, help="weight of the pixel MSE term (default 0)")
     parser.add_argument("--noise-regularize", type=float, default=None,
                         help="weight of the noise-map regulariser (default 0; NVIDIA 1e5)")
@@ -69,7 +75,7 @@ def _config(args):
 
     over = {"seed": int(args.seed)}
     for key, value in (("steps", args.steps), ("lr", args.lr), ("latent_space", args.space),
-                       ("optimize_noise", args.noise), ("lambda_mse", args.lambda_mse),
+                       ("noise_maps", args.noise), ("lambda_mse", args.lambda_mse),
                        ("noise_regularize", args.noise_regularize), ("loss_layers", args.loss_layers),
                        ("downsample", args.downsample)):
         if value is not None:
@@ -98,7 +104,7 @@ def run(args) -> int:
     out = output_dir(args.out)
     missing = [p for p in args.images if not Path(p).is_file()]
     if missing:
-        print(f"hrinv invert: error: image file(s) not found: {', '.join(missing)}")
+        print(f"hrinv invert: error: image file(s) not found: {', '.join(missing)}", file=sys.stderr)
         return 2
 
     G = load_generator(args.generator, device=device, dtype=dtype)

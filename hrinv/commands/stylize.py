@@ -21,13 +21,14 @@ face); per face ``c_k__r.png`` (the stylised face; with ``--no-align`` this is `
 
 import argparse
 import logging
+import sys
 import time
 from pathlib import Path
 
 HELP = ("content + reference + source/target generators -> invert (Eq. 5), lerp generators and latents (Eq. 6/7), "
         "Local Style Optimisation (Eq. 8), render")
 
-log = logging.getLogger("HRInv")
+log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,9 +57,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lso-steps", type=int, default=50, help="LSO steps (paper 50; 0 = no LSO)")
     parser.add_argument("--lso-rows", default="auto",
                         help="W+ rows LSO may change: auto (convs of b4-b16), bN, a count, 0,1,2 or all")
-    parser.add_argument("--lso-reg", type=float, default=None, help="LSO λ_reg (relative units; see docs)")
+    parser.add_argument("--lso-reg-weight", dest="lso_reg", type=float, default=None,
+                        help="LSO λ_reg (relative units; see docs)")
+    parser.add_argument("--lso-reg", dest="lso_reg", type=float, help=argparse.SUPPRESS)  # earlier spelling
     parser.add_argument("--lso-lr", type=float, default=None, help="LSO learning rate (units of w_std/sqrt(w_dim))")
-    parser.add_argument("--lso-noise", action="store_true", help="LSO also optimises the noise maps")
+    parser.add_argument("--lso-noise-maps", dest="lso_noise", action="store_true",
+                        help="LSO also optimises the noise maps")
+    parser.add_argument("--lso-noise", dest="lso_noise", action="store_true", help=argparse.SUPPRESS)  # earlier
     parser.add_argument("--width", type=int, default=None, help="output width (default: the generator's)")
     parser.add_argument("--height", type=int, default=None, help="output height (default: the generator's)")
     parser.add_argument("--fit", default="stretch", choices=["stretch", "crop", "pad"],
@@ -125,12 +130,13 @@ def run(args) -> int:
     from ..losses import load_vgg16
     from ..pipeline import StylizeConfig, stylize
     from ._common import load_image, output_dir, resolve_device, resolve_dtype, save_image, write_json
+    from ..lso import parse_rows
     from .align import parse_select
 
     t_start = time.perf_counter()
     missing = [p for p in list(args.content) + list(args.reference) if not Path(p).is_file()]
     if missing:
-        print(f"hrinv stylize: error: image file(s) not found: {', '.join(missing)}")
+        print(f"hrinv stylize: error: image file(s) not found: {', '.join(missing)}", file=sys.stderr)
         return 2
     try:
         mapping_lam = args.mapping_lam
@@ -141,7 +147,7 @@ def run(args) -> int:
             width = height = int(width or height)  # pasted faces are square
         config = StylizeConfig(
             lam=args.lam, scheme=args.scheme, mapping_lam=mapping_lam, steps=int(args.steps),
-            reference_steps=args.reference_steps, lso_steps=max(0, int(args.lso_steps)), lso_rows=_rows(args.lso_rows),
+            reference_steps=args.reference_steps, lso_steps=max(0, int(args.lso_steps)), lso_rows=parse_rows(args.lso_rows),
             lso_reg=args.lso_reg, lso_lr=args.lso_lr, lso_noise=bool(args.lso_noise), seed=int(args.seed),
             width=width, height=height, fit=args.fit, tile=args.tile, select=parse_select(args.faces),
             min_face=float(args.min_face), padding=args.padding, detect_max_side=int(args.detect_max_side),
@@ -265,16 +271,3 @@ def run(args) -> int:
     if no_face and no_face == len(jobs):
         return 1
     return 0
-
-
-def _rows(text):
-    s = str(text).strip().lower()
-    if s in ("auto", "all") or (s.startswith("b") and s[1:].isdigit()):
-        return s
-    if s.isdigit():
-        return int(s)
-    try:
-        return [int(p) for p in s.replace(" ", "").split(",") if p]
-    except ValueError:
-        raise ValueError(f"--lso-rows must be auto, all, bN, a count or a comma-separated list of rows; got "
-                         f"{text!r}") from None

@@ -35,7 +35,7 @@ from ..errors import CheckpointCorruptError, CheckpointFormatError, HRInvError, 
 
 __all__ = ["DlibFaceResNet", "load_dlib_resnet", "parse_dlib_dat"]
 
-log = logging.getLogger("HRInv")
+log = logging.getLogger(__name__)
 
 # ----------------------------------------------------------------------------------------------------------------
 # Parsing

@@ -22,7 +22,7 @@ from ..errors import CheckpointCorruptError, CheckpointFormatError, HRInvError, 
 
 __all__ = ["IRSE50", "STAGES", "load_irse50"]
 
-log = logging.getLogger("HRInv")
+log = logging.getLogger(__name__)
 
 # num_layers -> units per stage; stage depths are fixed.
 STAGES = {50: (3, 4, 14, 3), 100: (3, 13, 30, 3), 152: (3, 8, 36, 3)}

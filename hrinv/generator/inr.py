@@ -28,7 +28,7 @@ from ..errors import IncompatibleGeneratorsError, ShapeError
 
 __all__ = ["INRHead", "fit_inr_head", "pixel_centres", "psnr"]
 
-log = logging.getLogger("HRInv")
+log = logging.getLogger(__name__)
 
 _NUM_GEOM = 6  # delta_x, delta_y, cell_x, cell_y, u, v
 

@@ -51,7 +51,7 @@ __all__ = [
     "sniff_format",
 ]
 
-log = logging.getLogger("HRInv")
+log = logging.getLogger(__name__)
 
 HRINV_FORMAT = "hrinv.generator"
 HRINV_VERSION = 1

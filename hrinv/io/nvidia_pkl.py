@@ -23,7 +23,7 @@ from .safe_unpickle import (
 
 __all__ = ["WHICH", "embedded_sources", "persistent_state_dict", "plain_config", "read_nvidia_pickle"]
 
-log = logging.getLogger("HRInv")
+log = logging.getLogger(__name__)
 
 # which= value -> snapshot key
 WHICH = {"G_ema": "G_ema", "G": "G"}

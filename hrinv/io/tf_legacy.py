@@ -30,7 +30,7 @@ from .safe_unpickle import EMBEDDED_SOURCE_WARNING, TFNetworkStub, describe_modu
 
 __all__ = ["TF_CONVERT_HINT", "collect_tf_params", "convert_tf_generator", "convert_tf_pickle"]
 
-log = logging.getLogger("HRInv")
+log = logging.getLogger(__name__)
 
 TF_CONVERT_HINT = ("Alternatively convert it once with NVIDIA's stylegan2-ada-pytorch (python legacy.py or "
                    "`legacy.load_network_pkl` in an environment you trust, then pickle the result), and run "
