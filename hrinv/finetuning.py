@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import torch
 
 from .errors import InvalidSettingError, ShapeError
-from .optim import _Adam, grad_context
+from .optim import grad_context
 
 __all__ = ["FinetuneConfig", "finetune", "mixed_rows", "tuned_parameter_names"]
 
@@ -271,7 +271,8 @@ def finetune(G_s, style_images: torch.Tensor, loss, config: FinetuneConfig | Non
     Raises:
         ShapeError: bad style images or latents. InvalidSettingError: bad rows/blocks for this generator.
     """
-    from .inversion import InversionConfig, _prepare_loss, invert, psnr
+    from .inversion import InversionConfig, invert, psnr
+    from .optim import prepare_loss
 
     config = config or FinetuneConfig()
     t0 = time.perf_counter()
@@ -299,7 +300,7 @@ def finetune(G_s, style_images: torch.Tensor, loss, config: FinetuneConfig | Non
         inv_cfg = InversionConfig.preset("cross_domain", steps=max(1, config.invert_steps), lr=config.invert_lr,
                                          seed=seed, loss_layers=config.loss_layers,
                                          w_avg_samples=config.w_avg_samples, w_stats_seed=config.w_stats_seed)
-        loss_fn = _prepare_loss(loss, inv_cfg, device)
+        loss_fn = prepare_loss(loss, device, layers=config.loss_layers, who="finetune()").fn
 
         # 1. the references' codes in G_s (Eq. 5: W+ only).
         ref_psnr = None
@@ -334,7 +335,7 @@ def finetune(G_s, style_images: torch.Tensor, loss, config: FinetuneConfig | Non
         row_mask[rows] = True
         rng = torch.Generator().manual_seed((seed * 1_000_003 + 29) % 2**63)  # CPU draws: same on any device
         w_avg = Gc.mapping.w_avg.detach().float().to(device)
-        opt = _Adam(params, betas=config.betas)
+        opt = torch.optim.Adam(params, lr=config.lr, betas=tuple(config.betas))
         history: list[float] = []
         order: list[int] = []
         try:
@@ -364,7 +365,7 @@ def finetune(G_s, style_images: torch.Tensor, loss, config: FinetuneConfig | Non
                 for p in params:
                     p.grad = None
                 per.mean().backward()
-                opt.step(config.lr)
+                opt.step()
                 history.append(float(per.detach().mean()))
                 if callback is not None:
                     done = step + 1
@@ -377,7 +378,7 @@ def finetune(G_s, style_images: torch.Tensor, loss, config: FinetuneConfig | Non
         finally:
             for p in params:
                 p.grad = None
-            opt.clear()
+            opt.state.clear()
 
         G_t = Gc.requires_grad_(False).eval()
         with torch.no_grad():
