@@ -115,7 +115,7 @@ def main(argv=None):
     if args.quick:
         base = LSOConfig()
         settings = [("default", {}), ("no L2 (λ_reg=0)", {"reg_weight": 0.0}), ("all rows", {"rows": "all"}),
-                    ("no ε", {"noise_factor": 0.0}), ("with noise maps", {"optimize_noise": True})]
+                    ("no ε", {"noise_factor": 0.0}), ("with noise maps", {"noise_maps": True})]
         print(f"defaults: lr {base.lr}, λ_reg {base.reg_weight}")
     else:
         for lr in [float(x) for x in args.lr.split(",")]:

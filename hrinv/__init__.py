@@ -31,6 +31,27 @@ _LAZY = {
     # identity metric (issue 4)
     "load_face_embedder": "hrinv.faceid",
     "id_retrieval": "hrinv.metrics.id_retrieval",
+    # faces in photos: detection, FFHQ alignment, paste-back (issue 8)
+    "detect_faces": "hrinv.face",
+    "align_faces": "hrinv.face",
+    "paste_back": "hrinv.face",
+    "FaceAlignment": "hrinv.face",
+    "FaceDetection": "hrinv.face",
+    "FaceTransform": "hrinv.face",
+    # the whole pipeline, photo in, photo out (issue 8)
+    "stylize": "hrinv.pipeline",
+    "StylizeConfig": "hrinv.pipeline",
+    "StylizeResult": "hrinv.pipeline",
+    # dataset-scale jobs (issue 12)
+    "run_batch": "hrinv.batch",
+    "collect_items": "hrinv.batch",
+    "InvertJob": "hrinv.batch",
+    "StylizeJob": "hrinv.batch",
+    "init_distributed": "hrinv.distributed",
+    "evaluate_results": "hrinv.metrics.evaluate",
+    # few-shot fine-tuning (issue 9; module finetuning.py so hrinv.finetune stays the function)
+    "finetune": "hrinv.finetuning",
+    "FinetuneConfig": "hrinv.finetuning",
 }
 
 __all__ = sorted(_LAZY) + ["__version__", "errors"]

@@ -21,6 +21,11 @@ COMMANDS = {
     "stylize": "stylize",
     "render": "render",
     "id-retrieval": "id_retrieval",
+    "batch": "batch",
+    "evaluate": "evaluate",
+    "align": "align",
+    "finetune": "finetune",
+    "demo": "demo",
 }
 
 # One-line help shown by `hrinv --help` without importing the modules.
@@ -31,6 +36,11 @@ _SUMMARY = {
     "stylize": "content + reference + source/target generators -> invert, lerp, LSO, render",
     "render": "render a saved latent at any width x height",
     "id-retrieval": "ID-retrieval accuracy of stylised faces against their content faces",
+    "batch": "dataset-scale invert/stylize over a folder or manifest: resumable, one results table, torchrun-ready",
+    "evaluate": "PSNR, perceptual distance and ID retrieval over a batch results table -> JSON + Markdown",
+    "align": "detect faces in photos and align them like FFHQ (DIR/<stem>_<k>.png + DIR/<stem>.json transforms)",
+    "finetune": "fine-tune a target generator G_t from 1-10 style images (JoJoGAN recipe, HRInversion loss)",
+    "demo": "stylise a face offline with the bundled models: DIR/stylized.png + DIR/comparison.png",
 }
 
 
@@ -52,7 +62,7 @@ def main(argv=None):
     args, rest = parser.parse_known_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
     if args.command is None:
-        parser.print_help()
+        parser.print_help(sys.stderr)  # a usage error: stderr, exit 2 (as argparse does)
         return 2
     try:
         module = importlib.import_module(f"hrinv.commands.{COMMANDS[args.command]}")
@@ -71,6 +81,15 @@ def main(argv=None):
     except KeyboardInterrupt:
         print(f"hrinv {args.command}: interrupted", file=sys.stderr)
         return 130
+    except (OSError, MemoryError) as e:  # disk full, permissions, out of memory: the message is the useful part
+        print(f"hrinv {args.command}: error: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    except Exception as e:  # noqa: BLE001 - no input may end in a bare traceback; -v shows it for a bug report
+        if args.verbose:
+            raise
+        print(f"hrinv {args.command}: error: unexpected {type(e).__name__}: {str(e)[:300]} (this is a bug or an "
+              f"input no check anticipated; run with -v for the traceback and please report it)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

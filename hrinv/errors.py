@@ -10,12 +10,15 @@ __all__ = [
     "CheckpointFormatError",
     "UnsafeCheckpointError",
     "CheckpointCorruptError",
+    "LatentFileError",
     "IncompatibleGeneratorsError",
     "ShapeError",
     "WeightsNotFoundError",
     "ImageReadError",
     "DatasetLayoutError",
     "InvalidSettingError",
+    "NonFiniteError",
+    "NoFaceFoundError",
 ]
 
 
@@ -37,6 +40,10 @@ class UnsafeCheckpointError(CheckpointError):
 
 class CheckpointCorruptError(CheckpointError):
     """The file is truncated or damaged."""
+
+
+class LatentFileError(CheckpointError):
+    """A latent file (.safetensors / .npz) is truncated, damaged, not a latent, or holds non-finite values."""
 
 
 class IncompatibleGeneratorsError(HRInvError, ValueError):
@@ -61,3 +68,15 @@ class DatasetLayoutError(HRInvError, ValueError):
 
 class InvalidSettingError(HRInvError, ValueError):
     """A setting (a λ schedule, a row selection, an option value) is malformed or out of range."""
+
+
+class NonFiniteError(HRInvError, ArithmeticError):
+    """An optimisation produced NaN or infinity; the message names the step and the likely cause."""
+
+    def __init__(self, message, step=None):
+        super().__init__(message)
+        self.step = step
+
+
+class NoFaceFoundError(HRInvError, ValueError):
+    """Face detection found no face (or none large enough) in a photo that was to be aligned."""

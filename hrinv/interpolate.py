@@ -38,11 +38,22 @@ import logging
 import math
 import re
 import warnings
-from typing import Mapping, Sequence, Union
+from typing import Mapping, Sequence
 
 import torch
 
-from .errors import IncompatibleGeneratorsError, InvalidSettingError, ShapeError
+from .errors import IncompatibleGeneratorsError, ShapeError
+from .lambdas import (  # noqa: F401  (re-exported: the λ schedules are part of this module's API)
+    PAPER_LAMBDA,
+    LambdaSpec,
+    _block_resolutions_for,
+    _check_lam,
+    block_lambdas,
+    block_of_key,
+    parse_lambda,
+    row_blocks,
+    row_lambdas,
+)
 
 __all__ = [
     "PAPER_LAMBDA",
@@ -57,12 +68,7 @@ __all__ = [
     "lerp_latents",
 ]
 
-logger = logging.getLogger("HRInv")
-
-LambdaSpec = Union[str, float, int, Sequence[float], Mapping]
-
-# Paper default (Sec. III-C): λ = 0.2 for b4–b64, 0.7 for b128–b1024.
-PAPER_LAMBDA = {"low": 0.2, "high": 0.7, "split_res": 128}
+logger = logging.getLogger(__name__)
 
 # init_kwargs that only change how a network runs (precision, activation clamping), not what its weights mean. They
 # may differ between G_s and G_t (a TF-converted FFHQ model next to an ADA fine-tune, say); G_m takes G_s's.
@@ -72,180 +78,7 @@ _RUNTIME_KWARGS = {"synthesis_kwargs.num_fp16_res", "synthesis_kwargs.conv_clamp
 FINETUNE_MIN_MEDIAN_COSINE = 0.5
 FINETUNE_MAX_RELATIVE_DISTANCE = 1.0
 
-_BLOCK_KEY = re.compile(r"^synthesis\.b(\d+)\.")
 _NOISE_NAME = re.compile(r"^(?:synthesis\.)?b(\d+)\.")
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# λ schedules
-
-
-def _block_resolutions_for(num_ws: int) -> list[int]:
-    """NVIDIA block resolutions for a W+ with ``num_ws`` rows (num_ws = 2·log2(res) − 2)."""
-    if num_ws < 2 or num_ws % 2:
-        raise ShapeError(f"a StyleGAN2 W+ code has an even number of rows >= 2 (2*log2(resolution) - 2); got "
-                         f"{num_ws}. Pass generator=G so the block layout is read from the generator.")
-    return [4 * 2 ** i for i in range(num_ws // 2)]
-
-
-def _check_lam(value, where: str) -> float:
-    try:
-        lam = float(value)
-    except (TypeError, ValueError):
-        raise InvalidSettingError(f"λ for {where} must be a number in [0, 1]; got {value!r}.") from None
-    if not math.isfinite(lam):
-        raise InvalidSettingError(f"λ for {where} must be finite; got {value!r}.")
-    if lam < 0.0 or lam > 1.0:
-        logger.warning("λ=%g for %s is outside [0, 1]: this extrapolates beyond the two generators/codes.", lam, where)
-    return lam
-
-
-def _parse_block_name(name, block_resolutions: Sequence[int]) -> int:
-    text = str(name).strip().lower()
-    if text.startswith("b"):
-        text = text[1:]
-    try:
-        res = int(text)
-    except ValueError:
-        raise InvalidSettingError(f"expected a block name like 'b64' or 64; got {name!r}.") from None
-    if res not in block_resolutions:
-        raise InvalidSettingError(f"block b{res} does not exist in this generator; its blocks are "
-                                  f"{', '.join(f'b{r}' for r in block_resolutions)}.")
-    return res
-
-
-def parse_lambda(text: str) -> LambdaSpec:
-    """Turn a command-line λ (``paper``, ``swap:b64``, ``0.5``, ``0.2,0.2,0.7``) into a :func:`block_lambdas` spec.
-
-    Args:
-        text: the user's string.
-
-    Returns:
-        A string preset, a float, or a list of floats.
-    """
-    s = str(text).strip()
-    low = s.lower()
-    if low in ("paper", "source", "target") or low.startswith("swap:"):
-        return low
-    if "," in s:
-        parts = [p for p in s.split(",") if p.strip()]
-        try:
-            return [float(p) for p in parts]
-        except ValueError:
-            raise InvalidSettingError(f"a λ list is comma-separated numbers, one per block (b4 first); got {text!r}.")
-    try:
-        return float(s)
-    except ValueError:
-        raise InvalidSettingError(f"λ must be 'paper', 'source', 'target', 'swap:bN', a number or a comma-separated "
-                                  f"list of numbers (one per block); got {text!r}.") from None
-
-
-def block_lambdas(lam: LambdaSpec, block_resolutions: Sequence[int]) -> dict[int, float]:
-    """Resolve a λ schedule into one λ per synthesis block.
-
-    Args:
-        lam: ``"paper"``, ``"swap:bN"``, ``"source"``, ``"target"``, a float, a list (one per block, b4 first) or a
-            dict keyed by block (``4`` or ``"b4"``). See the module docstring.
-        block_resolutions: the generator's blocks, e.g. ``[4, 8, ..., 1024]``.
-
-    Returns:
-        ``{resolution: λ}`` for every block, in block order.
-
-    Raises:
-        InvalidSettingError: malformed schedule, wrong length, unknown or missing block.
-    """
-    blocks = [int(r) for r in block_resolutions]
-    if isinstance(lam, str):
-        s = lam.strip().lower()
-        if s == "paper":
-            return {r: (PAPER_LAMBDA["low"] if r < PAPER_LAMBDA["split_res"] else PAPER_LAMBDA["high"]) for r in blocks}
-        if s == "source":
-            return {r: 0.0 for r in blocks}
-        if s == "target":
-            return {r: 1.0 for r in blocks}
-        if s.startswith("swap:"):
-            start = _parse_block_name(s[5:], blocks)
-            return {r: (1.0 if r >= start else 0.0) for r in blocks}
-        return block_lambdas(parse_lambda(lam), blocks)
-    if isinstance(lam, bool):
-        raise InvalidSettingError(f"λ must be a number, preset or per-block list; got {lam!r}.")
-    if isinstance(lam, (int, float)) or (torch.is_tensor(lam) and lam.ndim == 0):
-        value = _check_lam(float(lam), "every block")
-        return {r: value for r in blocks}
-    if isinstance(lam, Mapping):
-        out = {}
-        for key, value in lam.items():
-            res = _parse_block_name(key, blocks)
-            out[res] = _check_lam(value, f"b{res}")
-        missing = [f"b{r}" for r in blocks if r not in out]
-        if missing:
-            raise InvalidSettingError(f"a λ dict must give every block; missing {', '.join(missing)}.")
-        return {r: out[r] for r in blocks}
-    if isinstance(lam, Sequence) or torch.is_tensor(lam):
-        values = [float(v) for v in lam]
-        if len(values) != len(blocks):
-            raise InvalidSettingError(f"a λ list needs one value per block ({len(blocks)}: "
-                                      f"{', '.join(f'b{r}' for r in blocks)}); got {len(values)} values.")
-        return {r: _check_lam(v, f"b{r}") for r, v in zip(blocks, values)}
-    raise InvalidSettingError(f"λ must be 'paper', 'swap:bN', a number, a list or a dict; got {type(lam).__name__}.")
-
-
-def block_of_key(key: str) -> str:
-    """Which part of a generator owns a state-dict key: ``"b{R}"``, ``"mapping"``, ``"inr"`` or ``"other"``."""
-    m = _BLOCK_KEY.match(key)
-    if m:
-        return f"b{m.group(1)}"
-    if key.startswith("mapping."):
-        return "mapping"
-    if key.startswith("inr."):
-        return "inr"
-    return "other"
-
-
-def row_blocks(num_ws: int, scheme: str = "authors", block_resolutions: Sequence[int] | None = None) -> list[int]:
-    """The block (resolution) whose λ each W+ row takes.
-
-    Args:
-        num_ws: rows of the W+ code.
-        scheme: ``"authors"`` (chunks of two rows per block) or ``"nvidia"`` (exact conv usage; a shared row follows
-            the block whose conv0 it feeds).
-        block_resolutions: the generator's blocks (default: derived from ``num_ws``).
-
-    Returns:
-        A list of ``num_ws`` block resolutions.
-    """
-    blocks = list(block_resolutions) if block_resolutions is not None else _block_resolutions_for(num_ws)
-    if 2 * len(blocks) != num_ws:
-        raise ShapeError(f"a W+ code with {num_ws} rows does not belong to a generator with blocks "
-                         f"{blocks} (which has {2 * len(blocks)} rows).")
-    if scheme == "authors":
-        return [blocks[r // 2] for r in range(num_ws)]
-    if scheme == "nvidia":
-        out = []
-        for r in range(num_ws):
-            if r == 0:
-                idx = 0                         # b4.conv1
-            elif r == num_ws - 1:
-                idx = len(blocks) - 1           # torgb of the last block only
-            elif r % 2:
-                idx = (r + 1) // 2              # conv0 of block idx (= torgb of block idx-1)
-            else:
-                idx = r // 2                    # conv1 of block idx
-            out.append(blocks[idx])
-        return out
-    raise InvalidSettingError(f"the W+ row scheme is 'authors' or 'nvidia'; got {scheme!r}.")
-
-
-def row_lambdas(lam: LambdaSpec, num_ws: int, scheme: str = "authors",
-                block_resolutions: Sequence[int] | None = None) -> torch.Tensor:
-    """λ per W+ row.
-
-    Returns:
-        float64 tensor, shape ``[num_ws]``.
-    """
-    blocks = list(block_resolutions) if block_resolutions is not None else _block_resolutions_for(num_ws)
-    per_block = block_lambdas(lam, blocks)
-    return torch.tensor([per_block[b] for b in row_blocks(num_ws, scheme, blocks)], dtype=torch.float64)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -532,7 +365,9 @@ def lerp_latents(w_s, w_t, lam: LambdaSpec = "paper", *, num_ws: int | None = No
     Args:
         w_s: source code(s): a :class:`hrinv.latent.Latent` or a tensor ``[B, num_ws, w_dim]`` / ``[num_ws, w_dim]``.
         w_t: target code(s), same kind; a batch of 1 broadcasts against a batch of B.
-        lam: λ schedule (see :func:`block_lambdas`).
+        lam: λ schedule (see :func:`block_lambdas`), or a **per-row** list: one λ for each of the ``num_ws`` W+ rows
+            (``scheme`` is then unused). A per-row list expresses what a per-block schedule cannot, e.g. the authors'
+            style mixing with a crossover at row 7: ``[0.0] * 7 + [1.0] * (num_ws - 7)``.
         num_ws: rows of W+ (checked against the codes); default from the codes.
         generator: optional generator (G_m or G_s): gives the block layout, and with Latent inputs the fingerprint of
             the result.
@@ -540,7 +375,8 @@ def lerp_latents(w_s, w_t, lam: LambdaSpec = "paper", *, num_ws: int | None = No
 
     Returns:
         Same kind as ``w_s``: a tensor of the broadcast shape, or a Latent whose noise maps (when both inputs have
-        them) are lerped per layer with the λ of the layer's block.
+        them) are lerped per layer with the λ of the layer's block (with a per-row list: the λ of the row that
+        modulates the layer's convolution).
 
     Raises:
         ShapeError: codes of different layouts or a row count that does not fit the generator.
@@ -572,7 +408,8 @@ def lerp_latents(w_s, w_t, lam: LambdaSpec = "paper", *, num_ws: int | None = No
             raise ShapeError(f"the codes have {n} W+ rows but the generator uses {generator.num_ws}.")
     else:
         blocks = _block_resolutions_for(n)
-    lam_rows = row_lambdas(lam, n, scheme, blocks)                                 # [N]
+    per_row = _per_row_lambdas(lam, n)
+    lam_rows = per_row if per_row is not None else row_lambdas(lam, n, scheme, blocks)  # [N]
     a, b = torch.broadcast_tensors(a, b.to(a.device))
     out = _lerp_rows(a, b, lam_rows)                                               # [B, N, D]
     if unbatched:
@@ -580,13 +417,17 @@ def lerp_latents(w_s, w_t, lam: LambdaSpec = "paper", *, num_ws: int | None = No
     if not is_latent:
         return out
 
-    per_block = block_lambdas(lam, blocks)
-    noise = _lerp_noise(getattr(w_s, "noise", None), getattr(w_t, "noise", None), per_block)
+    if per_row is None:
+        per_block = block_lambdas(lam, blocks)
+        layer_lam = None
+    else:
+        per_block, layer_lam = None, _noise_layer_row_lambdas(per_row, blocks)
+    noise = _lerp_noise(getattr(w_s, "noise", None), getattr(w_t, "noise", None), per_block, layer_lam)
     settings = {
         "op": "lerp_latents",
-        "lambda_per_block": {f"b{r}": v for r, v in per_block.items()},
+        "lambda_per_block": {f"b{r}": v for r, v in per_block.items()} if per_block is not None else None,
         "lambda_per_row": [float(v) for v in lam_rows],
-        "scheme": scheme,
+        "scheme": scheme if per_row is None else "per-row",
         "source": {"fingerprint": getattr(w_s, "generator_fingerprint", None),
                    "settings": getattr(w_s, "settings", None)},
         "target": {"fingerprint": getattr(w_t, "generator_fingerprint", None),
@@ -596,7 +437,31 @@ def lerp_latents(w_s, w_t, lam: LambdaSpec = "paper", *, num_ws: int | None = No
     return _make_latent(type(w_s), out, noise, fingerprint, settings)
 
 
-def _lerp_noise(ns, nt, per_block):
+def _per_row_lambdas(lam, num_ws: int):
+    """``lam`` as a per-row λ tensor ``[num_ws]`` when it is a list/tuple/1-D tensor of ``num_ws`` values, else None.
+    (A per-block list has ``num_ws / 2`` values, so the two cannot be confused.)"""
+    if isinstance(lam, (str, bytes, Mapping)) or not (isinstance(lam, Sequence) or torch.is_tensor(lam)):
+        return None
+    if torch.is_tensor(lam) and lam.ndim != 1:
+        return None
+    if len(lam) != num_ws:
+        return None
+    return torch.tensor([_check_lam(v, f"W+ row {i}") for i, v in enumerate(lam)], dtype=torch.float64)
+
+
+def _noise_layer_row_lambdas(lam_rows: torch.Tensor, blocks: Sequence[int]) -> dict[str, float]:
+    """λ of each noise layer under a per-row schedule: the λ of the W+ row that modulates the layer's convolution
+    (NVIDIA layout: b4.conv1 uses row 0; block b_{2^k} uses rows 2k-5 (conv0) and 2k-4 (conv1))."""
+    out = {"b4.conv1": float(lam_rows[0])} if blocks and blocks[0] == 4 else {}
+    for r in blocks:
+        if r == 4:
+            continue
+        k = int(math.log2(r))
+        out[f"b{r}.conv0"], out[f"b{r}.conv1"] = float(lam_rows[2 * k - 5]), float(lam_rows[2 * k - 4])
+    return out
+
+
+def _lerp_noise(ns, nt, per_block, layer_lam=None):
     if ns is None and nt is None:
         return None
     if (ns is None) != (nt is None):
@@ -607,10 +472,16 @@ def _lerp_noise(ns, nt, per_block):
         raise IncompatibleGeneratorsError(f"the latents have different noise layers: {sorted(ns)} vs {sorted(nt)}.")
     out = {}
     for name in ns:
-        m = _NOISE_NAME.match(name)
-        if not m or int(m.group(1)) not in per_block:
-            raise IncompatibleGeneratorsError(f"noise layer {name!r} belongs to no block of this generator.")
-        lam = per_block[int(m.group(1))]
+        if layer_lam is not None:
+            key = name[len("synthesis."):] if name.startswith("synthesis.") else name
+            if key not in layer_lam:
+                raise IncompatibleGeneratorsError(f"noise layer {name!r} belongs to no layer of this generator.")
+            lam = layer_lam[key]
+        else:
+            m = _NOISE_NAME.match(name)
+            if not m or int(m.group(1)) not in per_block:
+                raise IncompatibleGeneratorsError(f"noise layer {name!r} belongs to no block of this generator.")
+            lam = per_block[int(m.group(1))]
         a, b = torch.broadcast_tensors(ns[name], nt[name].to(ns[name].device))
         compute = torch.promote_types(a.dtype, torch.float32)
         out[name] = torch.lerp(a.detach().to(compute), b.detach().to(compute), lam).to(ns[name].dtype)

@@ -12,7 +12,6 @@ The user's generator is never modified: a frozen deep copy is optimised through.
 (``shape=(H, W)``) when the generator has one, else are padded to a square and masked out of the loss.
 """
 
-import copy
 import dataclasses
 import logging
 import time
@@ -23,17 +22,20 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import perf
-from .errors import ShapeError
+from . import _checks, perf
+from .errors import InvalidSettingError, ShapeError
 from .latent import Latent
 from .optim import (
     EarlyStopping,
+    check_loop_settings,
     grad_context,
     make_generators,
-    module_has_inference_tensors,
+    normalize_noise_maps_,
     optimize,
+    prepare_loss,
     randn_per_sample,
     sample_seeds,
+    setting_error,
 )
 
 __all__ = [
@@ -47,7 +49,7 @@ __all__ = [
     "psnr",
 ]
 
-log = logging.getLogger("HRInv")
+log = logging.getLogger(__name__)
 
 _SPACES = ("w+", "w")
 _INITS = ("mean", "random")
@@ -62,7 +64,7 @@ class InversionConfig:
         steps: Adam steps (paper Table I: 1000).
         lr: base learning rate (reference 0.1).
         latent_space: ``"w+"`` (one code per layer, HRInversion) or ``"w"`` (one code repeated, NVIDIA projector).
-        optimize_noise: optimise the per-layer noise maps with W+ (Eq. 1). False = Eq. 5 (W+ only, the noise stays
+        noise_maps: optimise the per-layer noise maps with W+ (Eq. 1). False = Eq. 5 (W+ only, the noise stays
             the generator's constant buffers), used for the cross-domain projections.
         noise_regularize: weight of the noise-map autocorrelation regulariser (reference function default 1e5, the
             authors' shipped config 0; the paper argues it is not needed without down-sampling).
@@ -100,7 +102,7 @@ class InversionConfig:
     steps: int = 1000
     lr: float = 0.1
     latent_space: str = "w+"
-    optimize_noise: bool = True
+    noise_maps: bool = True
     noise_regularize: float = 0.0
     normalize_noise: bool = True
     lambda_mse: float = 0.0
@@ -123,61 +125,37 @@ class InversionConfig:
     force_fp32: bool = True
     precision: str = "fp32"
     memory: str = "auto"
+    optimize_noise: dataclasses.InitVar[bool | None] = None  # the old name of noise_maps, still accepted
 
-    def __post_init__(self):
-        def bad(name, want):
-            raise ValueError(f"InversionConfig.{name} must be {want}, got {getattr(self, name)!r}")
-
-        from . import perf
+    def __post_init__(self, optimize_noise=None):
+        if optimize_noise is not None:
+            self.noise_maps = bool(optimize_noise)
+        check_loop_settings(self, nonnegative=("noise_regularize", "lambda_mse", "initial_noise_factor"),
+                            fractions=("noise_ramp", "early_stop_min_rel"))
         self.precision = perf._check(self.precision)
         if self.memory not in ("auto", "none", "checkpoint", "tile"):
-            bad("memory", "'auto', 'none', 'checkpoint' or 'tile'")
-
-        if not isinstance(self.steps, int) or isinstance(self.steps, bool) or self.steps < 1:
-            bad("steps", "an integer >= 1 (the paper uses 1000)")
-        if not (isinstance(self.lr, (int, float)) and self.lr > 0):
-            bad("lr", "a positive number (reference 0.1)")
+            raise setting_error(self, "memory", "'auto', 'none', 'checkpoint' or 'tile'")
         if isinstance(self.latent_space, str):
             self.latent_space = self.latent_space.lower()
-        if self.latent_space not in _SPACES:
-            bad("latent_space", f"one of {_SPACES}")
-        for name in ("noise_regularize", "lambda_mse", "initial_noise_factor", "noise_ramp", "lr_rampup",
-                     "lr_rampdown", "early_stop_min_rel"):
-            v = getattr(self, name)
-            if not isinstance(v, (int, float)) or isinstance(v, bool) or not np.isfinite(v) or v < 0:
-                bad(name, "a finite number >= 0")
-        for name in ("noise_ramp", "lr_rampup", "lr_rampdown"):
-            if getattr(self, name) > 1:
-                bad(name, "a fraction of the run in [0, 1]")
-        if self.lr_rampup + self.lr_rampdown > 1:
-            raise ValueError(f"InversionConfig: lr_rampup + lr_rampdown must be <= 1, got {self.lr_rampup} + "
-                             f"{self.lr_rampdown}")
-        if self.early_stop_min_rel >= 1:
-            bad("early_stop_min_rel", "a fraction in [0, 1)")
-        self.betas = tuple(float(b) for b in self.betas)
-        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
-            bad("betas", "two numbers in [0, 1)")
-        if not isinstance(self.w_avg_samples, int) or self.w_avg_samples < 2:
-            bad("w_avg_samples", "an integer >= 2 (reference 10000)")
-        if self.init not in _INITS:
-            bad("init", f"one of {_INITS}")
-        if not 0 <= self.init_truncation <= 1:
-            bad("init_truncation", "ψ in [0, 1]")
-        if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0):
-            bad("seed", "None or an integer >= 0")
-        for name in ("preview_every", "early_stop_patience"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-                bad(name, "an integer >= 0 (0 = off)")
-        if isinstance(self.loss_layers, str):
-            if self.loss_layers not in ("conv", "high"):
-                bad("loss_layers", "'conv', 'high' or a {vgg tap: weight} dict")
-        elif not isinstance(self.loss_layers, dict) or not self.loss_layers:
-            bad("loss_layers", "'conv', 'high' or a non-empty {vgg tap: weight} dict")
-        if self.downsample is not None and (not isinstance(self.downsample, int) or self.downsample <= 32):
-            bad("downsample", "None (full resolution) or an integer > 32 (VGG needs more than 32 px)")
-        if self.non_square not in _NON_SQUARE:
-            bad("non_square", f"one of {_NON_SQUARE}")
+        checks = {
+            "latent_space": (self.latent_space in _SPACES, f"one of {_SPACES}"),
+            "early_stop_min_rel": (self.early_stop_min_rel < 1, "a fraction in [0, 1)"),
+            "init": (self.init in _INITS, f"one of {_INITS}"),
+            "init_truncation": (0 <= self.init_truncation <= 1, "ψ in [0, 1]"),
+            "early_stop_patience": (isinstance(self.early_stop_patience, int) and self.early_stop_patience >= 0,
+                                    "an integer >= 0 (0 = off)"),
+            "loss_layers": (self.loss_layers in ("conv", "high") if isinstance(self.loss_layers, str)
+                            else isinstance(self.loss_layers, dict) and bool(self.loss_layers),
+                            "'conv', 'high' or a non-empty {vgg tap: weight} dict"),
+            "downsample": (self.downsample is None or (isinstance(self.downsample, int) and self.downsample > 32),
+                           "None (full resolution) or an integer > 32 (VGG needs more than 32 px)"),
+            "non_square": (self.non_square in _NON_SQUARE, f"one of {_NON_SQUARE}"),
+        }
+        for name, (ok, want) in checks.items():
+            if not ok:
+                raise setting_error(self, name, want)
+        _checks.check_number(self.lr, "InversionConfig.lr", low=0, low_inclusive=False)  # also refuses inf / NaN
+        _checks.check_seed(self.seed, "InversionConfig.seed")
 
     def to_dict(self) -> dict:
         """JSON-able dict (stored in the latent's settings)."""
@@ -191,15 +169,18 @@ class InversionConfig:
     def preset(cls, name: str, **overrides) -> "InversionConfig":
         """A named setting: see :data:`PRESETS` (``reconstruction`` = Eq. 1, ``cross_domain`` = Eq. 5, ...)."""
         if name not in PRESETS:
-            raise ValueError(f"unknown inversion preset {name!r}; choose one of {sorted(PRESETS)}")
+            raise InvalidSettingError(f"unknown inversion preset {name!r}; choose one of {sorted(PRESETS)}")
         return cls(**{**PRESETS[name], **overrides})
+
+
+InversionConfig.optimize_noise = property(lambda self: self.noise_maps, doc="Old name of ``noise_maps``.")
 
 
 PRESETS = {
     # Eq. 1: W+ and noise, d_conv at full resolution.
     "reconstruction": {},
     # Eq. 5: the source / target projections of the stylisation: W+ only, noise left at G's constants.
-    "cross_domain": {"optimize_noise": False},
+    "cross_domain": {"noise_maps": False},
     # Ablation baseline (paper Fig. 1b / Table II): the same loop with the loss computed at 256 px.
     "downsampled_256": {"downsample": 256},
     # NVIDIA stylegan2-ada projector: W space, noise maps with the 1e5 regulariser, loss at 256 px.
@@ -318,13 +299,6 @@ def _noise_regularizer(maps: list[torch.Tensor]) -> torch.Tensor:
     return total  # [B]
 
 
-def _normalize_noise_(params: dict[str, torch.Tensor]) -> None:
-    for k, v in params.items():
-        if k.startswith("noise."):
-            v.sub_(v.mean(dim=(1, 2, 3), keepdim=True))
-            v.mul_(v.square().mean(dim=(1, 2, 3), keepdim=True).rsqrt())
-
-
 def _resize_for_loss(img: torch.Tensor, size: int | None) -> torch.Tensor:
     if size is None or min(img.shape[-2:]) <= size:
         return img
@@ -333,48 +307,29 @@ def _resize_for_loss(img: torch.Tensor, size: int | None) -> torch.Tensor:
     return F.interpolate(img, size=(max(1, round(h * scale)), max(1, round(w * scale))), mode="area")
 
 
-def _first_param(module):
-    if isinstance(module, torch.nn.Module):
-        for t in list(module.parameters()) + list(module.buffers()):
-            return t
-    return None
-
-
-def _prepare_loss(loss, config: InversionConfig, device, size=None, batch=1):
-    """Turn ``loss`` (a PerceptualLoss-like object, a VGG network, or a plain callable) into a usable loss."""
-    if loss is None:
-        raise ValueError("invert() needs a loss: a hrinv.losses.PerceptualLoss, a VGG16 from hrinv.load_vgg16(...), "
-                         "or a callable loss(pred, target) -> [B]")
-    is_vgg = isinstance(loss, torch.nn.Module) and not hasattr(loss, "target") and hasattr(loss, "preprocess")
-    if is_vgg:
-        from .losses import PerceptualLoss
-
-        kw = {}
-        if size is not None and config.downsample is None:
-            plan = perf.plan_memory(size[0], size[1], batch, device=device, mode=config.memory,
-                                    dtype=perf.resolve_precision(config.precision, device))
-            log.info("memory plan: %s", plan.reason)
-            kw = {"checkpoint": plan.checkpoint, "tile": plan.tile}
-        loss = PerceptualLoss(loss, layers=config.loss_layers, **kw)
-    if isinstance(loss, torch.nn.Module):
-        p = _first_param(loss)
-        needs_copy = module_has_inference_tensors(loss) or any(q.requires_grad for q in loss.parameters()) or (
-            p is not None and p.device != device)
-        if needs_copy:  # never let the user's VGG collect grads or keep inference tensors
-            loss = copy.deepcopy(loss).to(device).requires_grad_(False)
-        loss.eval()
-    return loss
-
-
 # ----------------------------------------------------------------------------------------------------------------------
 # invert()
+
+
+def _with_memory_plan(loss, config: InversionConfig, device, size, batch):
+    """A bare VGG network becomes a ``PerceptualLoss`` with the memory-saving mode that :func:`hrinv.perf.plan_memory`
+    picks for this size (``config.memory``); a ready loss keeps its own settings."""
+    is_vgg = isinstance(loss, torch.nn.Module) and not hasattr(loss, "target") and hasattr(loss, "preprocess")
+    if not is_vgg or config.downsample is not None:
+        return loss
+    from .losses import PerceptualLoss
+
+    plan = perf.plan_memory(size[0], size[1], batch, device=device, mode=config.memory,
+                            dtype=perf.resolve_precision(config.precision, device))
+    log.info("memory plan: %s", plan.reason)
+    return PerceptualLoss(loss, layers=config.loss_layers, checkpoint=plan.checkpoint, tile=plan.tile)
 
 
 def invert(G, target: torch.Tensor, loss=None, config: InversionConfig | None = None, *, device=None, dtype=None,
            mask: torch.Tensor | None = None, callback: Callable | None = None,
            generator: torch.Generator | None = None, w_stats: tuple[torch.Tensor, float] | None = None,
            init_latent: Latent | None = None) -> InversionResult:
-    """Invert ``target`` into ``G``'s W+ (+ noise) space (paper Eq. 1; Eq. 5 with ``optimize_noise=False``).
+    """Invert ``target`` into ``G``'s W+ (+ noise) space (paper Eq. 1; Eq. 5 with ``noise_maps=False``).
 
     Args:
         G: a :class:`hrinv.generator.stylegan2.Generator` (never modified; a frozen copy is used).
@@ -404,43 +359,21 @@ def invert(G, target: torch.Tensor, loss=None, config: InversionConfig | None = 
         device = p0.device if device is None else torch.device(device)
         dtype = p0.dtype if dtype is None else dtype
         target = _check_target(target, "target")
+        _checks.check_inversion_inputs(G, target, mask, w_stats, init_latent)
         b, _, h, w = target.shape
-        res = G.img_resolution
-        if mask is not None:
-            mask = _check_mask(mask, b, h, w)
-
+        # private normal copies (inference tensors cannot join autograd; inputs are never modified)
+        mask = None if mask is None else _check_mask(mask, b, h, w).detach().clone().to(device, torch.float32)
         # G itself when it is already frozen on the device (a host-managed resident copy), else a frozen private
         # copy (clones every tensor, so inference tensors become normal ones). G is only read either way.
         Gc = perf.frozen_on(G, device, dtype)
         target = target.detach().clone().to(device=device, dtype=torch.float32)  # [B, 3, H, W]
-        mask = None if mask is None else mask.detach().clone().to(device=device, dtype=torch.float32)
+        target, mask, shape, pads = _fit_to_generator(Gc, target, mask, config.non_square)
 
-        shape, pads = None, None
-        if (h, w) != (res, res):
-            use_inr = Gc.inr is not None and config.non_square in ("auto", "inr")
-            if use_inr:
-                shape = (h, w)
-            elif config.non_square == "inr":
-                raise ShapeError(f"non_square='inr' needs a generator with an INR head (G.inr is None); target is "
-                                 f"{h}x{w}, generator renders {res}x{res}")
-            elif max(h, w) == res:
-                target, pad_mask, pads = pad_to_square(target)  # [B, 3, res, res], [B, 1, res, res]
-                mask = pad_mask if mask is None else pad_to_square(mask, mode="constant")[0] * pad_mask
-            else:
-                raise ShapeError(f"target is {h}x{w} but the generator renders {res}x{res} and has no INR head: resize "
-                                 f"the image so its longer side is {res} (non-square targets are then padded and "
-                                 f"masked), e.g. `hrinv invert --keep-aspect`")
-
-        loss_fn = _prepare_loss(loss, config, device, size=tuple(target.shape[-2:]), batch=b)
-        has_feats = hasattr(loss_fn, "target")
-        loss_param = _first_param(loss_fn)
-        loss_dtype = loss_param.dtype if loss_param is not None and loss_param.is_floating_point() else torch.float32
-        tgt_small = _resize_for_loss(target, config.downsample)
+        loss_fn = prepare_loss(_with_memory_plan(loss, config, device, tuple(target.shape[-2:]), b), device,
+                               layers=config.loss_layers, who="invert()")
         mask_small = None if mask is None else _resize_for_loss(mask, config.downsample)
-        with torch.no_grad():
-            tgt_feats = loss_fn.target(tgt_small.to(loss_dtype)) if has_feats else tgt_small
+        tgt_feats = loss_fn.target(_resize_for_loss(target, config.downsample))
 
-        # w statistics, seeds, initial variables.
         if w_stats is None:
             w_stats = compute_w_stats(Gc, config.w_avg_samples, config.w_stats_seed, device=device, dtype=dtype)
         w_avg = w_stats[0].detach().clone().to(device=device, dtype=torch.float32)  # [w_dim]
@@ -457,12 +390,7 @@ def invert(G, target: torch.Tensor, loss=None, config: InversionConfig | None = 
                                 force_fp32=force_fp32)  # [B, 3, H', W']
 
         def objective(img, v):
-            pred = _resize_for_loss(img.float(), config.downsample).to(loss_dtype)
-            if has_feats:
-                total = loss_fn(pred, tgt_feats, mask=mask_small)
-            else:
-                total = loss_fn(pred, tgt_feats) if mask_small is None else loss_fn(pred, tgt_feats, mask=mask_small)
-            total = total.float().reshape(b)  # [B]
+            total = loss_fn(_resize_for_loss(img.float(), config.downsample), tgt_feats, mask_small)  # [B]
             if config.lambda_mse > 0:
                 total = total + config.lambda_mse * _masked_mse(img.float(), target, mask)
             if config.noise_regularize > 0 and noise_names:
@@ -485,35 +413,55 @@ def invert(G, target: torch.Tensor, loss=None, config: InversionConfig | None = 
             def cb(step, total, preview):
                 callback(step, total, None if preview is None else crop_from_square(preview, pads))
 
+        early = EarlyStopping(config.early_stop_patience, config.early_stop_min_rel, config.noise_ramp) \
+            if config.early_stop_patience else None
         result = optimize(
             variables, closure, steps=config.steps, lr=config.lr, lr_rampup=config.lr_rampup,
             lr_rampdown=config.lr_rampdown, betas=config.betas, perturb={"ws": w_std},
             noise_factor=config.initial_noise_factor, noise_ramp=config.noise_ramp, seeds=seeds,
-            post_step=_normalize_noise_ if (noise_names and config.normalize_noise) else None, callback=cb,
-            preview_every=config.preview_every,
-            early_stopping=EarlyStopping(config.early_stop_patience, config.early_stop_min_rel, config.noise_ramp)
-            if config.early_stop_patience else None)
+            post_step=normalize_noise_maps_ if (noise_names and config.normalize_noise) else None, callback=cb,
+            preview_every=config.preview_every, early_stopping=early)
 
         with torch.no_grad():
             final = result.variables
             img = render(final).float()  # [B, 3, H', W']
-            final_loss = objective(img, final)  # [B]
-            quality = psnr(img, target, mask)  # [B]
+            final_loss, quality = objective(img, final), psnr(img, target, mask)  # [B], [B]
         ws = final["ws"] if config.latent_space == "w+" else final["ws"].expand(-1, Gc.num_ws, -1)
         noise = {n: final["noise." + n].detach().clone() for n in noise_names} or None
-        if pads is not None:
-            img = crop_from_square(img, pads)
-        seconds = time.perf_counter() - t0
         metrics = {"loss": [float(x) for x in final_loss], "psnr": [float(x) for x in quality],
-                   "seconds": seconds, "steps_run": result.steps_run, "stopped_early": result.stopped_early}
+                   "seconds": time.perf_counter() - t0, "steps_run": result.steps_run,
+                   "stopped_early": result.stopped_early}
         settings = {"inversion": config.to_dict(), "target_size": [int(h), int(w)], "pads": list(pads or ()),
                     "render_shape": list(shape) if shape else None, "seeds": [str(s) for s in seeds],
                     "w_std": w_std}
         latent = Latent(ws.detach().clone().contiguous(), noise, G.fingerprint() if hasattr(G, "fingerprint") else "",
                         settings, metrics)
         history = torch.tensor(result.history, dtype=torch.float32).reshape(result.steps_run, b)
-        log.info("inverted %d image(s) in %.1f s: PSNR %s dB", b, seconds, ", ".join(f"{x:.2f}" for x in quality))
+        log.info("inverted %d image(s) in %.1f s: PSNR %s dB", b, metrics["seconds"],
+                 ", ".join(f"{x:.2f}" for x in quality))
+    img = crop_from_square(img, pads) if pads is not None else img
     return InversionResult(latent=latent, image=img.detach().clamp(-1, 1), history=history, metrics=metrics)
+
+
+def _fit_to_generator(Gc, target, mask, non_square):
+    """Non-square or other-size targets: render through the INR head (``shape``) or pad to a square and mask the
+    padding out. Returns ``(target, mask, shape, pads)``."""
+    h, w = target.shape[-2:]
+    res = Gc.img_resolution
+    if (h, w) == (res, res):
+        return target, mask, None, None
+    if Gc.inr is not None and non_square in ("auto", "inr"):
+        return target, mask, (h, w), None
+    if non_square == "inr":
+        raise ShapeError(f"non_square='inr' needs a generator with an INR head (G.inr is None); target is "
+                         f"{h}x{w}, generator renders {res}x{res}")
+    if max(h, w) != res:
+        raise ShapeError(f"target is {h}x{w} but the generator renders {res}x{res} and has no INR head: resize "
+                         f"the image so its longer side is {res} (non-square targets are then padded and "
+                         f"masked), e.g. `hrinv invert --keep-aspect`")
+    target, pad_mask, pads = pad_to_square(target)  # [B, 3, res, res], [B, 1, res, res]
+    mask = pad_mask if mask is None else pad_to_square(mask, mode="constant")[0] * pad_mask
+    return target, mask, None, pads
 
 
 def _check_target(t, name):
@@ -559,7 +507,7 @@ def _init_variables(Gc, config, b, w_avg, seeds, gens, device, init_latent):
         variables["ws"] = w0.expand(b, rows, -1).contiguous()
     else:
         variables["ws"] = w_avg.reshape(1, 1, -1).expand(b, rows, -1).contiguous()  # [B, rows, w_dim]
-    if config.optimize_noise:
+    if config.noise_maps:
         bufs = Gc.synthesis.noise_buffers()
         for name, buf in bufs.items():
             r = buf.shape[-2:]

@@ -15,7 +15,8 @@ else), so loading a latent never executes code from the file.
 import io
 import json
 import logging
-import pickle
+import math
+import struct
 import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -24,11 +25,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import IncompatibleGeneratorsError, ShapeError, UnsafeCheckpointError
+from .errors import (
+    HRInvError,
+    IncompatibleGeneratorsError,
+    LatentFileError,
+    ShapeError,
+    UnsafeCheckpointError,
+    WeightsNotFoundError,
+)
 
 __all__ = ["LATENT_FORMAT", "Latent"]
 
-log = logging.getLogger("HRInv")
+log = logging.getLogger(__name__)
 
 LATENT_FORMAT = "hrinv.latent"
 _VERSION = 1
@@ -208,63 +216,118 @@ class Latent:
     def load(cls, path: str | Path, device=None, *, allow_pickled_noise: bool = False) -> "Latent":
         """Read a latent from ``.safetensors`` (ours) or ``.npz`` (NVIDIA / HRInversion projector outputs).
 
+        Untrusted files are safe to pass: sizes are checked against the file before anything is allocated (at most
+        ``MAX_LATENT_FILE_BYTES`` per array), nothing is unpickled with real numpy constructors, values must be
+        finite, and every failure is a typed error.
+
         Args:
             path: the file.
             device: where to put the tensors (default CPU).
             allow_pickled_noise: HRInversion's ``*_wn.npz`` store the noise maps as a pickled dict. When True, they
-                are decoded with a restricted unpickler that only rebuilds numpy arrays; when False (default), a
-                file that has them raises :class:`UnsafeCheckpointError` explaining the option.
+                are decoded by :func:`hrinv.io.safe_unpickle.numpy_only_load` (arrays rebuilt from their bytes, no
+                numpy constructor ever reaches the pickle); when False (default), a file that has them raises
+                :class:`UnsafeCheckpointError` explaining the option.
 
         Raises:
-            FileNotFoundError, ShapeError, UnsafeCheckpointError, ValueError (unknown format).
+            WeightsNotFoundError (a FileNotFoundError): no such file. LatentFileError: truncated, damaged, not a
+            latent, unknown type or non-finite values. ShapeError: arrays of the wrong shape.
+            UnsafeCheckpointError: pickled content without ``allow_pickled_noise``, or outside the numpy allow-list.
         """
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"latent file not found: {path}")
+            raise WeightsNotFoundError(f"latent file not found: {path} (expected a .safetensors written by hrinv or a "
+                                       f"projector .npz); check the path")
         suffix = path.suffix.lower()
-        if suffix == ".safetensors":
-            lat = cls._load_safetensors(path)
-        elif suffix == ".npz":
-            lat = cls._load_npz(path, allow_pickled_noise)
-        else:
-            raise ValueError(f"unknown latent file type {suffix!r} ({path}); expected .safetensors (hrinv) or .npz "
-                             f"(NVIDIA projected_w.npz / HRInversion *_w.npz, *_wn.npz)")
+        try:
+            if suffix == ".safetensors":
+                lat = cls._load_safetensors(path)
+            elif suffix == ".npz":
+                lat = cls._load_npz(path, allow_pickled_noise)
+            else:
+                raise LatentFileError(f"unknown latent file type {suffix!r} ({path}); expected .safetensors (hrinv) "
+                                      f"or .npz (NVIDIA projected_w.npz / HRInversion *_w.npz, *_wn.npz)")
+            for name, t in [("ws", lat.ws)] + [(f"noise[{k!r}]", v) for k, v in (lat.noise or {}).items()]:
+                if not torch.isfinite(t).all():
+                    raise LatentFileError(f"{path}: {name} holds NaN or infinite values; the latent is damaged. "
+                                          f"Invert the image again")
+        except HRInvError:
+            raise
+        except (RecursionError, MemoryError, OverflowError, ValueError, KeyError, TypeError, IndexError, EOFError,
+                OSError, RuntimeError, zipfile.BadZipFile, struct.error) as e:
+            raise LatentFileError(f"{path} could not be read as a latent ({type(e).__name__}: {str(e)[:200]}); it is "
+                                  f"truncated or damaged. Save or copy it again") from None
         return lat.to(device) if device is not None else lat
 
     @classmethod
     def _load_safetensors(cls, path: Path) -> "Latent":
-        from safetensors import safe_open
+        from safetensors import SafetensorError, safe_open
 
-        with safe_open(str(path), framework="pt") as f:
-            raw = (f.metadata() or {}).get("hrinv")
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                raw = (f.metadata() or {}).get("hrinv")
+                names = list(f.keys())
+                wanted = [k for k in names if k == "ws" or k.startswith("noise.")] if raw is not None else []
+                tensors = {k: f.get_tensor(k) for k in wanted}
+        except SafetensorError as e:
+            raise LatentFileError(f"{path} is not a readable .safetensors file ({str(e)[:200]}); it is truncated or "
+                                  f"damaged. Save or copy it again") from None
         if raw is None:
-            raise ValueError(f"{path} is a .safetensors file without hrinv latent metadata (expected key 'hrinv' "
-                             f"with format {LATENT_FORMAT!r}); is it a generator or VGG weights file?")
-        meta = json.loads(raw)
-        if meta.get("format") != LATENT_FORMAT:
-            raise ValueError(f"{path} holds {meta.get('format')!r}, not a latent ({LATENT_FORMAT!r})")
-        if int(meta.get("version", 0)) > _VERSION:
-            raise ValueError(f"{path} is latent format version {meta.get('version')}, newer than this hrinv "
-                             f"understands ({_VERSION}); update hrinv")
+            raise LatentFileError(f"{path} is a .safetensors file without hrinv latent metadata (expected key 'hrinv' "
+                                  f"with format {LATENT_FORMAT!r}); is it a generator or VGG weights file?")
+        try:
+            meta = json.loads(raw)
+        except (ValueError, RecursionError):
+            raise LatentFileError(f"{path}: the 'hrinv' metadata is not valid JSON (or nests too deeply); the file is "
+                                  f"damaged") from None
+        if not isinstance(meta, dict) or meta.get("format") != LATENT_FORMAT:
+            got = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+            raise LatentFileError(f"{path} holds {got!r}, not a latent ({LATENT_FORMAT!r}); load generators with "
+                                  f"hrinv.load_generator")
+        version = meta.get("version", 0)
+        if not isinstance(version, int) or version > _VERSION:
+            raise LatentFileError(f"{path} is latent format version {str(version)[:20]}, newer than this hrinv "
+                                  f"understands ({_VERSION}); update hrinv")
+        for key in ("settings", "metrics"):
+            if not isinstance(meta.get(key, {}), dict) or _depth(meta.get(key, {})) > _MAX_META_DEPTH:
+                raise LatentFileError(f"{path}: metadata {key!r} must be a JSON object at most {_MAX_META_DEPTH} "
+                                      f"levels deep; the file is damaged")
         if "ws" not in tensors:
-            raise ShapeError(f"{path} has no 'ws' tensor")
+            raise ShapeError(f"{path} has no 'ws' tensor (tensors: {names[:8]})")
+        ws = tensors["ws"]
+        if not ws.is_floating_point():
+            raise LatentFileError(f"{path}: 'ws' must be floating point, got {ws.dtype}")
         layers = meta.get("noise_layers")
-        noise = None if layers is None else {k: tensors[f"noise.{k}"] for k in layers}
-        return cls(tensors["ws"], noise, meta.get("generator_fingerprint", ""), meta.get("settings", {}),
-                   meta.get("metrics", {}))
+        noise = None
+        if layers is not None:
+            if not isinstance(layers, list) or not all(isinstance(k, str) for k in layers):
+                raise LatentFileError(f"{path}: metadata 'noise_layers' must be a list of layer names")
+            missing = [k for k in layers if f"noise.{k}" not in tensors]
+            if missing:
+                raise LatentFileError(f"{path}: the metadata lists noise layers {missing[:4]} that the file does not "
+                                      f"hold; the file is damaged")
+            noise = {k: tensors[f"noise.{k}"] for k in layers}
+        fp = meta.get("generator_fingerprint", "")
+        return cls(ws, noise, fp if isinstance(fp, str) else "", meta.get("settings", {}), meta.get("metrics", {}))
 
     @classmethod
     def _load_npz(cls, path: Path, allow_pickled_noise: bool) -> "Latent":
-        with np.load(path, allow_pickle=False) as data:
-            keys = list(data.keys())
+        with zipfile.ZipFile(path) as zf:
+            keys = [n[:-4] for n in zf.namelist() if n.endswith(".npy")]
             if "w" not in keys:
-                raise ShapeError(f"{path} has no array 'w' (keys: {keys}); expected an NVIDIA projected_w.npz or "
+                raise ShapeError(f"{path} has no array 'w' (keys: {keys[:8]}); expected an NVIDIA projected_w.npz or "
                                  f"an HRInversion *_w.npz / *_wn.npz")
-            try:
-                w = data["w"]
-            except ValueError as e:  # object array: would need pickle
-                raise UnsafeCheckpointError(f"{path}: array 'w' is pickled, refused (expected float32)") from e
+            w, _ = _read_npy_member(zf, "w", path)
+            if w is None:
+                raise UnsafeCheckpointError(f"{path}: array 'w' is pickled, refused (expected float32)")
+            bufs = None
+            if "noise_bufs" in keys:
+                if not allow_pickled_noise:
+                    raise UnsafeCheckpointError(
+                        f"{path} stores its noise maps as a pickled dict ('noise_bufs'), which we do not unpickle by "
+                        f"default. Load it with Latent.load(path, allow_pickled_noise=True) (CLI/node: the 'allow "
+                        f"pickled noise' option) to decode it with a restricted numpy-only unpickler, or use the "
+                        f"W+ alone from the matching *_w.npz.")
+                bufs = _read_pickled_npz_member(zf, "noise_bufs", path)
         if w.dtype.kind != "f":
             raise ShapeError(f"{path}: 'w' must be floating point, got {w.dtype}")
         if w.ndim == 2:
@@ -273,24 +336,18 @@ class Latent:
             raise ShapeError(f"{path}: 'w' must be [1, num_ws, w_dim] (or [num_ws, w_dim]), got {w.shape}")
         ws = torch.from_numpy(np.ascontiguousarray(w, dtype=np.float32))
         noise = None
-        if "noise_bufs" in keys:
-            if not allow_pickled_noise:
-                raise UnsafeCheckpointError(
-                    f"{path} stores its noise maps as a pickled dict ('noise_bufs'), which we do not unpickle by "
-                    f"default. Load it with Latent.load(path, allow_pickled_noise=True) (CLI/node: the 'allow "
-                    f"pickled noise' option) to decode it with a restricted numpy-only unpickler, or use the "
-                    f"W+ alone from the matching *_w.npz.")
-            bufs = _read_pickled_npz_member(path, "noise_bufs")
+        if bufs is not None:
             noise = {}
             for name, arr in bufs.items():
-                layer = str(name)
+                layer = str(name)[:100]
                 layer = layer.removeprefix("synthesis.")
                 layer = layer.removesuffix(".noise_const")
                 a = np.asarray(arr, dtype=np.float32)
-                if a.ndim != 2:
-                    a = a.reshape(a.shape[-2:])
+                if a.ndim < 2 or a.size != a.shape[-1] * a.shape[-2]:
+                    raise ShapeError(f"{path}: noise map {layer!r} has shape {a.shape}, expected [res, res]")
+                a = a.reshape(a.shape[-2:])
                 noise[layer] = torch.from_numpy(a.copy())[None, None].expand(ws.shape[0], 1, *a.shape).clone()
-        source = "hrinversion" if "noise_bufs" in keys or path.stem.endswith(("_w", "_wn")) else "nvidia"
+        source = "hrinversion" if bufs is not None or path.stem.endswith(("_w", "_wn")) else "nvidia"
         return cls(ws, noise, "", {"source": source, "file": path.name}, {})
 
 
@@ -314,44 +371,80 @@ def _json_default(obj):
     raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
 
 
-class _NumpyOnlyUnpickler(pickle.Unpickler):
-    """Unpickler that can rebuild numpy arrays / dtypes / scalars and plain containers, and nothing else."""
-
-    _ALLOWED = frozenset({
-        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-        ("numpy", "ndarray"), ("numpy", "dtype"), ("collections", "OrderedDict"),
-    })
-
-    def find_class(self, module, name):
-        if (module, name) in self._ALLOWED:
-            return super().find_class(module, name)
-        raise UnsafeCheckpointError(f"refused to load {module}.{name} from a pickled latent: only numpy arrays are "
-                                    f"allowed (nothing from the file was executed)")
+# No latent array is anywhere near this (1000 samples of 18 x 512 float32 is 37 MB).
+MAX_LATENT_FILE_BYTES = 256 * 2 ** 20
+_MAX_META_DEPTH = 32
 
 
-def _read_pickled_npz_member(path: Path, key: str) -> dict:
-    """Decode the object array ``key`` of an ``.npz`` with :class:`_NumpyOnlyUnpickler` and return the dict in it."""
+def _depth(obj, limit=_MAX_META_DEPTH + 1):
+    """Nesting depth of a JSON value (iterative; stops counting at ``limit``)."""
+    stack, deepest = [(obj, 1)], 0
+    while stack:
+        x, d = stack.pop()
+        deepest = max(deepest, d)
+        if deepest >= limit:
+            return deepest
+        if isinstance(x, dict):
+            stack.extend((v, d + 1) for v in x.values())
+        elif isinstance(x, list):
+            stack.extend((v, d + 1) for v in x)
+    return deepest
+
+
+def _npy_member(zf: zipfile.ZipFile, key: str, path: Path):
+    """The bytes of ``key.npy`` (size checked against the zip directory and the cap before reading) and its header."""
     from numpy.lib import format as npformat
 
-    with zipfile.ZipFile(path) as zf:
-        raw = zf.read(f"{key}.npy")
+    info = zf.getinfo(f"{key}.npy")
+    if info.file_size > MAX_LATENT_FILE_BYTES:
+        raise LatentFileError(f"{path}: {key!r} declares {info.file_size} bytes, more than any latent "
+                              f"(limit {MAX_LATENT_FILE_BYTES}); the file is damaged or crafted")
+    with zf.open(info) as member:
+        raw = member.read(MAX_LATENT_FILE_BYTES + 1)
+    if len(raw) > MAX_LATENT_FILE_BYTES:
+        raise LatentFileError(f"{path}: {key!r} is larger than any latent; the file is damaged or crafted")
     fp = io.BytesIO(raw)
     version = npformat.read_magic(fp)
     if version == (1, 0):
-        _shape, _fortran, dtype = npformat.read_array_header_1_0(fp)
+        shape, fortran, dtype = npformat.read_array_header_1_0(fp)
+    elif version in ((2, 0), (3, 0)):
+        shape, fortran, dtype = npformat.read_array_header_2_0(fp)
     else:
-        _shape, _fortran, dtype = npformat.read_array_header_2_0(fp)
+        raise LatentFileError(f"{path}: {key!r} is .npy format {version}, which we do not read")
+    return raw, fp, shape, fortran, dtype
+
+
+def _read_npy_member(zf: zipfile.ZipFile, key: str, path: Path):
+    """``(array, header)`` of a numeric ``key.npy`` rebuilt from its bytes (``None`` when it is an object array)."""
+    raw, fp, shape, fortran, dtype = _npy_member(zf, key, path)
+    if dtype.hasobject:
+        return None, (shape, dtype)
+    if dtype.kind not in "biuf" or dtype.fields is not None or dtype.subdtype is not None:
+        raise LatentFileError(f"{path}: {key!r} has dtype {dtype}; a latent is a plain float array")
+    data = raw[fp.tell():]
+    count = math.prod(shape)
+    if count * dtype.itemsize != len(data):
+        raise LatentFileError(f"{path}: {key!r} declares shape {shape} ({dtype}, {count * dtype.itemsize} bytes) but "
+                              f"holds {len(data)} bytes; the file is truncated or damaged")
+    arr = np.frombuffer(data, dtype=dtype, count=count).reshape(shape, order="F" if fortran else "C")
+    return arr.copy(), (shape, dtype)
+
+
+def _read_pickled_npz_member(zf: zipfile.ZipFile, key: str, path: Path) -> dict:
+    """Decode the object array ``key`` of an ``.npz`` with :func:`hrinv.io.safe_unpickle.numpy_only_load`."""
+    from .io.safe_unpickle import numpy_only_load
+
+    raw, fp, _shape, _fortran, dtype = _npy_member(zf, key, path)
     if not dtype.hasobject:
         raise ShapeError(f"{path}: {key!r} was expected to be a pickled dict, got a plain {dtype} array")
     try:
-        obj = _NumpyOnlyUnpickler(fp).load()
+        obj = numpy_only_load(io.BytesIO(raw[fp.tell():]), what=f"{path}: {key!r}")
     except UnsafeCheckpointError:
         raise
-    except Exception as e:  # truncated or malformed pickle
-        raise ShapeError(f"{path}: could not decode {key!r} ({type(e).__name__}: {e})") from e
-    if isinstance(obj, np.ndarray) and obj.dtype.hasobject and obj.size == 1:
-        obj = obj.reshape(()).item()
+    except HRInvError as e:
+        raise LatentFileError(f"{path}: could not decode {key!r}: {e}") from None
+    if isinstance(obj, list) and len(obj) == 1:
+        obj = obj[0]
     if not isinstance(obj, dict) or not all(isinstance(v, np.ndarray) for v in obj.values()):
         raise ShapeError(f"{path}: {key!r} must hold a dict of name -> array, got {type(obj).__name__}")
     return obj

@@ -22,7 +22,6 @@ much as the whole initial d_h". The learning rate is in units of the per-dimensi
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import logging
 import math
@@ -32,16 +31,16 @@ from typing import Callable, Optional, Sequence, Tuple, Union
 
 import torch
 
-from . import perf
+from . import _checks, perf
 from .errors import InvalidSettingError, ShapeError
-from .interpolate import row_blocks
+from .lambdas import row_blocks
 from .latent import Latent
-from .optim import grad_context, make_generators, module_has_inference_tensors, optimize, randn_per_sample, \
-    sample_seeds
+from .optim import (check_loop_settings, frozen, grad_context, make_generators, normalize_noise_maps_, optimize,
+                    prepare_loss, randn_per_sample, sample_seeds, setting_error)
 
-__all__ = ["LSOConfig", "LSOResult", "local_style_optimize", "resolve_rows"]
+__all__ = ["LSOConfig", "LSOResult", "local_style_optimize", "parse_rows", "resolve_rows"]
 
-log = logging.getLogger("HRInv")
+log = logging.getLogger(__name__)
 
 RowSpec = Union[str, int, Sequence[int]]
 
@@ -65,7 +64,7 @@ class LSOConfig:
             ``w_std / sqrt(w_dim)`` (relative) or absolute (paper).
         noise_factor, noise_ramp: ε of Eq. 8: σ = w_std · noise_factor · max(0, 1 − t / noise_ramp)², on every row
             (0 disables ε).
-        optimize_noise: also optimise the noise maps n (the paper does, with the same Adam, and finds their effect
+        noise_maps: also optimise the noise maps n (the paper does, with the same Adam, and finds their effect
             negligible; off by default: cheaper, and the stylised codes come from W+-only projections).
         normalize_noise: zero-mean / unit-RMS noise maps after every step (when they are optimised).
         w_avg_samples, w_stats_seed: samples / seed of the w_std estimate (as the inversion's).
@@ -87,7 +86,7 @@ class LSOConfig:
     init_std: float = 1e-3
     noise_factor: float = 0.05
     noise_ramp: float = 0.75
-    optimize_noise: bool = False
+    noise_maps: bool = False
     normalize_noise: bool = True
     w_avg_samples: int = 10000
     w_stats_seed: int = 123
@@ -95,40 +94,17 @@ class LSOConfig:
     preview_every: int = 0
     force_fp32: bool = True
     precision: str = "fp32"
+    optimize_noise: dataclasses.InitVar[Optional[bool]] = None  # the old name of noise_maps, still accepted
 
-    def __post_init__(self):
-        def bad(name, want):
-            raise InvalidSettingError(f"LSOConfig.{name} must be {want}, got {getattr(self, name)!r}")
-
-        from . import perf
+    def __post_init__(self, optimize_noise=None):
+        if optimize_noise is not None:
+            self.noise_maps = bool(optimize_noise)
+        check_loop_settings(self, nonnegative=("reg_weight", "init_std", "noise_factor"), fractions=("noise_ramp",))
         self.precision = perf._check(self.precision)
-
-        if not isinstance(self.steps, int) or isinstance(self.steps, bool) or self.steps < 1:
-            bad("steps", "an integer >= 1 (the paper uses 50)")
-        for name in ("lr",):
-            v = getattr(self, name)
-            if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v <= 0:
-                bad(name, "a positive number")
-        for name in ("reg_weight", "init_std", "noise_factor", "noise_ramp", "lr_rampup", "lr_rampdown"):
-            v = getattr(self, name)
-            if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
-                bad(name, "a finite number >= 0")
-        for name in ("noise_ramp", "lr_rampup", "lr_rampdown"):
-            if getattr(self, name) > 1:
-                bad(name, "a fraction of the run in [0, 1]")
-        if self.lr_rampup + self.lr_rampdown > 1:
-            bad("lr_rampdown", "<= 1 - lr_rampup")
         if self.reg_units not in ("relative", "paper"):
-            bad("reg_units", "'relative' or 'paper'")
-        self.betas = tuple(float(b) for b in self.betas)
-        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
-            bad("betas", "two numbers in [0, 1)")
-        if not isinstance(self.w_avg_samples, int) or self.w_avg_samples < 2:
-            bad("w_avg_samples", "an integer >= 2")
-        if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0):
-            bad("seed", "None or an integer >= 0")
-        if not isinstance(self.preview_every, int) or self.preview_every < 0:
-            bad("preview_every", "an integer >= 0")
+            raise setting_error(self, "reg_units", "'relative' or 'paper'")
+        _checks.check_numbers(self, ("lr", "reg_weight", "init_std", "noise_factor"), low=0)
+        _checks.check_seed(self.seed, "LSOConfig.seed")
 
     def to_dict(self) -> dict:
         """JSON-able dict (stored in the latent's settings)."""
@@ -137,6 +113,9 @@ class LSOConfig:
         if not isinstance(self.rows, (str, int)):
             d["rows"] = [int(r) for r in self.rows]
         return d
+
+
+LSOConfig.optimize_noise = property(lambda self: self.noise_maps, doc="Old name of ``noise_maps``.")
 
 
 @dataclass
@@ -159,6 +138,36 @@ class LSOResult:
     rows: list
     history: torch.Tensor
     metrics: dict = field(default_factory=dict)
+
+
+def parse_rows(text) -> RowSpec:
+    """A row selection typed by a user (CLI flag, node widget) -> a :class:`LSOConfig` ``rows`` value:
+    ``"auto"`` (also for an empty text), ``"all"`` and ``"bN"`` stay strings, ``"5"`` is a count of leading rows,
+    ``"0-4"``, ``"0,1,2"``, ``"0 1 2"`` or ``"0-2; 6"`` are lists of W+ rows. Non-strings are returned as they are.
+    Checked against a generator by :func:`resolve_rows`.
+
+    Raises:
+        InvalidSettingError: text that is none of these.
+    """
+    if not isinstance(text, str):
+        return text
+    s = text.strip().lower()
+    if not s or s in ("auto", "all") or (s.startswith("b") and s[1:].isdigit()):
+        return s or "auto"
+    if s.isdigit():
+        return int(s)
+    out = []
+    for part in s.replace(";", ",").replace(" ", ",").split(","):
+        try:
+            if "-" in part:
+                lo, hi = (int(p) for p in part.split("-", 1))
+                out.extend(range(lo, hi + 1))
+            elif part:
+                out.append(int(part))
+        except ValueError:
+            raise InvalidSettingError(f"LSO rows must be 'auto', 'all', 'bN' (e.g. b16), a count (e.g. 5) or W+ rows "
+                                      f"like '0-4' or '0,1,2'; got {text!r}.") from None
+    return out
 
 
 def resolve_rows(rows: RowSpec, num_ws: int) -> list:
@@ -208,35 +217,39 @@ def resolve_rows(rows: RowSpec, num_ws: int) -> list:
     return out
 
 
-def _frozen(G, device, dtype):
-    """G itself when it is already frozen, normal (no inference tensors) and in place; else a frozen copy."""
-    first = next(G.parameters())
-    needs_copy = (module_has_inference_tensors(G) or any(p.requires_grad for p in G.parameters())
-                  or first.device != device or first.dtype != dtype)
-    if needs_copy:
-        return copy.deepcopy(G).to(device=device, dtype=dtype).eval().requires_grad_(False)
-    return G
+def _check_inputs(G_m, ws_in, content):
+    """Shapes and ranges of the code and the content; returns ``(batch, render shape or None)``."""
+    if not torch.is_tensor(ws_in) or ws_in.ndim != 3 or not ws_in.is_floating_point():
+        raise ShapeError(f"w_m must be a Latent or a float tensor [B, num_ws, w_dim]; got "
+                         f"{tuple(ws_in.shape) if torch.is_tensor(ws_in) else type(ws_in).__name__}.")
+    if tuple(ws_in.shape[1:]) != (G_m.num_ws, G_m.w_dim):
+        raise ShapeError(f"w_m has W+ shape {tuple(ws_in.shape[1:])} but G_m expects ({G_m.num_ws}, {G_m.w_dim}).")
+    if not torch.is_tensor(content) or content.ndim != 4 or content.shape[1] != 3 or not content.is_floating_point():
+        raise ShapeError(f"content must be a float RGB batch [B, 3, H, W] in [-1, 1]; got "
+                         f"{tuple(content.shape) if torch.is_tensor(content) else type(content).__name__}.")
+    lo, hi = float(content.min()), float(content.max())
+    if lo < -1.5 or hi > 1.5:
+        raise ShapeError(f"content values must be in [-1, 1] (StyleGAN convention), got [{lo:.3g}, {hi:.3g}].")
+    batch = max(ws_in.shape[0], content.shape[0])
+    if {ws_in.shape[0], content.shape[0]} - {1, batch}:
+        raise ShapeError(f"w_m batch {ws_in.shape[0]} and content batch {content.shape[0]} do not broadcast.")
+    h, w = content.shape[-2:]
+    res = G_m.img_resolution
+    if (h, w) == (res, res):
+        return batch, None
+    if getattr(G_m, "inr", None) is None:
+        raise ShapeError(f"content is {h}x{w} but G_m renders {res}x{res} and has no INR head: resize/crop the "
+                         f"content to {res}x{res} (as for the inversion).")
+    return batch, (int(h), int(w))
 
 
-def _prepare_loss(loss, device):
-    if loss is None:
-        raise InvalidSettingError("local_style_optimize needs a loss: hrinv.losses.PerceptualLoss(vgg, layers='high') "
-                                  "(d_h, Eq. 4) or a VGG16 from hrinv.load_vgg16(...)")
-    if isinstance(loss, torch.nn.Module) and not hasattr(loss, "target") and hasattr(loss, "preprocess"):
-        from .losses.perceptual import PerceptualLoss
-
-        loss = PerceptualLoss(loss, layers="high")
-    if isinstance(loss, torch.nn.Module):
-        tensors = list(loss.parameters()) + list(loss.buffers())
-        if module_has_inference_tensors(loss) or any(p.requires_grad for p in loss.parameters()) or (
-                tensors and tensors[0].device != device):
-            loss = copy.deepcopy(loss).to(device).requires_grad_(False)
-        loss.eval()
-        weights = getattr(loss, "weights", None)
-        if isinstance(weights, dict) and set(weights) != {21, 28}:
-            log.info("LSO with perceptual taps %s; the paper's d_h uses taps 21 and 28 only (low-level taps align "
-                     "pixels and damage the background, Fig. 14)", sorted(weights))
-    return loss
+def _fixed_noise(base, G, batch, device):
+    """The noise maps of the input latent (checked against G), ``{layer: [B, 1, r, r]}``, or None."""
+    if base is None or base.noise is None:
+        return None
+    base.check_compatible(G)
+    return {k: v.detach().to(device=device, dtype=torch.float32).expand(batch, -1, -1, -1).clone()
+            for k, v in base.noise.items()}
 
 
 def local_style_optimize(G_m, w_m, content: torch.Tensor, loss, config: Optional[LSOConfig] = None, *, device=None,
@@ -268,30 +281,10 @@ def local_style_optimize(G_m, w_m, content: torch.Tensor, loss, config: Optional
 
     config = config or LSOConfig()
     t0 = time.perf_counter()
-    base_latent = w_m if isinstance(w_m, Latent) else None
-    ws_in = w_m.ws if base_latent is not None else w_m
-    if not torch.is_tensor(ws_in) or ws_in.ndim != 3 or not ws_in.is_floating_point():
-        raise ShapeError(f"w_m must be a Latent or a float tensor [B, num_ws, w_dim]; got "
-                         f"{tuple(ws_in.shape) if torch.is_tensor(ws_in) else type(ws_in).__name__}.")
-    if tuple(ws_in.shape[1:]) != (G_m.num_ws, G_m.w_dim):
-        raise ShapeError(f"w_m has W+ shape {tuple(ws_in.shape[1:])} but G_m expects ({G_m.num_ws}, {G_m.w_dim}).")
-    if not torch.is_tensor(content) or content.ndim != 4 or content.shape[1] != 3 or not content.is_floating_point():
-        raise ShapeError(f"content must be a float RGB batch [B, 3, H, W] in [-1, 1]; got "
-                         f"{tuple(content.shape) if torch.is_tensor(content) else type(content).__name__}.")
-    lo, hi = float(content.min()), float(content.max())
-    if lo < -1.5 or hi > 1.5:
-        raise ShapeError(f"content values must be in [-1, 1] (StyleGAN convention), got [{lo:.3g}, {hi:.3g}].")
-    batch = max(ws_in.shape[0], content.shape[0])
-    if {ws_in.shape[0], content.shape[0]} - {1, batch}:
-        raise ShapeError(f"w_m batch {ws_in.shape[0]} and content batch {content.shape[0]} do not broadcast.")
-    h, w = content.shape[-2:]
-    res = G_m.img_resolution
-    shape = None
-    if (h, w) != (res, res):
-        if getattr(G_m, "inr", None) is None:
-            raise ShapeError(f"content is {h}x{w} but G_m renders {res}x{res} and has no INR head: resize/crop the "
-                             f"content to {res}x{res} (as for the inversion).")
-        shape = (int(h), int(w))
+    base = w_m if isinstance(w_m, Latent) else None
+    ws_in = w_m.ws if base is not None else w_m
+    batch, shape = _check_inputs(G_m, ws_in, content)
+    _checks.check_lso_inputs(G_m, ws_in, content, w_stats, base)
     rows = resolve_rows(config.rows, G_m.num_ws)
     relative = config.reg_units == "relative"
 
@@ -299,109 +292,79 @@ def local_style_optimize(G_m, w_m, content: torch.Tensor, loss, config: Optional
         p0 = next(G_m.parameters())
         device = p0.device if device is None else torch.device(device)
         dtype = p0.dtype if dtype is None else dtype
-        G = _frozen(G_m, device, dtype)
-        loss_fn = _prepare_loss(loss, device)
-        has_feats = hasattr(loss_fn, "target")
+        G = frozen(G_m, device, dtype)
+        loss_fn = prepare_loss(loss, device, layers="high", who="local_style_optimize()")
+        if set(getattr(loss_fn.fn, "weights", None) or {21: 0, 28: 0}) != {21, 28}:
+            log.info("LSO with perceptual taps %s; the paper's d_h uses taps 21 and 28 only (low-level taps align "
+                     "pixels and damage the background, Fig. 14)", sorted(loss_fn.fn.weights))
         w_base = ws_in.detach().to(device=device, dtype=torch.float32).expand(batch, -1, -1).clone()  # [B, N, D]
         x_s = content.detach().to(device=device, dtype=torch.float32).expand(batch, -1, -1, -1)  # [B, 3, H, W]
-        lp = next(iter(list(loss_fn.parameters()) + list(loss_fn.buffers())), None) \
-            if isinstance(loss_fn, torch.nn.Module) else None
-        loss_dtype = lp.dtype if lp is not None and lp.is_floating_point() else torch.float32
-        with torch.no_grad():
-            target = loss_fn.target(x_s.to(loss_dtype)) if has_feats else x_s
+        target = loss_fn.target(x_s)
         if w_stats is None:
             w_stats = compute_w_stats(G, config.w_avg_samples, config.w_stats_seed, device=device, dtype=dtype)
         w_std = float(w_stats[1])
         unit = w_std / math.sqrt(G.w_dim) if relative else 1.0  # per-dimension spread of W
 
-        fixed_noise = None
-        if base_latent is not None and base_latent.noise is not None:
-            base_latent.check_compatible(G)
-            fixed_noise = {k: v.detach().to(device=device, dtype=torch.float32).expand(batch, -1, -1, -1).clone()
-                           for k, v in base_latent.noise.items()}
-
+        fixed_noise = _fixed_noise(base, G, batch, device)
         seeds = sample_seeds(batch, config.seed, generator)
         init_gens = make_generators([(s * 1_000_003 + 29) % 2 ** 63 for s in seeds])
-        eps_gens = make_generators(seeds)
-        variables = {"w_opt": randn_per_sample((len(rows), G.w_dim), init_gens, device=device) *
-                     (config.init_std * unit)}  # [B, R, D]
-        noise_names = []
-        if config.optimize_noise:
-            bufs = G.synthesis.noise_buffers()
-            for name, buf in bufs.items():
-                start = fixed_noise[name] if fixed_noise and name in fixed_noise else \
-                    buf.detach().to(device=device, dtype=torch.float32).expand(batch, 1, *buf.shape[-2:])
-                variables["noise." + name] = start.clone().contiguous()  # [B, 1, r, r]
-                noise_names.append(name)
         row_index = torch.tensor(rows, device=device)
+        w_opt0 = randn_per_sample((len(rows), G.w_dim), init_gens, device=device) * (config.init_std * unit)
+        # The variable is the whole code w_m + w_opt; gradients reach only the chosen rows (the others stay w_m's
+        # values bit for bit), and ε perturbs every row, as in the inversion.
+        variables = {"ws": w_base.index_add(1, row_index, w_opt0)}  # [B, N, D]
+        row_mask = torch.zeros(1, G.num_ws, 1, device=device).index_fill_(1, row_index, 1.0)
+        if config.noise_maps:  # start from the latent's maps, else from G's constant buffers
+            for name, buf in G.synthesis.noise_buffers().items():
+                start = (fixed_noise or {}).get(name, buf.detach().to(device, torch.float32).expand(batch, 1, -1, -1))
+                variables["noise." + name] = start.clone().contiguous()  # [B, 1, r, r]
+        noise_names = [k[len("noise."):] for k in variables if k.startswith("noise.")]
 
-        def compose(w_opt):
-            """w_m with w_opt added on the chosen rows; the other rows are w_m's own tensors."""
-            return w_base.index_add(1, row_index, w_opt)  # [B, N, D]
-
-        def render(ws, v, force_fp32=config.force_fp32):
+        def render(v, force_fp32=config.force_fp32):
             noise = {n: v["noise." + n].to(dtype) for n in noise_names} if noise_names else None
             if noise is None and fixed_noise is not None:
                 noise = {n: t.to(dtype) for n, t in fixed_noise.items()}
-            return G.synthesis(ws.to(dtype), noise_mode="const", noise=noise, shape=shape,
+            return G.synthesis(v["ws"].to(dtype), noise_mode="const", noise=noise, shape=shape,
                                force_fp32=force_fp32)  # [B, 3, H, W]
 
         amp = perf.precision_plan(config.precision, device, G, config.force_fp32)
 
-        def d_h(img):
-            pred = img.to(loss_dtype) if has_feats else img.float()
-            return loss_fn(pred, target).float().reshape(batch)  # [B]
-
         with torch.no_grad():
-            d0 = d_h(render(w_base, variables))  # [B] (noise maps at their initial values)
+            d0 = loss_fn(render({**variables, "ws": w_base}), target)  # [B] (noise maps at their initial values)
         scale_dh = 1.0 / d0.clamp_min(1e-12) if relative else torch.ones_like(d0)  # [B]
-        scale_reg = 1.0 / (w_std * w_std) if relative else 1.0
+        reg = config.reg_weight * (1.0 / (w_std * w_std) if relative else 1.0)
 
         def closure(v, step, steps):
-            ws = compose(v["w_opt"])
-            t = step / steps
-            sigma = w_std * config.noise_factor * max(0.0, 1.0 - t / config.noise_ramp) ** 2 \
-                if config.noise_ramp > 0 else 0.0
-            if sigma > 0:
-                ws = ws + sigma * randn_per_sample(ws.shape[1:], eps_gens, device=device)  # ε on every row
             amp.guard.update()  # the previous step's overflow check (fp16 loss scaling only)
             with amp.generator_context():
-                vs = {k: amp.guard.enter(t) for k, t in v.items() if k.startswith("noise.")}
-                img = render(amp.guard.enter(ws), vs, amp.force_fp32)
+                img = render({k: amp.guard.enter(t) for k, t in v.items()}, amp.force_fp32)
             with amp.loss_context():
-                dist = amp.guard.exit(d_h(img))
-            reg = v["w_opt"].square().sum(dim=(1, 2))  # [B]
-            return dist * scale_dh + config.reg_weight * scale_reg * reg, img
-
-        def post_step(params):
-            if config.normalize_noise:
-                for n in noise_names:
-                    p = params["noise." + n]
-                    p.sub_(p.mean(dim=(1, 2, 3), keepdim=True))
-                    p.mul_(p.square().mean(dim=(1, 2, 3), keepdim=True).rsqrt())
+                dist = amp.guard.exit(loss_fn(img, target))
+            return dist * scale_dh, img
 
         result = optimize(variables, closure, steps=config.steps, lr=config.lr * unit, lr_rampup=config.lr_rampup,
-                          lr_rampdown=config.lr_rampdown, betas=config.betas, post_step=post_step if noise_names
-                          else None, callback=callback, preview_every=config.preview_every)
+                          lr_rampdown=config.lr_rampdown, betas=config.betas, perturb={"ws": w_std},
+                          noise_factor=config.noise_factor, noise_ramp=config.noise_ramp, seeds=seeds,
+                          grad_mask={"ws": row_mask},
+                          penalty=lambda v: reg * (v["ws"] - w_base).square().sum(dim=(1, 2)),  # [B]
+                          post_step=normalize_noise_maps_ if (noise_names and config.normalize_noise) else None,
+                          callback=callback, preview_every=config.preview_every)
 
+        final = result.variables
         with torch.no_grad():
-            final = result.variables
-            ws = compose(final["w_opt"])
-            img = render(ws, final).float()
-            d1 = d_h(img)
-        w_opt_full = torch.zeros_like(w_base).index_add(1, row_index, final["w_opt"])  # [B, N, D]
+            img = render(final).float()
+            d1 = loss_fn(img, target)
+        w_opt = final["ws"] - w_base  # [B, N, D], zeros outside the rows
         noise = {n: final["noise." + n].detach().clone() for n in noise_names} or fixed_noise
-        seconds = time.perf_counter() - t0
         metrics = {"d_h_before": [float(x) for x in d0], "d_h_after": [float(x) for x in d1],
-                   "w_opt_norm": [float(x) / w_std for x in final["w_opt"].flatten(1).norm(dim=1)],
-                   "seconds": seconds}
+                   "w_opt_norm": [float(x) / w_std for x in w_opt.flatten(1).norm(dim=1)],
+                   "seconds": time.perf_counter() - t0}
         settings = {"lso": config.to_dict(), "rows": rows, "w_std": w_std, "seeds": [str(s) for s in seeds],
-                    "render_shape": list(shape) if shape else None,
-                    "base": base_latent.settings if base_latent is not None else None}
-        fp = G_m.fingerprint() if hasattr(G_m, "fingerprint") else ""
-        latent = Latent(ws.detach().clone().contiguous(), noise, fp, settings, metrics)
+                    "render_shape": list(shape) if shape else None, "base": base.settings if base is not None else None}
+        latent = Latent(final["ws"].detach().clone().contiguous(), noise,
+                        G_m.fingerprint() if hasattr(G_m, "fingerprint") else "", settings, metrics)
         history = torch.tensor(result.history, dtype=torch.float32).reshape(result.steps_run, batch)
-        log.info("LSO on %d image(s), rows %s, %d steps in %.1f s: d_h %s", batch, rows, result.steps_run, seconds,
-                 ", ".join(f"{a:.4g} -> {b:.4g}" for a, b in zip(metrics["d_h_before"], metrics["d_h_after"])))
-    return LSOResult(latent=latent, image=img.detach().clamp(-1, 1), w_opt=w_opt_full.detach(), rows=rows,
+        log.info("LSO on %d image(s), rows %s, %d steps in %.1f s: d_h %s", batch, rows, result.steps_run,
+                 metrics["seconds"], ", ".join(f"{a:.4g} -> {b:.4g}" for a, b in zip(d0.tolist(), d1.tolist())))
+    return LSOResult(latent=latent, image=img.detach().clamp(-1, 1), w_opt=w_opt.detach(), rows=rows,
                      history=history, metrics=metrics)

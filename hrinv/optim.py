@@ -6,7 +6,8 @@ HRInversion projector, calls a user closure that renders images and returns a pe
 through ``callback(step, total, preview)`` and stops early or on cancellation. Any differentiable generator works
 (StyleGAN2 W+, a DCGAN's z, an INR's coordinates, ...).
 
-Schedules (reference-spec §2.2, stylegan2-ada-pytorch ``projector.py``), with ``t = step / steps``:
+Schedules (the NVIDIA stylegan2-ada-pytorch ``projector.py``, as released with HRInversion), with
+``t = step / steps``:
 
 * learning rate ``lr(t) = lr · min(1, t / rampup) · (0.5 − 0.5 cos(π · min(1, (1 − t) / rampdown)))``; it is 0 at
   step 0 exactly as in the reference (that step only initialises Adam's moment estimates).
@@ -22,6 +23,8 @@ ComfyUI executes nodes inside ``torch.inference_mode()``; :func:`optimize` enter
 and inference tensors are accepted.
 """
 
+import contextlib
+import copy
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -29,20 +32,29 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ._checks import check_finite_loss, check_finite_variables
+from .errors import InvalidSettingError, ShapeError
+
 __all__ = [
     "EarlyStopping",
     "OptimResult",
+    "PreparedLoss",
+    "check_loop_settings",
+    "frozen",
     "grad_context",
     "lr_at",
     "make_generators",
     "noise_sigma_at",
+    "normalize_noise_maps_",
     "optimize",
+    "prepare_loss",
     "randn_per_sample",
     "sample_seeds",
+    "setting_error",
     "thaw",
 ]
 
-log = logging.getLogger("HRInv")
+log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[int, int, torch.Tensor | None], None]
 
@@ -116,30 +128,139 @@ def randn_per_sample(shape: Sequence[int], generators: Sequence[torch.Generator]
 # Inference-mode helpers
 
 
-class grad_context:
-    """Context manager: leave any outer ``torch.inference_mode()`` and enable autograd (ComfyUI pitfall P8)."""
-
-    def __enter__(self):
-        self._inf = torch.inference_mode(False)
-        self._grad = torch.enable_grad()
-        self._inf.__enter__()
-        self._grad.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        self._grad.__exit__(*exc)
-        self._inf.__exit__(*exc)
-        return False
+@contextlib.contextmanager
+def grad_context():
+    """Leave any outer ``torch.inference_mode()`` and enable autograd (ComfyUI runs nodes under inference mode, where
+    nothing can be optimised)."""
+    with torch.inference_mode(False), torch.enable_grad():
+        yield
 
 
 def thaw(t: torch.Tensor) -> torch.Tensor:
-    """A detached normal (non-inference) copy of ``t``; call inside :class:`grad_context`."""
+    """A detached normal (non-inference) copy of ``t``; call inside :func:`grad_context`."""
     return t.detach().clone()
 
 
 def module_has_inference_tensors(module: torch.nn.Module) -> bool:
     """True when a parameter or buffer of ``module`` was created under ``torch.inference_mode()``."""
     return any(t.is_inference() for t in list(module.parameters()) + list(module.buffers()))
+
+
+def _first_tensor(module):
+    if isinstance(module, torch.nn.Module):
+        return next(iter(list(module.parameters()) + list(module.buffers())), None)
+    return None
+
+
+def frozen(module: torch.nn.Module, device=None, dtype=None) -> torch.nn.Module:
+    """``module`` itself when it is already frozen (eval, no ``requires_grad``), holds normal tensors and lives on
+    ``device`` in ``dtype``; else a frozen private deep copy there. The caller's network is never modified, and an
+    optimisation may run through the result (call inside :func:`grad_context`)."""
+    first = _first_tensor(module)
+    same_place = first is None or ((device is None or first.device == torch.device(device))
+                                   and (dtype is None or not first.is_floating_point() or first.dtype == dtype))
+    if (not same_place or module.training or module_has_inference_tensors(module)
+            or any(p.requires_grad for p in module.parameters())):
+        module = copy.deepcopy(module).to(device=device, dtype=dtype)
+    return module.eval().requires_grad_(False)
+
+
+def normalize_noise_maps_(variables: dict[str, torch.Tensor]) -> None:
+    """In place: every ``"noise.*"`` variable ``[B, 1, r, r]`` to zero mean and unit RMS per sample (the reference
+    projector does this after every step). Use as ``optimize(post_step=...)``."""
+    for name, v in variables.items():
+        if name.startswith("noise."):
+            v.sub_(v.mean(dim=(1, 2, 3), keepdim=True))
+            v.mul_(v.square().mean(dim=(1, 2, 3), keepdim=True).rsqrt())
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The loss
+
+
+@dataclass
+class PreparedLoss:
+    """A loss ready for an optimisation loop: a ``PerceptualLoss``-like object (``.target(img)`` once, then
+    ``fn(pred, feats, mask=None) -> [B]``) or a plain callable ``fn(pred, target_img[, mask=]) -> [B]``."""
+
+    fn: Callable
+    has_feats: bool
+    dtype: torch.dtype
+
+    @torch.no_grad()
+    def target(self, img: torch.Tensor):
+        """What the loss compares against: features of ``img`` (computed once) or the image itself."""
+        return self.fn.target(img.to(self.dtype)) if self.has_feats else img
+
+    def __call__(self, pred: torch.Tensor, target, mask: torch.Tensor | None = None) -> torch.Tensor:
+        pred = pred.to(self.dtype)
+        out = self.fn(pred, target) if mask is None else self.fn(pred, target, mask=mask)
+        return out.float().reshape(pred.shape[0])  # [B]
+
+
+def prepare_loss(loss, device, *, layers="conv", who: str = "the optimisation") -> PreparedLoss:
+    """Turn ``loss`` (a ``PerceptualLoss``, a VGG16 from :func:`hrinv.load_vgg16` — wrapped with ``layers`` — or a
+    callable) into a :class:`PreparedLoss` on ``device``. The user's network never collects gradients nor keeps
+    inference tensors: a private frozen copy is made when needed."""
+    if loss is None:
+        raise InvalidSettingError(f"{who} needs a loss: a hrinv.losses.PerceptualLoss, a VGG16 from "
+                                  f"hrinv.load_vgg16(...), or a callable loss(pred, target) -> [B]")
+    if isinstance(loss, torch.nn.Module) and not hasattr(loss, "target") and hasattr(loss, "preprocess"):
+        from .losses.perceptual import PerceptualLoss
+
+        loss = PerceptualLoss(loss, layers=layers)
+    if isinstance(loss, torch.nn.Module):
+        loss = frozen(loss, device=device)
+    first = _first_tensor(loss)
+    dtype = first.dtype if first is not None and first.is_floating_point() else torch.float32
+    return PreparedLoss(loss, hasattr(loss, "target"), dtype)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Settings
+
+
+def setting_error(config, name: str, want: str) -> InvalidSettingError:
+    """The error for a bad setting: ``<Config>.<name> must be <want>, got <value>``."""
+    return InvalidSettingError(f"{type(config).__name__}.{name} must be {want}, got {getattr(config, name)!r}")
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def check_loop_settings(config, *, nonnegative=(), fractions=()) -> None:
+    """Validate the settings every optimisation config shares (``steps, lr, lr_rampup, lr_rampdown, betas,
+    w_avg_samples, seed, preview_every``) plus the named ``nonnegative`` numbers and ``fractions`` (in [0, 1]).
+    Normalises ``betas`` to a tuple of floats. Raises :class:`InvalidSettingError` naming the setting."""
+    if not _is_int(config.steps) or config.steps < 1:
+        raise setting_error(config, "steps", "an integer >= 1")
+    if not _is_number(config.lr) or config.lr <= 0:
+        raise setting_error(config, "lr", "a positive number")
+    for name in ("lr_rampup", "lr_rampdown", *nonnegative, *fractions):
+        if not _is_number(getattr(config, name)) or getattr(config, name) < 0:
+            raise setting_error(config, name, "a finite number >= 0")
+    for name in ("lr_rampup", "lr_rampdown", *fractions):
+        if getattr(config, name) > 1:
+            raise setting_error(config, name, "a fraction of the run in [0, 1]")
+    if config.lr_rampup + config.lr_rampdown > 1:
+        raise setting_error(config, "lr_rampdown", f"<= 1 - lr_rampup (= {1 - config.lr_rampup:g})")
+    try:
+        config.betas = tuple(float(b) for b in config.betas)
+    except (TypeError, ValueError):
+        raise setting_error(config, "betas", "two numbers in [0, 1)") from None
+    if len(config.betas) != 2 or not all(0 <= b < 1 for b in config.betas):
+        raise setting_error(config, "betas", "two numbers in [0, 1)")
+    if not _is_int(config.w_avg_samples) or config.w_avg_samples < 2:
+        raise setting_error(config, "w_avg_samples", "an integer >= 2 (reference 10000)")
+    if config.seed is not None and (not _is_int(config.seed) or config.seed < 0):
+        raise setting_error(config, "seed", "None or an integer >= 0")
+    if not _is_int(config.preview_every) or config.preview_every < 0:
+        raise setting_error(config, "preview_every", "an integer >= 0 (0 = off)")
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -161,11 +282,11 @@ class EarlyStopping:
 
     def __post_init__(self):
         if self.patience < 0:
-            raise ValueError(f"early-stopping patience must be >= 0 steps, got {self.patience}")
+            raise setting_error(self, "patience", "an integer >= 0 steps (0 = off)")
         if not 0.0 <= self.min_rel_improvement < 1.0:
-            raise ValueError(f"early-stopping min_rel_improvement must be in [0, 1), got {self.min_rel_improvement}")
+            raise setting_error(self, "min_rel_improvement", "a fraction in [0, 1)")
         if not 0.0 <= self.start <= 1.0:
-            raise ValueError(f"early-stopping start must be a fraction in [0, 1], got {self.start}")
+            raise setting_error(self, "start", "a fraction of the run in [0, 1]")
 
     def should_stop(self, history: list[list[float]], t: float) -> bool:
         p = self.patience
@@ -174,41 +295,6 @@ class EarlyStopping:
         before = [min(col) for col in zip(*history[:-p])]
         recent = [min(col) for col in zip(*history[-p:])]
         return all(r > b * (1.0 - self.min_rel_improvement) for b, r in zip(before, recent))
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# Adam
-
-
-class _Adam:
-    """Adam exactly as ``torch.optim.Adam`` (default flags, no weight decay), written out so that the first use does
-    not import ``torch._dynamo`` (``torch.optim`` does, costing seconds per process) and so its state is ours to drop.
-    """
-
-    def __init__(self, params: list[torch.Tensor], betas=(0.9, 0.999), eps: float = 1e-8):
-        self.params = params
-        self.b1, self.b2 = float(betas[0]), float(betas[1])
-        self.eps = eps
-        self.t = 0
-        self.m = [torch.zeros_like(p) for p in params]
-        self.v = [torch.zeros_like(p) for p in params]
-
-    @torch.no_grad()
-    def step(self, lr: float) -> None:
-        self.t += 1
-        bc1 = 1.0 - self.b1 ** self.t
-        bc2 = 1.0 - self.b2 ** self.t
-        for p, m, v in zip(self.params, self.m, self.v):
-            if p.grad is None:
-                continue
-            g = p.grad
-            m.lerp_(g, 1.0 - self.b1)
-            v.mul_(self.b2).addcmul_(g, g, value=1.0 - self.b2)
-            denom = (v.sqrt() / math.sqrt(bc2)).add_(self.eps)
-            p.addcdiv_(m, denom, value=-lr / bc1)
-
-    def clear(self) -> None:
-        self.m, self.v, self.params = [], [], []
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -240,10 +326,11 @@ def optimize(variables: Mapping[str, torch.Tensor], closure: Closure, *, steps: 
              perturb: Mapping[str, float | torch.Tensor] | None = None, noise_factor: float = 0.05,
              noise_ramp: float = 0.75, seeds: Sequence[int] | None = None,
              grad_mask: Mapping[str, torch.Tensor] | None = None,
+             penalty: Callable[[dict[str, torch.Tensor]], torch.Tensor] | None = None,
              post_step: Callable[[dict[str, torch.Tensor]], None] | None = None,
              callback: ProgressCallback | None = None, preview_every: int = 0,
              early_stopping: EarlyStopping | None = None) -> OptimResult:
-    """Minimise ``closure(vars)`` over ``variables`` with Adam and the reference schedules.
+    """Minimise ``closure(vars)`` (+ ``penalty(vars)``) over ``variables`` with Adam and the reference schedules.
 
     Args:
         variables: ``{name: tensor [B, ...]}`` initial values; they are cloned (never modified), so inference
@@ -257,7 +344,9 @@ def optimize(variables: Mapping[str, torch.Tensor], closure: Closure, *, steps: 
         noise_factor, noise_ramp: ε schedule (reference 0.05 / 0.75).
         seeds: per-sample seeds of the ε draws (see :func:`sample_seeds`); required when ``perturb`` is given.
         grad_mask: ``{name: mask}`` multiplied into that variable's gradient before each step (e.g. LSO optimises
-            only some W+ rows). Note Adam still sees zero gradients there, so masked entries stay exactly put.
+            only some W+ rows). Adam then sees zero gradients there, so masked entries stay exactly put.
+        penalty: ``penalty(vars) -> [B]`` added to the closure's loss, computed on the variables **without** ε (e.g.
+            LSO's ``λ_reg ||w_opt||²``).
         post_step: called under ``no_grad`` with the variables after every Adam step (e.g. noise normalisation).
         callback: ``callback(step, steps, preview)`` after every step (``step`` counts completed steps, 1..steps);
             ``preview`` is the detached image every ``preview_every`` steps and at the last step, else None.
@@ -268,46 +357,49 @@ def optimize(variables: Mapping[str, torch.Tensor], closure: Closure, *, steps: 
     Returns:
         :class:`OptimResult` with detached final variables (without ε) and the loss history.
     """
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+    if not isinstance(steps, int) or steps < 1:
+        raise InvalidSettingError(f"steps must be an integer >= 1, got {steps!r}")
     if not variables:
-        raise ValueError("optimize() needs at least one variable to optimise")
+        raise InvalidSettingError("optimize() needs at least one variable to optimise")
     perturb = dict(perturb or {})
     unknown = set(perturb) - set(variables)
     if unknown:
         raise KeyError(f"perturb names {sorted(unknown)} are not variables (variables: {sorted(variables)})")
     if perturb and seeds is None:
-        raise ValueError("optimize(perturb=...) needs per-sample seeds for the latent-noise draws")
+        raise InvalidSettingError("optimize(perturb=...) needs per-sample seeds for the latent-noise draws")
 
     with grad_context():
         params = {k: thaw(v).requires_grad_(True) for k, v in variables.items()}
         masks = {k: thaw(m) for k, m in (grad_mask or {}).items()}
         gens = make_generators(seeds) if perturb else []
-        opt = _Adam(list(params.values()), betas=betas)
+        opt = torch.optim.Adam(list(params.values()), lr=lr, betas=tuple(betas))
         history: list[list[float]] = []
         stopped = False
-        step = 0
         try:
             for step in range(steps):
                 t = step / steps
-                cur_lr = lr_at(t, lr, lr_rampup, lr_rampdown)
+                for group in opt.param_groups:
+                    group["lr"] = lr_at(t, lr, lr_rampup, lr_rampdown)
                 inputs = dict(params)
+                sigma = noise_sigma_at(t, 1.0, noise_factor, noise_ramp)
                 for name, scale in perturb.items():
                     p = params[name]
-                    sigma = noise_sigma_at(t, 1.0, noise_factor, noise_ramp)
                     if sigma > 0:
                         eps = randn_per_sample(p.shape[1:], gens, device=p.device, dtype=p.dtype)  # like p
                         inputs[name] = p + eps * (sigma * scale)
                 loss, image = closure(inputs, step, steps)
                 if loss.ndim != 1:
-                    raise ValueError(f"the closure must return a per-sample loss of shape [B], got {tuple(loss.shape)}")
-                for p in params.values():
-                    p.grad = None
+                    raise ShapeError(f"the closure must return a per-sample loss of shape [B], got {tuple(loss.shape)}")
+                check_finite_loss(loss, params, step, steps)  # NaN/inf: stop with the step and the cause
+                if penalty is not None:
+                    loss = loss + penalty(params)
+                opt.zero_grad(set_to_none=True)
                 loss.sum().backward()
                 for name, m in masks.items():
                     if params[name].grad is not None:
                         params[name].grad.mul_(m)
-                opt.step(cur_lr)
+                opt.step()
+                check_finite_variables(params, step + 1, steps, opt.param_groups[0]["lr"])
                 if post_step is not None:
                     with torch.no_grad():
                         post_step(params)
@@ -326,5 +418,5 @@ def optimize(variables: Mapping[str, torch.Tensor], closure: Closure, *, steps: 
             # Cancellation or error: drop the graph, the grads and Adam's state so nothing outlives the call.
             for p in params.values():
                 p.grad = None
-            opt.clear()
+            opt.state.clear()
     return OptimResult(variables=out, history=history, steps_run=len(history), stopped_early=stopped)

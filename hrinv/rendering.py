@@ -10,11 +10,12 @@ import logging
 import torch
 import torch.nn.functional as F
 
+from . import _checks
 from .errors import ShapeError
 
 __all__ = ["canvas_layout", "render"]
 
-log = logging.getLogger("HRInv")
+log = logging.getLogger(__name__)
 
 MODES = ("auto", "inr", "resize")
 FITS = ("stretch", "crop", "pad")
@@ -78,6 +79,8 @@ def render(G, ws, height, width, *, noise_mode="const", noise=None, mode="auto",
     """
     if mode not in MODES:
         raise ShapeError(f"render: mode must be one of {MODES}, got {mode!r}.")
+    _checks.check_render_size(height, width)  # <= 16384 a side, <= 2^28 px: a typo, not an allocation
+    _checks.check_finite_tensor(ws, "render: ws", "check the latent (hrinv.Latent.load refuses non-finite files)")
     try:
         H, W = int(height), int(width)
     except (TypeError, ValueError):

@@ -52,6 +52,25 @@ def _bundled_version(bundled: Path) -> str | None:
 
 _ensure_hrinv()
 
+
+def _announce() -> None:
+    """Say which copy of the pack and of the library this ComfyUI loaded (one INFO line), and warn when another
+    copy of the pack was already loaded into the same process (e.g. one in custom_nodes/ and one added through
+    extra_model_paths.yaml): both register the same node ids, and only one of them can win."""
+    hrinv = sys.modules["hrinv"]
+    here = Path(__file__).resolve().parent
+    lib = Path(getattr(hrinv, "__file__", "") or "").resolve().parent
+    others = [p for p in getattr(hrinv, "_comfy_pack_dirs", []) if p != here]
+    hrinv._comfy_pack_dirs = [*getattr(hrinv, "_comfy_pack_dirs", []), here]
+    log.info("HRInversion %s: nodes from %s, hrinv from %s", getattr(hrinv, "__version__", "?"), here, lib)
+    if others:
+        log.warning("HRInversion: another copy of this pack was already loaded from %s; the two register the same "
+                    "nodes. Keep one copy in custom_nodes/ (or run ComfyUI with --base-directory pointing elsewhere).",
+                    ", ".join(map(str, others)))
+
+
+_announce()
+
 from comfy_api.latest import ComfyExtension
 
 from . import _comfy
@@ -59,6 +78,8 @@ from . import _comfy
 _comfy.register_model_folders()
 
 _MODULES = ("loaders", "invert", "interpolate", "local_style", "render", "metrics", "latents")
+_MODULES += ("finetune",)  # issue 9: few-shot G_t (kept on its own line so branches merge cleanly)
+_MODULES += ("faces",)  # issue 8: faces in photos
 
 
 def node_list() -> list:

@@ -27,7 +27,7 @@ import torch
 
 log = logging.getLogger("HRInv")
 
-# key -> (default sub-folder of ComfyUI/models, accepted extensions). Keys follow reference-spec §8's folders.
+# key -> (default sub-folder of ComfyUI/models, accepted extensions). Keys follow the folders where users keep these files.
 MODEL_FOLDERS: dict[str, tuple[str, set[str]]] = {
     "hrinv_stylegan": ("stylegan2", {".pkl", ".pt", ".pth", ".safetensors"}),
     "hrinv_vgg": ("vgg", {".pt", ".pth", ".safetensors"}),
@@ -77,14 +77,41 @@ def search_paths(key: str) -> list[str]:
     return folder_paths.get_folder_paths(key)
 
 
+# Models that ship inside hrinv (hrinv/bundled, sha256 in its manifest.json) are listed after the user's own files
+# as "bundled/<name>"; the user's folders are not touched. key -> the manifest "kind" listed under it.
+BUNDLED_KINDS = {"hrinv_stylegan": "generator", "hrinv_vgg": "vgg16"}
+BUNDLED_PREFIX = "bundled/"
+
+
+def bundled_files(key: str) -> list[str]:
+    """``bundled/<name>`` for every file bundled with hrinv that belongs in the ``key`` list."""
+    kind = BUNDLED_KINDS.get(key)
+    if kind is None:
+        return []
+    from hrinv import bundled
+
+    return [BUNDLED_PREFIX + n for n in bundled.names(kind)]
+
+
 def list_files(key: str) -> list[str]:
-    """File names (relative to their folder) available for ``key``; cached by the host on folder mtimes."""
+    """File names (relative to their folder) available for ``key``, then the bundled ones; the host caches the
+    folder listing on mtimes."""
     if key == LATENT_FOLDER:
         _latent_folders()
     try:
-        return folder_paths.get_filename_list(key)
+        files = list(folder_paths.get_filename_list(key))
     except KeyError:                       # folder not registered (should not happen after register_model_folders)
-        return []
+        files = []
+    return files + [b for b in bundled_files(key) if b not in files]
+
+
+def _bundled_path(key: str, name: str) -> str | None:
+    """Verified path of a ``bundled/<name>`` entry (sha256 checked once per process), else None."""
+    if name and name in bundled_files(key):
+        from hrinv import bundled
+
+        return str(bundled.path(name[len(BUNDLED_PREFIX):]))
+    return None
 
 
 def _extensions(key: str) -> list[str]:
@@ -108,6 +135,8 @@ def resolve(key: str, name: str, what: str) -> str:
         _latent_folders()
     path = folder_paths.get_full_path(key, name) if name else None
     if path is None:
+        path = _bundled_path(key, name)
+    if path is None:
         from hrinv.errors import WeightsNotFoundError
 
         raise WeightsNotFoundError(not_found_message(key, name, what))
@@ -127,6 +156,8 @@ def latent_save_path(filename_prefix: str) -> tuple[str, str]:
 def file_signature(key: str, name: str) -> str:
     """Path + size + mtime of a model file, for ``fingerprint_inputs`` (a replaced file reloads)."""
     path = folder_paths.get_full_path(key, name) if name else None
+    if path is None:
+        path = _bundled_path(key, name)
     if path is None:
         return f"missing:{key}/{name}"
     st = os.stat(path)

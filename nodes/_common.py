@@ -8,6 +8,7 @@ arrive as inference tensors), outside inference mode so that the results can tak
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import traceback
 
@@ -28,7 +29,29 @@ class NodeError(RuntimeError):
 def guarded(title: str):
     """Decorator for ``execute``: Cancel and hrinv's typed errors pass unchanged (their messages are written for
     users); any other exception is re-raised as :class:`NodeError` naming the node, with a hint for out-of-memory."""
+    def translate(exc):
+        from hrinv.errors import HRInvError
+
+        if isinstance(exc, (_comfy.InterruptProcessingException, HRInvError, NodeError, FileNotFoundError)):
+            return None
+        if _comfy.is_oom(exc):
+            return NodeError(f"{title}: out of memory on {_comfy.compute_device()}. Try a smaller batch, fewer "
+                             f"pixels, tiling, or the memory-saving option; other models were asked to unload first.")
+        return NodeError(f"{title} failed: {type(exc).__name__}: {exc}")
+
     def wrap(fn):
+        if inspect.iscoroutinefunction(fn):             # async nodes stay async (ComfyUI runs ready async nodes first)
+            @functools.wraps(fn)
+            async def inner_async(*args, **kwargs):
+                try:
+                    return await fn(*args, **kwargs)
+                except Exception as exc:
+                    new = translate(exc)
+                    if new is None:
+                        raise
+                    raise new from exc
+            return inner_async
+
         @functools.wraps(fn)
         def inner(*args, **kwargs):
             try:
@@ -37,9 +60,12 @@ def guarded(title: str):
                 # The host keeps the exception (and so the traceback's frames and their tensors) after a Cancel or
                 # a failure; drop the node's locals now, file/line information stays in the report.
                 traceback.clear_frames(exc.__traceback__)
-                if isinstance(exc, _comfy.InterruptProcessingException) or not isinstance(exc, Exception):
+                if not isinstance(exc, Exception):
                     raise
-                _raise_for_node(title, exc)
+                new = translate(exc)
+                if new is None:
+                    raise
+                raise new from exc
         return inner
     return wrap
 
@@ -123,3 +149,61 @@ def parse_int_list(text: str, name: str) -> list[int]:
         return [int(p) for p in s.split(",") if p.strip()]
     except ValueError:
         raise NodeError(f"'{name}' must be comma-separated whole numbers like '0, 0, 1, 1'; got {text!r}.") from None
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Checks in the words of the editor (node, input and widget names), made before the library is called, so that a
+# node user never reads a library argument, a tensor shape recipe or a command-line flag.
+
+MIN_IMAGE_SIDE = 32          # VGG16 pools 4-5 times before its deepest tap; anything this small holds no face
+
+
+def describe_generator(handle) -> str:
+    """``'ffhq.pkl' (1024 px, 18 W+ rows of 512)`` for a GeneratorHandle."""
+    G = handle.model
+    return (f"'{handle.label}' ({getattr(G, 'img_resolution', '?')} px, {getattr(G, 'num_ws', '?')} W+ rows of "
+            f"{getattr(G, 'w_dim', '?')})")
+
+
+def check_image_size(image: torch.Tensor, name: str, generator_handle) -> None:
+    """Refuse images too small to hold a face (a 1x1 or 8x8 image would otherwise be stretched to the generator's
+    size and 'inverted' into a meaningless face without a word)."""
+    check_image(image, name)
+    h, w = int(image.shape[1]), int(image.shape[2])
+    if min(h, w) < MIN_IMAGE_SIDE:
+        res = getattr(generator_handle.model, "img_resolution", 1024)
+        raise NodeError(f"'{name}' is {w}x{h} px: too small to invert, there is no face to find in it. Connect a "
+                        f"photo of at least {MIN_IMAGE_SIDE} px on its shorter side; the generator makes {res}x{res} "
+                        f"images, so a {res} px aligned face works best.")
+
+
+def check_generator_renders_enough(generator_handle, node_title: str) -> None:
+    """The VGG16 loss needs more than 32 px; a generator that renders 32 px or less cannot be used for it, whatever
+    the image (without an INR head, the generator's own size is what the loss sees)."""
+    G = generator_handle.model
+    if getattr(G, "inr", None) is None and G.img_resolution <= MIN_IMAGE_SIDE:
+        raise NodeError(f"{node_title}: the generator {describe_generator(generator_handle)} renders "
+                        f"{G.img_resolution}x{G.img_resolution} images, but the VGG16 loss needs more than "
+                        f"{MIN_IMAGE_SIDE} px. Resizing the photo does not help: load a generator of 64 px or more "
+                        f"(or one with a Style-INR-GAN head).")
+
+
+def check_latent_fits(latent_handle, generator_handle, node_title: str, latent_input: str = "latent") -> None:
+    """A latent made with another generator (different W+ layout) cannot be rendered or refined by this one."""
+    G, ws = generator_handle.model, latent_handle.latent.ws
+    if tuple(ws.shape[1:]) == (G.num_ws, G.w_dim):
+        return
+    made_with = getattr(latent_handle, "generator", "") or "another generator"
+    raise NodeError(f"{node_title}: the '{latent_input}' input was made with {made_with} ({ws.shape[1]} W+ rows of "
+                    f"{ws.shape[2]}), but the connected generator is {describe_generator(generator_handle)}. "
+                    f"A latent only works with the generator it was found in, a generator fine-tuned from it, or a "
+                    f"mix of those: connect that generator, or invert the image again with this one.")
+
+
+def check_batches(n_a: int, what_a: str, n_b: int, what_b: str, node_title: str) -> None:
+    """Two batches that are combined item by item: equal sizes, or one of them 1 (used for all)."""
+    if n_a == n_b or 1 in (n_a, n_b):
+        return
+    raise NodeError(f"{node_title}: {what_a} has {n_a} items and {what_b} has {n_b}; they are combined item by item, "
+                    f"so give both the same number, or just one of either (one is used for all). For example, "
+                    f"batch {min(n_a, n_b)} references with {min(n_a, n_b)} contents, or use a single content photo.")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from . import _comfy
-from ._common import CATEGORY, NodeError, guarded
+from ._common import CATEGORY, NodeError, check_batches, check_latent_fits, describe_generator, guarded
 from .types import GENERATOR, LATENT, GeneratorHandle, LatentHandle
 
 PRESETS = ["paper", "constant", "custom list", "source", "target"]
@@ -58,13 +58,22 @@ class LerpGenerators(io.ComfyNode):
 
     @classmethod
     @guarded("HRInversion: Lerp Generators")
-    def execute(cls, source, target, schedule="paper", constant_lambda=0.5, lambdas="") -> io.NodeOutput:
+    async def execute(cls, source, target, schedule="paper", constant_lambda=0.5, lambdas="") -> io.NodeOutput:
+        # async although it never awaits: ComfyUI 0.3.64 runs ready async nodes first, so a pair of generators that
+        # cannot be mixed is reported right after loading, before the (long) inversions start.
+        from hrinv.errors import IncompatibleGeneratorsError
         from hrinv.interpolate import lerp_generators
 
         spec = lambda_spec(schedule, constant_lambda, lambdas)
-        with _comfy.no_inference_mode():
-            G_m = lerp_generators(source.model, target.model, spec)
-            G_m.requires_grad_(False).eval()
+        try:
+            with _comfy.no_inference_mode():
+                G_m = lerp_generators(source.model, target.model, spec)
+                G_m.requires_grad_(False).eval()
+        except IncompatibleGeneratorsError as exc:
+            raise NodeError(f"HRInversion: Lerp Generators: the source {describe_generator(source)} and the target "
+                            f"{describe_generator(target)} cannot be mixed: the target must be a generator "
+                            f"fine-tuned from the source (same architecture and size). Load such a pair. Details: "
+                            f"{exc}") from exc
         label = f"lerp({source.label}, {target.label}, {schedule})"
         return io.NodeOutput(GeneratorHandle(G_m, label, {"schedule": str(spec)}))
 
@@ -97,11 +106,23 @@ class LerpLatents(io.ComfyNode):
                 generator=None) -> io.NodeOutput:
         from hrinv.interpolate import lerp_latents
 
+        title = "HRInversion: Lerp Latents"
+        ws_s, ws_t = source.latent.ws, target.latent.ws
+        if tuple(ws_s.shape[1:]) != tuple(ws_t.shape[1:]):
+            raise NodeError(f"{title}: the source latent was made with {source.generator or 'one generator'} "
+                            f"({ws_s.shape[1]} W+ rows of {ws_s.shape[2]}) and the target latent with "
+                            f"{target.generator or 'another'} ({ws_t.shape[1]} rows of {ws_t.shape[2]}). Invert the "
+                            f"content in the source generator and the reference in a generator fine-tuned from it.")
+        check_batches(int(ws_s.shape[0]), "the source latent (content)", int(ws_t.shape[0]),
+                      "the target latent (references)", title)
+        if generator is not None:
+            check_latent_fits(source, generator, title, "source")
         spec = lambda_spec(schedule, constant_lambda, lambdas)
         with _comfy.no_inference_mode():
             out = lerp_latents(source.latent, target.latent, spec, scheme=row_scheme,
                                generator=generator.model if generator is not None else None)
-        return io.NodeOutput(LatentHandle(out, f"lerp({source.label}, {target.label})"))
+        made_with = describe_generator(generator) if generator is not None else source.generator
+        return io.NodeOutput(LatentHandle(out, f"lerp({source.label}, {target.label})", made_with))
 
 
 NODES = [LerpGenerators, LerpLatents]

@@ -7,7 +7,9 @@ import weakref
 from comfy_api.latest import io
 
 from . import _comfy
-from ._common import CATEGORY, fit_to_resolution, guarded, mask_to_lib, to_comfy, to_lib
+from ._common import (CATEGORY, NodeError, check_generator_renders_enough, check_image_size, describe_generator,
+                      fit_to_resolution, guarded, mask_to_lib, to_comfy, to_lib)
+from .preflight import check_style_batches
 from .types import GENERATOR, LATENT, VGG, LatentHandle
 
 FIT_MODES = ["crop & resize", "resize", "as is"]
@@ -46,10 +48,10 @@ class HRInvert(io.ComfyNode):
                         "(paper Eq. 1; Eq. 5 with noise maps off, as used for the stylisation pipeline). A batch of "
                         "images gives a batch of latents. Shows a live preview; Cancel stops within one step.",
             inputs=[
-                GENERATOR.Input("generator", tooltip="Generator to invert into (from Load StyleGAN2 / "
-                                                     "Style-INR-GAN)."),
-                io.Image.Input("image", tooltip="Images to invert, ideally FFHQ-aligned faces. Each image of the "
-                                                "batch is inverted on its own."),
+                GENERATOR.Input("generator", tooltip="Generator to invert into (from Load Generator)."),
+                io.Image.Input("image", tooltip="Images to invert, ideally FFHQ-aligned faces (at least 32 px). "
+                                                "Each image of the batch is inverted on its own. The alpha channel "
+                                                "of RGBA images is dropped: use 'mask' to leave areas out."),
                 VGG.Input("vgg", tooltip="VGG16 network for the perceptual loss (from Load VGG16)."),
                 io.Int.Input("steps", default=1000, min=1, max=20000,
                              tooltip="Optimisation steps. The paper uses 1000; 200-300 already gives a fair "
@@ -67,13 +69,13 @@ class HRInvert(io.ComfyNode):
                 io.Int.Input("seed", default=0, min=0, max=2**31 - 1, control_after_generate=False,
                              tooltip="Seed of the noise-map init and the latent jitter; image i of the batch uses "
                                      "seed + i. Same seed + same inputs = same result."),
-                io.Float.Input("learning_rate", default=0.1, min=0.0001, max=10.0, step=0.001,
+                io.Float.Input("lr", default=0.1, min=0.0001, max=10.0, step=0.001,
                                tooltip="Advanced: Adam base learning rate (reference 0.1), with the reference "
                                        "warm-up and cool-down ramps."),
                 io.Combo.Input("loss_layers", options=["conv", "high"], default="conv",
                                tooltip="Advanced: VGG16 layers of the loss. conv = the five conv taps conv1_2…conv5_3 "
                                        "(d_conv, the paper's choice); high = only deep layers (d_h, ablation)."),
-                io.Int.Input("loss_downsample", default=0, min=0, max=4096,
+                io.Int.Input("downsample", default=0, min=0, max=4096,
                              tooltip="Advanced: 0 = loss at full resolution (HRInversion). A size like 256 "
                                      "computes the loss at that size instead (the baseline the paper improves on; "
                                      "less memory). Sizes 1-32 are refused: VGG16 needs more than 32 px."),
@@ -88,6 +90,7 @@ class HRInvert(io.ComfyNode):
                               tooltip="Optional: where the loss counts (1) and where it is ignored (0), e.g. to "
                                       "skip a watermark or background. One mask or one per image."),
             ],
+            hidden=[io.Hidden.prompt, io.Hidden.unique_id],
             outputs=[
                 LATENT.Output(display_name="latent", tooltip="The optimised latent batch (save it with Save "
                                                              "Latent to reuse it)."),
@@ -97,16 +100,42 @@ class HRInvert(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, downsample=0):
+        """Refuse, before anything runs, the loss sizes the tooltip forbids. ComfyUI leaves the range check of an
+        input named here to us, and of every input if this took ``**kwargs``: so it names only this one."""
+        if downsample is None:
+            return True
+        v = int(downsample)
+        if not 0 <= v <= 4096:
+            return f"downsample is {v}; use 0 (full resolution) or a size from 33 to 4096."
+        if 0 < v <= 32:
+            return (f"downsample is {v}, but VGG16 needs more than 32 px: use 0 (full resolution, "
+                    f"HRInversion) or a size above 32, e.g. 256.")
+        return True
+
+    @classmethod
     @guarded("HRInversion: Invert Image")
     def execute(cls, generator, image, vgg, steps=1000, latent_space="W+", noise_maps=True, lambda_mse=0.0, seed=0,
-                learning_rate=0.1, loss_layers="conv", loss_downsample=0, noise_regularize=0.0, fit=FIT_MODES[0],
+                lr=0.1, loss_layers="conv", downsample=0, noise_regularize=0.0, fit=FIT_MODES[0],
                 mask=None) -> io.NodeOutput:
         from hrinv.inversion import InversionConfig, invert
 
         G = generator.model
-        config = InversionConfig(steps=int(steps), lr=float(learning_rate), latent_space=latent_space.lower(),
-                                 optimize_noise=bool(noise_maps), lambda_mse=float(lambda_mse), seed=int(seed),
-                                 loss_layers=loss_layers, downsample=int(loss_downsample) or None,
+        title = "HRInversion: Invert Image"
+        check_image_size(image, "image", generator)
+        check_generator_renders_enough(generator, title)
+        h0, w0 = int(image.shape[1]), int(image.shape[2])
+        res = G.img_resolution
+        if fit == "as is" and G.inr is None and (h0, w0) != (res, res) and max(h0, w0) != res:
+            raise NodeError(f"{title}: the image is {w0}x{h0} px and 'fit' is 'as is', but the generator "
+                            f"{describe_generator(generator)} makes {res}x{res} images and has no Style-INR-GAN head. "
+                            f"Set 'fit' to 'crop & resize' (or 'resize'), or scale the image so its longer side is "
+                            f"{res} px (the rest is then padded and left out of the loss).")
+        check_style_batches(cls.hidden.prompt if cls.hidden else None, cls.hidden.unique_id if cls.hidden else None,
+                            int(image.shape[0]))
+        config = InversionConfig(steps=int(steps), lr=float(lr), latent_space=latent_space.lower(),
+                                 noise_maps=bool(noise_maps), lambda_mse=float(lambda_mse), seed=int(seed),
+                                 loss_layers=loss_layers, downsample=int(downsample) or None,
                                  noise_regularize=float(noise_regularize), preview_every=preview_every(int(steps)))
         target = to_lib(image)                                                         # [B, 3, H, W]
         if fit != "as is":
@@ -118,7 +147,8 @@ class HRInvert(io.ComfyNode):
             result = invert(G, target, vgg.model, config, device=device, mask=m, callback=_comfy.progress(steps),
                             w_stats=stats)
         latent = result.latent.to(device="cpu")
-        return io.NodeOutput(LatentHandle(latent, f"inverted in {generator.label}"), to_comfy(result.image))
+        return io.NodeOutput(LatentHandle(latent, f"inverted in {generator.label}", describe_generator(generator)),
+                             to_comfy(result.image))
 
 
 NODES = [HRInvert]

@@ -75,7 +75,10 @@ class LoadLatent(io.ComfyNode):
         path = _comfy.resolve(_comfy.LATENT_FOLDER, latent_name, "Latent file")
         with _comfy.no_inference_mode():
             latent = Latent.load(path)
-        return io.NodeOutput(LatentHandle(latent, os.path.basename(latent_name)))
+        fp = getattr(latent, "generator_fingerprint", "") or ""
+        made_with = f"the generator whose fingerprint starts {fp[:12]} (as saved in {os.path.basename(latent_name)})" \
+            if fp else f"the generator it was saved from ({os.path.basename(latent_name)})"
+        return io.NodeOutput(LatentHandle(latent, os.path.basename(latent_name), made_with))
 
 
 NODES = [SaveLatent, LoadLatent]

@@ -36,7 +36,7 @@ class LoadStyleINRGAN(io.ComfyNode):
         files = _comfy.list_files("hrinv_stylegan")
         return io.Schema(
             node_id="HRInv_LoadStyleINRGAN",
-            display_name="Load StyleGAN2 / Style-INR-GAN (HRInv)",
+            display_name="HRInversion: Load Generator (StyleGAN2 / Style-INR-GAN)",
             category=f"{CATEGORY}/loaders",
             description="Load a StyleGAN2 generator from models/stylegan2: NVIDIA stylegan2-ada .pkl (read safely, "
                         "nothing in it is executed), rosinality .pt, or hrinv .safetensors. Optionally attach or drop "
@@ -71,8 +71,8 @@ class LoadStyleINRGAN(io.ComfyNode):
         return f"{sig}|{inr_head}|{which}|{dtype}"
 
     @classmethod
-    @guarded("Load StyleGAN2 / Style-INR-GAN")
-    def execute(cls, ckpt_name, inr_head=INR_FROM_FILE, which="G_ema", dtype="float32") -> io.NodeOutput:
+    @guarded("HRInversion: Load Generator")
+    async def execute(cls, ckpt_name, inr_head=INR_FROM_FILE, which="G_ema", dtype="float32") -> io.NodeOutput:
         from hrinv.io.checkpoints import load_generator
 
         path = _comfy.resolve("hrinv_stylegan", ckpt_name, "Generator checkpoint")
@@ -84,6 +84,8 @@ class LoadStyleINRGAN(io.ComfyNode):
                 G.attach_inr(_load_inr_head(_comfy.resolve("hrinv_stylegan", inr_head, "INR head"), G, DTYPES[dtype]))
             G.requires_grad_(False).eval()
         return io.NodeOutput(GeneratorHandle(G, os.path.basename(ckpt_name), {"path": path}))
+    # execute is async although it never awaits: ComfyUI 0.3.64 runs ready async nodes first, so both generators
+    # are loaded (and Lerp Generators, also async, checks that they fit together) before any long inversion starts.
 
 
 def _load_inr_head(path: str, G, dtype):
@@ -104,7 +106,7 @@ class LoadVGG16(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="HRInv_LoadVGG16",
-            display_name="Load VGG16 for perceptual loss (HRInv)",
+            display_name="HRInversion: Load VGG16 (perceptual loss)",
             category=f"{CATEGORY}/loaders",
             description="Load VGG16 ImageNet weights from models/vgg for HRInversion's full-resolution perceptual "
                         "loss (torchvision vgg16-397923af.pth, timm vgg16.tv_in1k, or a caffe-convention "
@@ -124,7 +126,7 @@ class LoadVGG16(io.ComfyNode):
         return _comfy.file_signature("hrinv_vgg", vgg_name)
 
     @classmethod
-    @guarded("Load VGG16")
+    @guarded("HRInversion: Load VGG16")
     def execute(cls, vgg_name) -> io.NodeOutput:
         from hrinv.losses.vgg import load_vgg16
 
@@ -139,7 +141,7 @@ class LoadFaceEmbedder(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="HRInv_LoadFaceEmbedder",
-            display_name="Load face-embedding network (HRInv)",
+            display_name="HRInversion: Load Face Embedder",
             category=f"{CATEGORY}/loaders",
             description="Load a face-recognition network from models/facerecog for the ID-retrieval score: ArcFace "
                         "IR-SE50 model_ir_se50.pth (the paper's network) or dlib's "
@@ -160,7 +162,7 @@ class LoadFaceEmbedder(io.ComfyNode):
         return _comfy.file_signature("hrinv_faceid", model_name)
 
     @classmethod
-    @guarded("Load face-embedding network")
+    @guarded("HRInversion: Load Face Embedder")
     def execute(cls, model_name) -> io.NodeOutput:
         from hrinv.faceid import load_face_embedder
 

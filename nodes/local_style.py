@@ -5,7 +5,8 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from . import _comfy
-from ._common import CATEGORY, NodeError, fit_to_resolution, guarded, to_comfy, to_lib
+from ._common import (CATEGORY, NodeError, check_batches, check_generator_renders_enough, check_image_size,
+                      check_latent_fits, describe_generator, fit_to_resolution, guarded, to_comfy, to_lib)
 from .invert import VGG_BYTES_PER_PIXEL, preview_every, w_stats
 from .types import GENERATOR, LATENT, VGG, LatentHandle
 
@@ -25,7 +26,7 @@ class LocalStyleOptimize(io.ComfyNode):
                 GENERATOR.Input("generator", tooltip="The mixed generator G_m (from Lerp Generators)."),
                 LATENT.Input("latent", tooltip="The mixed latent w_m (from Lerp Latents)."),
                 io.Image.Input("content", tooltip="The content images x_s (the photos that were inverted); one "
-                                                  "per latent, or one for all."),
+                                                  "per latent, or one for all. Alpha is dropped."),
                 VGG.Input("vgg", tooltip="VGG16 network for the deep-feature loss (from Load VGG16)."),
                 io.Int.Input("steps", default=50, min=1, max=5000, tooltip="Optimisation steps (paper: 50)."),
                 io.String.Input("rows", default="auto",
@@ -37,7 +38,7 @@ class LocalStyleOptimize(io.ComfyNode):
                                tooltip="λ_reg, the weight of the L2 penalty on the offset, relative to the loss "
                                        "before LSO. Higher = closer to the pure mixed result (more style), lower = "
                                        "closer to the content (more identity). 0 = the paper's no-L2 ablation."),
-                io.Float.Input("learning_rate", default=0.2, min=0.0001, max=100.0, step=0.001,
+                io.Float.Input("lr", default=0.2, min=0.0001, max=100.0, step=0.001,
                                tooltip="Adam learning rate, in units of the generator's W spread."),
                 io.Boolean.Input("noise_maps", default=False,
                                  tooltip="Also optimise the noise maps (the paper does; their effect is "
@@ -52,16 +53,21 @@ class LocalStyleOptimize(io.ComfyNode):
 
     @classmethod
     @guarded("HRInversion: Local Style Optimisation")
-    def execute(cls, generator, latent, content, vgg, steps=50, rows="auto", reg_weight=0.5, learning_rate=0.2,
+    def execute(cls, generator, latent, content, vgg, steps=50, rows="auto", reg_weight=0.5, lr=0.2,
                 noise_maps=False, seed=0) -> io.NodeOutput:
-        from hrinv.lso import LSOConfig, local_style_optimize
+        from hrinv.lso import LSOConfig, local_style_optimize, parse_rows
 
         G, lat = generator.model, latent.latent
+        title = "HRInversion: Local Style Optimisation"
+        check_latent_fits(latent, generator, title)
+        check_image_size(content, "content", generator)
+        check_generator_renders_enough(generator, title)
+        check_batches(lat.batch_size, "the latent", int(content.shape[0]), "'content'", title)
         target = to_lib(content, name="content")                                         # [B or 1, 3, H, W]
         if G.inr is None:
             target = fit_to_resolution(target, G.img_resolution, "center crop")
         config = LSOConfig(steps=int(steps), rows=parse_rows(rows), reg_weight=float(reg_weight),
-                           lr=float(learning_rate), optimize_noise=bool(noise_maps), seed=int(seed),
+                           lr=float(lr), noise_maps=bool(noise_maps), seed=int(seed),
                            preview_every=preview_every(int(steps)))
         b, _, h, w = target.shape
         b = max(b, lat.batch_size)
@@ -69,32 +75,9 @@ class LocalStyleOptimize(io.ComfyNode):
             stats = w_stats(G, config)
             result = local_style_optimize(G, lat, target, vgg.model, config, device=device,
                                           callback=_comfy.progress(steps), w_stats=stats)
-        return io.NodeOutput(LatentHandle(result.latent.to(device="cpu"), f"lso({latent.label})"),
+        return io.NodeOutput(LatentHandle(result.latent.to(device="cpu"), f"lso({latent.label})",
+                                          describe_generator(generator)),
                              to_comfy(result.image))
-
-
-def parse_rows(text: str):
-    """'auto' / 'all' / 'b16' stay strings; '5' -> 5 (a count); '0-4' or '0, 1, 2' -> a list of rows."""
-    s = (text or "").strip().lower()
-    if not s or s in ("auto", "all") or (s.startswith("b") and s[1:].isdigit()):
-        return s or "auto"
-    if s.isdigit():
-        return int(s)
-    out = []
-    for part in s.replace(";", ",").split(","):
-        part = part.strip()
-        if not part:
-            continue
-        try:
-            if "-" in part:
-                lo, hi = (int(p) for p in part.split("-", 1))
-                out.extend(range(lo, hi + 1))
-            else:
-                out.append(int(part))
-        except ValueError:
-            raise NodeError(f"'rows' must be auto, all, bN, a count, or rows like '0-4' / '0,1,2'; got "
-                            f"{text!r}.") from None
-    return out
 
 
 NODES = [LocalStyleOptimize]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from comfy_api.latest import io
 
 from . import _comfy
@@ -26,34 +25,9 @@ def content_labels(text: str, n_content: int, n_stylised: int) -> list:
             raise NodeError(f"'content_index' has {bad}, but there are only {n_content} content images (0.."
                             f"{n_content - 1}).")
         return labels
-    if n_stylised == n_content:
-        return list(range(n_content))
-    if n_stylised % n_content == 0:
-        k = n_stylised // n_content
-        return [i // k for i in range(n_stylised)]
-    return [i % n_content for i in range(n_stylised)]
+    from hrinv.metrics.id_retrieval import default_labels
 
-
-def _thumb(img_bhwc: torch.Tensor) -> torch.Tensor:
-    x = img_bhwc[..., :3].permute(0, 3, 1, 2).float()                                  # [B, 3, H, W]
-    return F.interpolate(x, size=(THUMB, THUMB), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
-
-
-def match_grid(content: torch.Tensor, stylised: torch.Tensor, labels: list, nearest: list, hits: list) -> torch.Tensor:
-    """One row per stylised image: [stylised | its own content | the nearest content], framed green (hit) or red."""
-    c, s = _thumb(content), _thumb(stylised)                                           # [N, 3, T, T], [M, 3, T, T]
-    rows = []
-    for j in range(s.shape[0]):
-        colour = torch.tensor([0.1, 0.8, 0.2] if hits[j] else [0.9, 0.15, 0.1]).view(3, 1, 1)
-        tiles = [s[j], c[labels[j]], c[nearest[j]]]
-        framed = []
-        for t in tiles:
-            f = colour.expand(3, THUMB + 8, THUMB + 8).clone()
-            f[:, 4:-4, 4:-4] = t
-            framed.append(f)
-        rows.append(torch.cat(framed, dim=2))                                           # [3, T+8, 3(T+8)]
-    grid = torch.stack(rows)                                                            # [M, 3, T+8, 3(T+8)]
-    return grid.permute(0, 2, 3, 1).contiguous().to(_comfy.intermediate_device())       # [M, H, W, 3]
+    return default_labels(n_content, n_stylised)
 
 
 class IDRetrievalScore(io.ComfyNode):
@@ -70,8 +44,7 @@ class IDRetrievalScore(io.ComfyNode):
             inputs=[
                 io.Image.Input("content", tooltip="The content faces (aligned), one per identity."),
                 io.Image.Input("stylised", tooltip="The stylised faces made from them (any number per content)."),
-                FACE_EMBEDDER.Input("face_embedder", tooltip="Face-embedding network (from Load face-embedding "
-                                                             "network)."),
+                FACE_EMBEDDER.Input("face_embedder", tooltip="Face-embedding network (from Load Face Embedder)."),
                 io.String.Input("content_index", default="",
                                 tooltip="Which content (0-based) each stylised image came from, e.g. '0, 0, 1, 1'. "
                                         "Empty: one-to-one when both batches have the same size, else consecutive "
@@ -95,7 +68,7 @@ class IDRetrievalScore(io.ComfyNode):
         check_image(content, "content")
         check_image(stylised, "stylised")
         labels = content_labels(content_index, content.shape[0], stylised.shape[0])
-        from hrinv.metrics.id_retrieval import id_retrieval
+        from hrinv.metrics.id_retrieval import id_retrieval, match_picture
 
         emb = face_embedder.model
         with _comfy.device_session(emb) as device, torch.no_grad(), _comfy.no_inference_mode():
@@ -103,12 +76,8 @@ class IDRetrievalScore(io.ComfyNode):
             to_bchw = lambda x: x[..., :3].permute(0, 3, 1, 2).float().clone()
             res = id_retrieval(to_bchw(content), to_bchw(stylised), labels, embedder=net,
                                threshold=float(threshold) or None)
-        lines = [res.table(), "", "stylised | own content | nearest | sq. dist own | sq. dist nearest | rank | hit"]
-        for j in range(res.num_stylized):
-            lines.append(f"{j} | {int(res.labels[j])} | {int(res.nearest[j])} | {float(res.true_distance[j]):.4f} | "
-                         f"{float(res.nearest_distance[j]):.4f} | {int(res.true_rank[j])} | "
-                         f"{'yes' if bool(res.hits[j]) else 'NO'}")
-        grid = match_grid(content, stylised, res.labels.tolist(), res.nearest.tolist(), res.hits.tolist())
-        return io.NodeOutput(float(res.top1), "\n".join(lines), grid)
+        grid = match_picture(content.permute(0, 3, 1, 2), stylised.permute(0, 3, 1, 2), res, thumb=THUMB)
+        grid = grid.permute(0, 2, 3, 1).contiguous().to(_comfy.intermediate_device())  # [M, H, W, 3]
+        return io.NodeOutput(float(res.top1), res.report(), grid)
 
 NODES = [IDRetrievalScore]

@@ -6,7 +6,7 @@ import torch
 from comfy_api.latest import io
 
 from . import _comfy
-from ._common import CATEGORY, guarded, to_comfy
+from ._common import CATEGORY, check_latent_fits, guarded, to_comfy
 from .types import GENERATOR, LATENT
 
 NOISE_MODES = ["latent", "const", "random", "none"]
@@ -57,6 +57,7 @@ class RenderAnyResolution(io.ComfyNode):
         from hrinv.rendering import render
 
         G, lat = generator.model, latent.latent
+        check_latent_fits(latent, generator, "HRInversion: Render at Any Resolution")
         b = lat.batch_size
         px = b * (int(tile) ** 2 if tile else int(width) * int(height))
         with _comfy.device_session(G, working_bytes=px * RENDER_BYTES_PER_PIXEL) as device, \

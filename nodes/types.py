@@ -54,6 +54,7 @@ class LatentHandle:
 
     latent: Any
     label: str = "latent"
+    generator: str = ""      # the generator it was found in, as the user knows it (e.g. "'ffhq.pkl' (1024 px, …)")
 
     def __repr__(self) -> str:
         ws = getattr(self.latent, "ws", None)

@@ -13,6 +13,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("HRINV_SHARED", REPO.parent / "shared")).resolve()
+DATA = REPO / "tests" / "data"  # the small reference fixtures committed with the tests (see tests/data/README.md)
 
 
 def shared_path(*parts):
@@ -21,6 +22,19 @@ def shared_path(*parts):
     if not p.exists():
         pytest.skip(f"needs {p} (the team's ../shared folder with real weights/data/fixtures; "
                     f"set HRINV_SHARED to point at it)")
+    return p
+
+
+def fixture_path(*parts):
+    """A reference fixture: the repository's copy in ``tests/data/`` when it has one, else ``../shared/fixtures``;
+    skips the calling test (saying what is missing) when neither has it."""
+    p = DATA.joinpath(*parts)
+    if p.exists():
+        return p
+    p = SHARED.joinpath("fixtures", *parts)
+    if not p.exists():
+        pytest.skip(f"needs the fixture {'/'.join(parts)}, kept in {SHARED / 'fixtures'} and not in tests/data/ "
+                    f"(large, or paired with real weights; set HRINV_SHARED to point at the team's ../shared folder)")
     return p
 
 
@@ -60,7 +74,7 @@ def fixture_generator(name, *, synthesis_overrides=None, transform=None):
 
     from hrinv.generator.stylegan2 import Generator
 
-    folder = shared_path("fixtures", name)
+    folder = fixture_path(name)
     cfg = json.loads((folder / "config.json").read_text())
     kwargs = {k: cfg[k] for k in NV_INIT_KEYS}
     kwargs["synthesis_kwargs"] = {**kwargs["synthesis_kwargs"], **(synthesis_overrides or {})}
@@ -68,3 +82,78 @@ def fixture_generator(name, *, synthesis_overrides=None, transform=None):
     sd = load_file(str(folder / "state_dict.safetensors"))
     G.load_state_dict(transform(sd) if transform else sd, strict=True)
     return G.eval(), cfg
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Seeded random networks: the real architectures without learned weights (nothing downloaded). Tests that need a
+# VGG-shaped network or a generator, but not what they learned, use these.
+
+TINY_KWARGS = dict(z_dim=32, c_dim=0, w_dim=32, img_resolution=64, img_channels=3,
+                   mapping_kwargs={"num_layers": 2}, synthesis_kwargs={"channel_base": 1024, "channel_max": 32})
+
+
+def tiny_generators(seed: int = 0):
+    """(G_s, G_t): a random 64 px StyleGAN2 and a 'fine-tuned' copy of it (weights nudged by a few percent)."""
+    from hrinv.generator.stylegan2 import Generator
+
+    g = torch.Generator().manual_seed(seed)
+    G_s = Generator(**TINY_KWARGS)
+    with torch.no_grad():
+        for p in G_s.parameters():                     # NVIDIA init is N(0, 1) for every weight and the const;
+            if p.ndim >= 2:                            # re-draw them from the local generator (biases are constants)
+                p.copy_(torch.randn(p.shape, generator=g))
+        for name, b in G_s.named_buffers():
+            if name.endswith("noise_const"):
+                b.copy_(torch.randn(b.shape, generator=g))
+    G_t = Generator(**TINY_KWARGS)
+    G_t.load_state_dict(G_s.state_dict())
+    with torch.no_grad():
+        for p in G_t.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.05 * (p.std() if p.numel() > 1 else 0.0))
+    return G_s, G_t
+
+
+def random_vgg(seed: int = 0, *, convention="torchvision", calibrated: bool = False):
+    """A VGG16 conv trunk with random (He-style) weights: the real architecture, usable as a perceptual loss.
+    ``calibrated=True`` attaches per-tap scales measured on smooth random pictures (as the real caffe weights carry
+    theirs), so code paths that use ``vgg.calibration`` run too."""
+    from hrinv.losses.vgg import VGG16Conv
+
+    g = torch.Generator().manual_seed(seed)
+    vgg = VGG16Conv(convention)
+    with torch.no_grad():
+        for m in vgg.features.values():
+            fan_in = m.weight[0].numel()
+            m.weight.copy_(torch.randn(m.weight.shape, generator=g) * (2.0 / fan_in) ** 0.5)
+            m.bias.zero_()
+    vgg = vgg.eval().requires_grad_(False)
+    if calibrated:
+        from hrinv.losses import measure_calibration
+
+        low = torch.rand(4, 3, 6, 6, generator=g) * 2 - 1
+        pics = torch.nn.functional.interpolate(low, size=(64, 64), mode="bilinear", align_corners=False)
+        with torch.no_grad():
+            vgg.calibration = measure_calibration(vgg, [pics], ops=(2, 3, 7, 8, 14, 15, 21, 22, 28, 29))
+    return vgg
+
+
+def save_random_vgg_file(path, seed: int = 0, *, convention="caffe"):
+    """Write a random VGG16 as a ``features.N.*`` safetensors file whose metadata names its input convention, the
+    layout of the caffe-convention file users load. Returns the state dict."""
+    from safetensors.torch import save_file
+
+    sd = {f"features.{k}": v.contiguous() for k, v in random_vgg(seed).features.state_dict().items()}
+    save_file(sd, str(path), metadata={"input_convention": convention})
+    return sd
+
+
+@pytest.fixture(scope="session")
+def vgg_random():
+    """A seeded random VGG16 (caffe convention, calibrated): for tests that need the architecture, not the weights."""
+    return random_vgg(0, convention="caffe", calibrated=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_gens():
+    """``(G_s, G_t)`` from :func:`tiny_generators` (seed 0); do not modify them in a test."""
+    return tiny_generators(0)

@@ -79,11 +79,18 @@ async def _node_list(pack):
     return await ext.get_node_list()
 
 
-def run_node(cls, **inputs):
-    """Call a node the way the host does (under ``torch.inference_mode()``, through ``EXECUTE_NORMALIZED``) and
-    return the outputs tuple."""
+def run_node(cls, _hidden=None, **inputs):
+    """Call a node the way the host does (under ``torch.inference_mode()``, on a per-run class clone carrying the
+    hidden inputs ``_hidden`` such as ``{"prompt": graph, "unique_id": "12"}``, through ``EXECUTE_NORMALIZED`` or,
+    for an async execute, ``EXECUTE_NORMALIZED_ASYNC``) and return the outputs tuple."""
+    import inspect
+
+    clone = cls.PREPARE_CLASS_CLONE(_hidden or {})
     with torch.inference_mode():
-        out = cls.EXECUTE_NORMALIZED(**inputs)
+        if inspect.iscoroutinefunction(cls.execute):
+            out = asyncio.run(clone.EXECUTE_NORMALIZED_ASYNC(**inputs))
+        else:
+            out = clone.EXECUTE_NORMALIZED(**inputs)
     return out.args
 
 
@@ -95,43 +102,8 @@ def object_info(nodes: dict) -> dict:
 # ----------------------------------------------------------------------------------------------------------------
 # Tiny models for the tests (built by our code, seeded; nothing downloaded)
 
-TINY_KWARGS = dict(z_dim=32, c_dim=0, w_dim=32, img_resolution=64, img_channels=3,
-                   mapping_kwargs={"num_layers": 2}, synthesis_kwargs={"channel_base": 1024, "channel_max": 32})
-
-
-def tiny_generators(seed: int = 0):
-    """(G_s, G_t): a random 64 px StyleGAN2 and a 'fine-tuned' copy of it (weights nudged by a few percent)."""
-    from hrinv.generator.stylegan2 import Generator
-
-    g = torch.Generator().manual_seed(seed)
-    G_s = Generator(**TINY_KWARGS)
-    with torch.no_grad():
-        for p in G_s.parameters():                     # NVIDIA init is N(0, 1) for every weight and the const;
-            if p.ndim >= 2:                            # re-draw them from the local generator (biases are constants)
-                p.copy_(torch.randn(p.shape, generator=g))
-        for name, b in G_s.named_buffers():
-            if name.endswith("noise_const"):
-                b.copy_(torch.randn(b.shape, generator=g))
-    G_t = Generator(**TINY_KWARGS)
-    G_t.load_state_dict(G_s.state_dict())
-    with torch.no_grad():
-        for p in G_t.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * 0.05 * (p.std() if p.numel() > 1 else 0.0))
-    return G_s, G_t
-
-
-def random_vgg(seed: int = 0):
-    """A VGG16 conv trunk with random (He-style) weights: the real architecture, usable as a perceptual loss."""
-    from hrinv.losses.vgg import VGG16Conv
-
-    g = torch.Generator().manual_seed(seed)
-    vgg = VGG16Conv()
-    with torch.no_grad():
-        for m in vgg.features.values():
-            fan_in = m.weight[0].numel()
-            m.weight.copy_(torch.randn(m.weight.shape, generator=g) * (2.0 / fan_in) ** 0.5)
-            m.bias.zero_()
-    return vgg.eval().requires_grad_(False)
+# The seeded random generators / VGG live in conftest.py (shared by every test); re-exported here.
+from conftest import TINY_KWARGS, random_vgg, tiny_generators  # noqa: E402,F401
 
 
 class TinyFaceNet(torch.nn.Module):

@@ -1,17 +1,23 @@
 """The pack inside a real ComfyUI (``pytest -m comfyui``; skipped unless ``COMFYUI_ROOT`` is set).
 
 Starts ``main.py --cpu`` from ``COMFYUI_ROOT`` in a subprocess (``COMFYUI_PYTHON``, default: the interpreter running
-pytest) on a free local port. An ``extra_model_paths.yaml`` in a temporary folder adds that folder's
-``custom_nodes/`` (holding a link to this repository) and its ``models/`` sub-folders for our model keys, so the
-checkout is used as it is and nothing is copied into ComfyUI. The models are small ones made here: two 64 px
+pytest) on a free local port with ``--base-directory`` set to a temporary folder whose ``custom_nodes/`` holds only
+a link to this repository, so the checkout is tested alone even when the pack is also installed in the ComfyUI
+folder's own ``custom_nodes/`` (the pack's log line says which copy loaded, and the test checks it). An
+``extra_model_paths.yaml`` adds that folder's ``models/`` sub-folders for our model keys. Nothing is copied into
+ComfyUI. The models are small ones made here: two 64 px
 generators (source and a "fine-tuned" target) saved with ``save_generator``, the team's VGG16 caffe weights from
 ../shared when present (else random VGG16 weights), and dlib's face network from ../shared when present (else random
 IR-SE50 weights). Input pictures are made by our code too.
 
 Then: every node is registered and its /object_info agrees with what the CI stubs produce; the workflows show up as
-templates; every API workflow runs to success with the checkpoint names substituted and small step counts; an
-unchanged re-run is served from the cache; one run is cancelled mid-way; one prompt fails validation with our
-message; one fails at run time with our message.
+templates (and the API copies do not); an unedited template whose models are missing is refused by /prompt; every API
+workflow runs to success with the checkpoint names substituted and small step counts; an unchanged re-run is served
+from the cache; one run is cancelled mid-way; prompts fail validation with our messages (missing model, a setting the
+tooltip forbids, generators or batches that do not fit, caught before any inversion runs); one fails at run time with
+our message. With node + Chromium + playwright-core, every template is opened in the real editor: it exports to the
+API copy, no node overlaps another, and a screenshot of each is written (``HRINV_SCREENSHOTS`` or the test's
+temporary folder).
 
 Run it as:  COMFYUI_ROOT=/path/to/ComfyUI /path/to/comfy-venv/bin/python -m pytest -m comfyui tests/test_comfyui_host.py
 """
@@ -26,13 +32,15 @@ import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from pathlib import Path
 
 import pytest
 import torch
-from nodes_harness import REPO, SHARED_WEIGHTS, face_images, object_info, random_vgg, stubbed_pack, tiny_generators
+from nodes_harness import (REPO, SHARED_WEIGHTS, TINY_KWARGS, face_images, object_info, random_vgg, stubbed_pack,
+                           tiny_generators)
 
 from tools import hrinv_workflows as wf
 
@@ -40,6 +48,7 @@ pytestmark = pytest.mark.comfyui
 COMFY = os.environ.get("COMFYUI_ROOT")
 PACK_DIR_NAME = "hrinversion"
 FILES = {wf.SOURCE_CKPT: "tiny_source.safetensors", wf.TARGET_CKPT: "tiny_target.safetensors"}
+OTHER_CKPT = "unrelated_128px.safetensors"            # not fine-tuned from the source: cannot be mixed with it
 
 
 def _free_port() -> int:
@@ -130,6 +139,10 @@ def _write_models(base: Path) -> dict:
     G_s, G_t = tiny_generators()
     save_generator(G_s, base / "models" / "stylegan2" / FILES[wf.SOURCE_CKPT])
     save_generator(G_t, base / "models" / "stylegan2" / FILES[wf.TARGET_CKPT])
+    from hrinv.generator.stylegan2 import Generator
+
+    torch.manual_seed(0)
+    save_generator(Generator(**{**TINY_KWARGS, "img_resolution": 128}), base / "models" / "stylegan2" / OTHER_CKPT)
     files = dict(FILES)
     caffe = SHARED_WEIGHTS / "vgg16_imagenet_caffe.safetensors"
     if caffe.exists():
@@ -173,16 +186,17 @@ def comfy(tmp_path_factory):
     base = tmp_path_factory.mktemp("comfy_host")
     for sub in ("custom_nodes", "user", "output", "temp"):
         (base / sub).mkdir()
-    os.symlink(REPO, base / "custom_nodes" / PACK_DIR_NAME)
+    os.symlink(REPO, base / "custom_nodes" / PACK_DIR_NAME)          # the only custom node folder ComfyUI scans
     files = _write_models(base)
     _write_inputs(base / "input")
     yaml = base / "extra_model_paths.yaml"
-    yaml.write_text(f"hrinv_test:\n  base_path: {base}\n  custom_nodes: custom_nodes\n"
+    yaml.write_text(f"hrinv_test:\n  base_path: {base}\n"
                     f"  hrinv_stylegan: models/stylegan2\n  hrinv_vgg: models/vgg\n  hrinv_faceid: models/facerecog\n")
     port = _free_port()
     server = Comfy(base, port, base / "comfyui.log")
     cmd = [python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port), "--disable-auto-launch",
-           "--extra-model-paths-config", str(yaml), "--input-directory", str(base / "input"),
+           "--base-directory", str(base), "--extra-model-paths-config", str(yaml),
+           "--input-directory", str(base / "input"),
            "--output-directory", str(base / "output"), "--temp-directory", str(base / "temp"),
            "--user-directory", str(base / "user"), "--database-url", "sqlite:///:memory:"]
     with open(server.log, "wb") as log:
@@ -218,8 +232,15 @@ def real_info(comfy):
 
 def test_pack_loads_with_every_node(comfy, real_info):
     ours = sorted(k for k in real_info if k.startswith("HRInv_"))
-    assert len(ours) == 11, ours
+    from test_nodes_schema import EXPECTED
+
+    assert set(ours) == EXPECTED, ours
     log = comfy.tail(200000)
+    loaded = [l for l in log.splitlines() if "HRInversion" in l and "nodes from" in l]
+    assert len(loaded) == 1, loaded                                # one copy of the pack, and it is this checkout
+    assert f"nodes from {REPO / 'nodes'}" in loaded[0] or f"nodes from {comfy.root}" in loaded[0], loaded[0]
+    assert f"hrinv from {REPO / 'hrinv'}" in loaded[0], loaded[0]
+    print("\n" + loaded[0].strip())
     assert "IMPORT FAILED" not in "\n".join(l for l in log.splitlines() if PACK_DIR_NAME in l)
     assert "could not load the nodes" not in log
     assert not any(PACK_DIR_NAME in l and ("Cannot import" in l or "Error while calling" in l)
@@ -257,37 +278,74 @@ def test_stubs_agree_with_the_real_object_info(comfy, real_info, tmp_path):
 
 def test_workflows_are_templates(comfy):
     templates = comfy.get("/workflow_templates")
-    assert sorted(templates.get(PACK_DIR_NAME, [])) == sorted(wf.WORKFLOW_SPECS)      # the api/ copies are not
-    for name in wf.WORKFLOW_SPECS:
-        ui = comfy.get(f"/api/workflow_templates/{PACK_DIR_NAME}/{name}.json")
-        assert ui == json.loads((REPO / "workflows" / f"{name}.json").read_text())
-        jpg = comfy.get(f"/api/workflow_templates/{PACK_DIR_NAME}/{name}.jpg")
+    assert sorted(templates.get(PACK_DIR_NAME, [])) == sorted(wf.template_names())    # the api/ copies are not
+    for stem in wf.template_names():
+        q = urllib.parse.quote(stem)
+        ui = comfy.get(f"/api/workflow_templates/{PACK_DIR_NAME}/{q}.json")
+        assert ui == json.loads((wf.WORKFLOWS / f"{stem}.json").read_text())
+        jpg = comfy.get(f"/api/workflow_templates/{PACK_DIR_NAME}/{q}.jpg")
         assert jpg[:3] == b"\xff\xd8\xff"
+
+
+@pytest.mark.parametrize("name", list(wf.WORKFLOW_SPECS))
+def test_template_with_missing_models_is_refused(comfy, real_info, name):
+    """An unedited template names model files this host does not have: /prompt must refuse it (no output may run
+    on its own and report success), and the error names the missing file and where we looked."""
+    ui = json.loads((wf.WORKFLOWS / f"{wf.template_stem(name)}.json").read_text())
+    graph = wf.ui_to_api(ui, real_info)
+    status, body = comfy.post("/prompt", {"prompt": graph, "client_id": comfy.client_id})
+    assert status == 400, body
+    assert body["error"]["type"] == "prompt_outputs_failed_validation", body
+    details = " ".join(e["details"] for n in body["node_errors"].values() for e in n["errors"])
+    assert wf.SOURCE_CKPT in details and "Looked in" in details, details[:2000]
+    # one model missing at a time (the others present): still refused as a whole, nothing runs
+    present = wf.substitute(graph, comfy.files)
+    for nid, node in graph.items():
+        names = [v for k, v in node["inputs"].items() if k.endswith("_name")]
+        if not node["class_type"].startswith(wf.MODEL_LOADER_PREFIX) or any(comfy.files.get(v) == v for v in names):
+            continue                                  # this host has the template's own file (e.g. from ../shared)
+        g = json.loads(json.dumps(present))
+        g[nid] = node
+        status, body = comfy.post("/prompt", {"prompt": g, "client_id": comfy.client_id})
+        if status == 200:                             # do not leave a 1000-step run in the queue
+            comfy.post("/queue", {"delete": [body.get("prompt_id")]})
+            comfy.post("/interrupt", {})
+        assert status == 400 and list(body["node_errors"]) == [nid], (name, nid, status, body)
 
 
 def test_templates_load_in_the_real_editor(comfy):
     """Optional: open ComfyUI's own frontend in headless Chromium, load every template and export it to API format;
-    it must equal workflows/api/. Needs node, Chromium and playwright-core (HRINV_PLAYWRIGHT_NODE_MODULES)."""
+    it must equal example_workflows/api/, and no node may overlap another as the editor sizes them. Needs node,
+    Chromium and playwright-core (HRINV_PLAYWRIGHT_NODE_MODULES)."""
     import shutil
 
     modules = os.environ.get("HRINV_PLAYWRIGHT_NODE_MODULES")
     chromium = os.environ.get("HRINV_CHROMIUM", shutil.which("chromium") or "")
     if not (modules and shutil.which("node") and chromium):
         pytest.skip("set HRINV_PLAYWRIGHT_NODE_MODULES (a node_modules with playwright-core) and have node + chromium")
+    shots = Path(os.environ.get("HRINV_SCREENSHOTS") or comfy.root / "screenshots")
+    shots.mkdir(parents=True, exist_ok=True)
     out = subprocess.run(["node", str(REPO / "tools" / "browser_templates_check.mjs"), comfy.url, PACK_DIR_NAME,
-                          chromium], env={**os.environ, "NODE_PATH": modules}, capture_output=True, text=True,
-                         timeout=300, check=False)
+                          chromium, str(shots)], env={**os.environ, "NODE_PATH": modules}, capture_output=True,
+                         text=True, timeout=300, check=False)
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])["templates"]
-    assert sorted(result) == sorted(wf.WORKFLOW_SPECS)
-    for name, r in result.items():
+    names = wf.template_names()
+    assert sorted(result) == sorted(names)
+    for stem, r in result.items():
+        name = names[stem]
         assert not r["errors"] and not r["missing"], (name, r)
-        ours = json.loads((REPO / "workflows" / "api" / f"{name}.json").read_text())
+        boxes = [{"id": k, "pos": [b[0], b[1] + wf.TITLE_H], "size": [b[2], b[3] - wf.TITLE_H]}
+                 for k, b in r["boxes"].items()]                      # as the editor sized and placed them
+        assert wf.overlaps({"nodes": boxes}) == [], (name, wf.overlaps({"nodes": boxes}))
+        assert (shots / f"{stem}.png").stat().st_size > 10_000
+        ours = json.loads((wf.API_DIR / f"{name}.json").read_text())
         exported = {k: {"class_type": v["class_type"],
                         "inputs": {i: x for i, x in v["inputs"].items()
                                    if not (v["class_type"] == "PreviewAny" and i == "preview")}}
                     for k, v in r["output"].items()}
         assert exported == {k: {"class_type": v["class_type"], "inputs": v["inputs"]} for k, v in ours.items()}, name
+    print(f"\nscreenshots of the templates in the editor: {shots}")
 
 
 def test_model_folders_are_merged(comfy):
@@ -297,13 +355,13 @@ def test_model_folders_are_merged(comfy):
 
 @pytest.mark.parametrize("name", list(wf.WORKFLOW_SPECS))
 def test_ui_workflow_valid_against_real_host(comfy, real_info, name):
-    ui = json.loads((REPO / "workflows" / f"{name}.json").read_text())
+    ui = json.loads((wf.WORKFLOWS / f"{wf.template_stem(name)}.json").read_text())
     assert wf.check_ui(ui, real_info) == []
 
 
 @pytest.mark.parametrize("name", list(wf.WORKFLOW_SPECS))
 def test_api_workflow_runs(comfy, name):
-    graph = wf.substitute(json.loads((REPO / "workflows" / "api" / f"{name}.json").read_text()), comfy.files,
+    graph = wf.substitute(json.loads((wf.API_DIR / f"{name}.json").read_text()), comfy.files,
                           steps=2, size=64, lso_steps=2)
     t0 = time.time()
     h = comfy.wait(comfy.queue(graph))
@@ -371,11 +429,6 @@ def test_cancel_midway(comfy):
 def test_validation_failure_has_our_message(comfy):
     graph = wf.substitute(wf.wf_invert_face(), comfy.files)
     graph["1"]["inputs"]["ckpt_name"] = "no_such_generator.pkl"
-    # With the input preview (node 14) the graph still has one valid output: ComfyUI runs that and reports ours.
-    status, body = comfy.post("/prompt", {"prompt": graph, "client_id": comfy.client_id})
-    assert status == 200 and body["node_errors"]["1"]["errors"][0]["type"] == "custom_validation_failed"
-    comfy.wait(body["prompt_id"])
-    del graph["14"]
     status, body = comfy.post("/prompt", {"prompt": graph, "client_id": comfy.client_id})
     assert status == 400 and body["error"]["type"] == "prompt_outputs_failed_validation"
     errs = body["node_errors"]["1"]["errors"]
@@ -383,7 +436,6 @@ def test_validation_failure_has_our_message(comfy):
     assert "no_such_generator.pkl" in errs[0]["details"] and "Looked in" in errs[0]["details"]
     assert "models/stylegan2" in errs[0]["details"].replace(os.sep, "/")
     graph = wf.substitute(wf.wf_invert_face(), comfy.files)
-    del graph["14"]
     graph["11"]["inputs"]["steps"] = 0
     status, body = comfy.post("/prompt", {"prompt": graph, "client_id": comfy.client_id})
     assert status == 400 and body["node_errors"]["11"]["errors"][0]["type"] == "value_smaller_than_min"
@@ -396,3 +448,95 @@ def test_runtime_error_is_our_message(comfy):
     errs = [m[1] for m in h["status"]["messages"] if m[0] == "execution_error"]
     assert errs and errs[0]["node_type"] == "HRInv_LerpGenerators"
     assert "comma-separated" in errs[0]["exception_message"], errs[0]["exception_message"]
+
+
+def test_forbidden_downsample_is_refused_by_prompt(comfy):
+    graph = wf.substitute(wf.wf_invert_face(), comfy.files)
+    graph["11"]["inputs"]["downsample"] = 16
+    status, body = comfy.post("/prompt", {"prompt": graph, "client_id": comfy.client_id})
+    assert status == 400, body
+    err = body["node_errors"]["11"]["errors"][0]
+    assert err["type"] == "custom_validation_failed" and "downsample is 16" in err["details"], err
+    assert "InversionConfig" not in json.dumps(body)
+
+
+def _run_error(comfy, graph, timeout=180):
+    t0 = time.time()
+    h = comfy.wait(comfy.queue(graph), timeout=timeout)
+    errs = [m[1] for m in h["status"]["messages"] if m[0] == "execution_error"]
+    assert h["status"]["status_str"] == "error" and errs, h["status"]
+    return errs[0], time.time() - t0
+
+
+def test_incompatible_generators_fail_before_the_inversions(comfy):
+    graph = wf.substitute(wf.wf_paper_pipeline(), comfy.files, steps=5000, lso_steps=1)
+    graph["2"]["inputs"]["ckpt_name"] = OTHER_CKPT
+    err, secs = _run_error(comfy, graph)
+    assert err["node_type"] == "HRInv_LerpGenerators", err
+    assert "tiny_source.safetensors" in err["exception_message"] and OTHER_CKPT in err["exception_message"]
+    assert not {"12", "13"} & set(err["executed"]), err["executed"]        # no inversion ran (5000 steps each)
+    print(f"\nincompatible generators reported after {secs:.1f} s, executed first: {err['executed']}")
+
+
+def test_style_batch_mismatch_fails_before_the_inversions(comfy):
+    graph = wf.substitute(wf.wf_id_retrieval(), comfy.files, steps=5000, lso_steps=1)
+    graph["16"] = {"class_type": "LoadImage", "inputs": {"image": wf.REFERENCE_IMAGES[1]}}
+    graph["17"] = {"class_type": "LoadImage", "inputs": {"image": wf.REFERENCE_IMAGES[2]}}
+    graph["18"] = {"class_type": "ImageBatch", "inputs": {"image1": ["15", 0], "image2": ["16", 0]}}
+    graph["19"] = {"class_type": "ImageBatch", "inputs": {"image1": ["18", 0], "image2": ["17", 0]}}
+    graph["13"]["inputs"]["image"] = ["19", 0]                       # 2 contents, 3 references
+    err, secs = _run_error(comfy, graph)
+    assert err["node_type"] == "HRInv_Invert" and "stopped before optimising" in err["exception_message"], err
+    assert not {"12", "13"} & set(err["executed"]), err["executed"]
+    assert secs < 120, secs
+    print(f"\nstyle batch mismatch reported after {secs:.1f} s")
+def test_hostile_model_files_keep_the_server_healthy(comfy):
+    """Issue 11 in the real host: each hostile generator file fails its prompt with one of our typed errors, the
+    server stays up, no payload runs, and a benign pickle loaded right after it (a fresh file, so the loader really
+    runs) still works: nothing in the process was poisoned."""
+    import hostile_files as H
+    from io_pickle_tools import dumps, system_call
+    from nodes_harness import TINY_KWARGS
+
+    from hrinv import errors
+
+    folder = comfy.root / "models" / "stylegan2"
+    marker = comfy.root / "PWNED"
+    G_s, _ = tiny_generators()
+    sd = {k: v.contiguous() for k, v in G_s.state_dict().items()}
+    benign = H.nvidia_snapshot_bytes(json.loads(json.dumps(TINY_KWARGS)), dict(sd))
+    stride0 = dict(sd)
+    stride0["mapping.fc0.weight"] = H.Call(H.GlobalRef("torch._utils", "_rebuild_tensor_v2"), (H.Call(
+        H.GlobalRef("torch.storage", "_load_from_bytes"), (torch.zeros(1).storage().__reduce__()[1][0],)), 0,
+        (20000, 20000), (0, 0), False, {}))
+    hostile = {
+        "h_bytearray.pkl": H.P2 + H._g("builtins", "bytearray") + H._long(3_000_000_000) + b"\x85R.",
+        "h_build_poison.pkl": H.build_on_global("torch._utils", "_rebuild_tensor_v2", "slot_defaults"),
+        "h_ext.pkl": H.P2 + b"\x82\xf0.",
+        "h_system.pkl": dumps(system_call(f"touch {marker}")),
+        "h_stride0.pkl": H.nvidia_snapshot_bytes(json.loads(json.dumps(TINY_KWARGS)), stride0),
+        "h_truncated.pkl": benign[: len(benign) // 2],
+    }
+    H.write_generator_safetensors(folder / "h_zdim.safetensors", {**TINY_KWARGS, "z_dim": 20000, "w_dim": 20000},
+                                  sd=sd)
+    hostile["h_zdim.safetensors"] = None
+    ours = set(errors.__all__)
+    for i, (name, data) in enumerate(hostile.items()):
+        if data is not None:
+            (folder / name).write_bytes(data)
+        graph = wf.substitute(wf.wf_invert_face(), comfy.files, steps=1)
+        del graph["14"]
+        graph["1"]["inputs"]["ckpt_name"] = name
+        t0 = time.time()
+        h = comfy.wait(comfy.queue(graph), timeout=120)
+        errs = [m[1] for m in h["status"]["messages"] if m[0] == "execution_error"]
+        assert errs, (name, h["status"])
+        assert errs[0]["exception_type"].split(".")[-1] in ours, (name, errs[0]["exception_type"],
+                                                                  errs[0]["exception_message"][:300])
+        assert time.time() - t0 < 60 and comfy.proc.poll() is None, name
+        ok = f"ok_{i}.pkl"
+        (folder / ok).write_bytes(benign)
+        graph["1"]["inputs"]["ckpt_name"] = ok
+        h = comfy.wait(comfy.queue(graph), timeout=300)
+        assert h["status"]["status_str"] == "success", (name, h["status"], comfy.tail(2000))
+    assert comfy.get("/system_stats") and not marker.exists()

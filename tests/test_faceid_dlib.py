@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from conftest import shared_path
+from conftest import fixture_path, shared_path
 
 from hrinv.errors import CheckpointCorruptError, CheckpointFormatError, ShapeError, WeightsNotFoundError
 from hrinv.faceid.dlib_resnet import add_prev, load_dlib_resnet, parse_dlib_dat
@@ -21,7 +21,7 @@ def net(dat):
 
 @pytest.fixture(scope="module")
 def oracle():
-    z = np.load(shared_path("fixtures", "dlib_face", "chips_and_descriptors.npz"), allow_pickle=False)
+    z = np.load(fixture_path("dlib_face", "chips_and_descriptors.npz"), allow_pickle=False)
     chips = torch.from_numpy(z["chips"]).permute(0, 3, 1, 2).float() / 255  # [12, 3, 150, 150]
     return chips, torch.from_numpy(z["descriptors"]), [str(n) for n in z["names"]]
 

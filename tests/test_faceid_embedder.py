@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from conftest import shared_path
+from conftest import fixture_path, shared_path
 
 from hrinv.errors import ShapeError, WeightsNotFoundError
 from hrinv.faceid import load_face_embedder
@@ -25,7 +25,7 @@ def test_describes_itself(emb):
 
 def test_aligned_faces_land_on_dlib_chips(emb):
     """The 'dlib' crop of a CelebA-HQ-aligned image gives almost dlib's own descriptor (from its detected chip)."""
-    z = np.load(shared_path("fixtures", "dlib_face", "chips_and_descriptors.npz"), allow_pickle=False)
+    z = np.load(fixture_path("dlib_face", "chips_and_descriptors.npz"), allow_pickle=False)
     ref = torch.nn.functional.normalize(torch.from_numpy(z["descriptors"]), dim=1)  # [12, 128]
     imgs = [read_image(shared_path("data", "faces", "celebahq", str(n))) for n in z["names"][:6]]
     e = emb.embed(imgs)  # a list of [3, 1024, 1024]
@@ -36,7 +36,7 @@ def test_aligned_faces_land_on_dlib_chips(emb):
 
 
 def test_chip_mode_and_raw_descriptors(emb):
-    z = np.load(shared_path("fixtures", "dlib_face", "chips_and_descriptors.npz"), allow_pickle=False)
+    z = np.load(fixture_path("dlib_face", "chips_and_descriptors.npz"), allow_pickle=False)
     chips = torch.from_numpy(z["chips"][:2]).permute(0, 3, 1, 2)  # uint8 [2, 3, 150, 150]
     chip_emb = load_face_embedder(emb.meta["path"], preprocess="chip")
     raw = chip_emb.embed(chips, normalize=False)

@@ -3,7 +3,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import shared_path
+from conftest import fixture_path
 
 from hrinv.errors import CheckpointFormatError, ShapeError, WeightsNotFoundError
 from hrinv.faceid import load_face_embedder
@@ -100,7 +100,7 @@ def test_dataparallel_prefix_and_wrapped_dict(weights_file, tmp_path):
 
 
 def test_refuses_pickles_that_run_code():
-    evil = shared_path("fixtures", "malicious", "evil.pkl")
+    evil = fixture_path("malicious", "evil.pkl")
     with pytest.raises(CheckpointFormatError, match="Nothing from it was executed"):
         load_irse50(evil)
 

@@ -8,7 +8,7 @@ import json
 
 import pytest
 import torch
-from conftest import fixture_generator, shared_path
+from conftest import fixture_generator, fixture_path
 from safetensors.torch import load_file
 
 from hrinv.generator.stylegan2 import Generator
@@ -19,7 +19,7 @@ INIT_KEYS = ("z_dim", "c_dim", "w_dim", "img_resolution", "img_channels", "mappi
 
 def _load(name, **overrides):
     G, cfg = fixture_generator(name, synthesis_overrides=overrides)
-    return G, load_file(str(shared_path("fixtures", name, "io.safetensors"))), cfg
+    return G, load_file(str(fixture_path(name, "io.safetensors"))), cfg
 
 
 def _close(a, b, atol=ATOL):

@@ -4,14 +4,14 @@ device so no weights are allocated."""
 import json
 
 import pytest
-from conftest import shared_path
+from conftest import fixture_path
 
 from hrinv.generator.stylegan2 import Generator
 
 
 @pytest.mark.parametrize("name", ["nv_stock_cfg_stylegan2_res1024.json", "nv_stock_cfg_paper256_res256.json"])
 def test_stock_layout(name):
-    ref = json.loads(shared_path("fixtures", "shapes", name).read_text())
+    ref = json.loads(fixture_path("shapes", name).read_text())
     G = Generator(**ref["init_kwargs"], device="meta")
     sd = G.state_dict()
     assert list(sd) == list(ref["state_dict_shapes"])  # same keys, same order

@@ -15,6 +15,18 @@ def dat():
     return shared_path("weights", "dlib_face_recognition_resnet_model_v1.dat")
 
 
+@pytest.fixture(scope="module")
+def random_irse50(tmp_path_factory):
+    """An IR-SE50 weights file with random values: the folder errors below do not depend on learned weights."""
+    import torch
+
+    from hrinv.faceid.irse50 import IRSE50
+
+    path = tmp_path_factory.mktemp("irse50") / "model_ir_se50.pth"
+    torch.save(IRSE50().state_dict(), path)
+    return path
+
+
 def test_runs_on_the_authors_demo(dat, tmp_path, capsys):
     demo = shared_path("data", "styles", "id_retrieval_demo")
     out = tmp_path / "r.json"
@@ -45,7 +57,7 @@ def _layout(tmp_path, n=2, size=96):
     ("too_small", "needs at least"),
     ("no_stylised", "no stylised images"),
 ])
-def test_user_errors(dat, tmp_path, capsys, case, message):
+def test_user_errors(random_irse50, tmp_path, capsys, case, message):
     root = _layout(tmp_path)
     if case == "empty_content":
         for p in (root / "content").iterdir():
@@ -61,6 +73,6 @@ def test_user_errors(dat, tmp_path, capsys, case, message):
     elif case == "no_stylised":
         for d in (root / "transfer").iterdir():
             shutil.rmtree(d)
-    rc = main(["id-retrieval", str(root), "--network", str(dat), "--out", "-"])
+    rc = main(["id-retrieval", str(root), "--network", str(random_irse50), "--out", "-"])
     err = capsys.readouterr().err
     assert rc == 1 and message in err, err

@@ -80,3 +80,26 @@ def test_errors():
         id_retrieval(c, s, ["zed"] * 8, content_names=list("abcd"))
     with pytest.raises(ShapeError, match="no embedder"):
         id_retrieval(torch.rand(4, 3, 64, 64), s, labels)
+
+
+def test_report_picture_and_default_labels_live_in_the_library():
+    from hrinv.metrics.id_retrieval import default_labels, match_picture
+
+    assert default_labels(2, 2) == [0, 1] and default_labels(2, 4) == [0, 0, 1, 1] and default_labels(2, 3) == [0, 1, 0]
+    c, s, labels = clusters(n=3, per=2, noise=0.05)
+    r = id_retrieval(c, s, labels)
+    s[5] = c[0]  # make the last stylised "image" a copy of content 0: a miss
+    r = id_retrieval(c, s, labels)
+    assert not bool(r.hits[5]) and int(r.nearest[5]) == 0
+    lines = r.report().splitlines()
+    assert lines[0].startswith("ID retrieval (top-1)") and lines[-1].startswith("5 | 2 | 0 |") and lines[-1].endswith("NO")
+    # pictures: smooth random content / stylised images in [0, 1]
+    g = torch.Generator().manual_seed(1)
+    content, stylised = torch.rand(3, 3, 40, 40, generator=g), torch.rand(6, 3, 50, 30, generator=g)
+    pic = match_picture(content, stylised, r, thumb=16)
+    assert pic.shape == (6, 3, 24, 72) and 0 <= float(pic.min()) and float(pic.max()) <= 1
+    green, red = torch.tensor([0.1, 0.8, 0.2]), torch.tensor([0.9, 0.15, 0.1])
+    assert torch.allclose(pic[0, :, 0, 0], green) and torch.allclose(pic[5, :, 0, 0], red)
+    own = torch.nn.functional.interpolate(content[2:3], size=(16, 16), mode="bilinear", antialias=True,
+                                          align_corners=False)[0]
+    torch.testing.assert_close(pic[5, :, 4:20, 28:44], own.clamp(0, 1))  # middle tile: its own content (2)

@@ -2,13 +2,13 @@
 
 import pytest
 import torch
-from conftest import shared_path
+from conftest import fixture_path
 
 from hrinv.cli import main
 
 
 def test_fit_inr_command(tmp_path, capsys):
-    src = shared_path("fixtures", "nv_tiny", "network_proto4.pkl")
+    src = fixture_path("nv_tiny", "network_proto4.pkl")
     dst = tmp_path / "tiny_inr.safetensors"
     rc = main(["fit-inr", str(src), str(dst), "--steps", "4", "--batch", "2", "--points", "256", "--device", "cpu"])
     assert rc == 0 and dst.exists()
@@ -30,5 +30,5 @@ def test_fit_inr_command(tmp_path, capsys):
 
 @pytest.mark.parametrize("bad", [["--steps", "-1"], ["--batch", "0"]])
 def test_fit_inr_bad_settings(tmp_path, bad):
-    src = shared_path("fixtures", "nv_tiny", "network_proto4.pkl")
+    src = fixture_path("nv_tiny", "network_proto4.pkl")
     assert main(["fit-inr", str(src), str(tmp_path / "o.safetensors"), *bad]) == 1

@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from conftest import fixture_generator, shared_path
+from conftest import fixture_generator, fixture_path
 from safetensors.torch import load_file
 
 from hrinv.generator.inr import INRHead, fit_inr_head, psnr
@@ -14,7 +14,7 @@ from hrinv.generator.stylegan2 import Generator
 @pytest.fixture(scope="module")
 def nv_tiny():
     G, _ = fixture_generator("nv_tiny")
-    return G, load_file(str(shared_path("fixtures", "nv_tiny", "io.safetensors")))
+    return G, load_file(str(fixture_path("nv_tiny", "io.safetensors")))
 
 
 @pytest.fixture(scope="module")

@@ -93,3 +93,40 @@ def test_lerp_latent_objects_with_noise():
         lerp_latents(a, _latent(3, noise=False), 0.5)
     plain = lerp_latents(_latent(4, noise=False), _latent(5, noise=False), "paper")
     assert plain.noise is None
+
+
+def test_per_row_list_expresses_a_crossover_at_an_odd_row():
+    """The authors' style mixing takes rows 0-6 from one code and 7+ from the other: no per-block schedule can say
+    that (row 7 shares a block with row 6 in both schemes), a per-row list can."""
+    g = torch.Generator().manual_seed(3)
+    a, b = torch.randn(2, 18, 16, generator=g), torch.randn(2, 18, 16, generator=g)
+    mix = [0.0] * 7 + [1.0] * 11
+    out = lerp_latents(a, b, mix)
+    assert torch.equal(out[:, :7], a[:, :7]) and torch.equal(out[:, 7:], b[:, 7:])
+    for scheme in ("authors", "nvidia"):  # per-row overrides the row -> block scheme
+        assert torch.equal(lerp_latents(a, b, mix, scheme=scheme), out)
+        blocks = row_blocks(18, scheme)
+        assert blocks[6] == blocks[7] or blocks[7] == blocks[8]  # why a per-block λ cannot cut between rows 6 and 7
+    soft = lerp_latents(a, b, torch.linspace(0, 1, 18))
+    torch.testing.assert_close(soft[:, 9], a[:, 9] + 9 / 17 * (b[:, 9] - a[:, 9]))
+    # a list of num_ws / 2 values is still one λ per block
+    per_block = [0.0] * 9
+    per_block[3] = 1.0
+    assert torch.equal(lerp_latents(a, b, per_block)[:, 6:8], b[:, 6:8])
+    assert torch.equal(lerp_latents(a, b, per_block)[:, 5], a[:, 5])
+    with pytest.raises(Exception, match="λ for W\\+ row 2"):
+        lerp_latents(a, b, [0.0, 0.0, "x"] + [0.0] * 15)
+
+
+def test_per_row_list_on_latents_lerps_noise_with_the_row_of_its_conv():
+    a, b = _latent(1), _latent(2)
+    rows = [0.0, 0.5, 0.25, 1.0, 0.75, 0.125, 0.375, 0.625]  # 8 rows: 32 px, blocks b4..b32
+    out = lerp_latents(a, b, rows)
+    torch.testing.assert_close(out.ws, lerp_latents(a.ws, b.ws, rows))
+    # b4.conv1 -> row 0; b8.conv0 -> row 1, b8.conv1 -> row 2; b16.conv0 -> row 3, b16.conv1 -> row 4 (NVIDIA layout)
+    for name, lam in (("b4.conv1", 0.0), ("b8.conv0", 0.5), ("b8.conv1", 0.25), ("b16.conv0", 1.0),
+                      ("b16.conv1", 0.75)):
+        if name in a.noise:
+            torch.testing.assert_close(out.noise[name], a.noise[name] + lam * (b.noise[name] - a.noise[name]))
+    assert out.settings["scheme"] == "per-row" and out.settings["lambda_per_block"] is None
+    assert out.settings["lambda_per_row"] == rows

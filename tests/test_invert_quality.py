@@ -78,25 +78,30 @@ def test_generic_core_inverts_real_faces_with_pretrained_dcgan(perceptual):
     G.load_state_dict(sd["netG_state_dict"])
     G.eval().requires_grad_(False)
     faces = shared_path("data", "faces", "celebahq")
-    target = torch.cat([load_image(faces / n, 64) for n in ("ref_female_030321.jpg", "ref_male_012712.jpg")])
+    target = torch.cat([load_image(faces / n, 64) for n in FACES])  # [4, 3, 64, 64]
     feats = perceptual.target(target)
 
     def closure(v, step, steps):
         img = G(v["z"])
         return perceptual(img, feats), img
 
-    z0 = torch.randn(2, 100, generator=torch.Generator().manual_seed(0))  # a random face of the prior
+    z0 = torch.randn(len(FACES), 100, generator=torch.Generator().manual_seed(0))  # random faces of the prior
     with torch.no_grad():
         img0 = G(z0)
         loss0, psnr0 = perceptual(img0, feats), psnr(img0, target)
-    res = optimize({"z": z0}, closure, steps=STEPS_DCGAN, lr=0.1)  # 50 steps: loss x0.44 / x0.55, PSNR +3.9 / +4.8 dB
+    res = optimize({"z": z0}, closure, steps=STEPS_DCGAN, lr=0.1)
     with torch.no_grad():
         img1 = G(res.variables["z"])
         loss1, psnr1 = perceptual(img1, feats), psnr(img1, target)
     print(f"DCGAN z inversion of real faces, {STEPS_DCGAN} steps: loss {loss0.tolist()} -> {loss1.tolist()}, "
           f"PSNR {psnr0.tolist()} -> {psnr1.tolist()}")
-    assert (loss1 < 0.7 * loss0).all(), (loss0, loss1)
-    assert (psnr1 > psnr0 + 2.0).all(), (psnr0, psnr1)
+    # Assert on the set, not on every face: a short run from a random start leaves some faces behind (on 12 other
+    # faces, 3 gained 0.57, 1.11 and 1.68 dB), so a per-face threshold would be flaky.
+    gain, ratio = psnr1 - psnr0, loss1 / loss0
+    # measured (60 steps): +5.1, +6.9, +3.6, +3.1 dB; loss x0.40, x0.48, x0.51, x0.47
+    assert gain.mean() > 2.0 and (gain > 1.0).float().mean() >= 0.75, gain
+    assert ratio.mean() < 0.7 and (ratio < 0.8).float().mean() >= 0.75, ratio
 
 
 STEPS_DCGAN = 60
+FACES = ("ref_female_030321.jpg", "ref_male_012712.jpg", "ref_female_064119.jpg", "ref_male_060259.jpg")

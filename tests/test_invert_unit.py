@@ -245,7 +245,9 @@ def test_config_validation(kwargs, word):
 
 
 def test_presets():
-    assert InversionConfig.preset("cross_domain").optimize_noise is False
+    assert InversionConfig.preset("cross_domain").noise_maps is False
+    old = InversionConfig(optimize_noise=False)  # the old name is still accepted and readable
+    assert old.noise_maps is False and old.optimize_noise is False and "optimize_noise" not in old.to_dict()
     assert InversionConfig.preset("reconstruction") == InversionConfig()
     assert InversionConfig.preset("downsampled_256", steps=5).downsample == 256
     assert InversionConfig(latent_space="W+").latent_space == "w+"

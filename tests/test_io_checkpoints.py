@@ -6,7 +6,7 @@ import zipfile
 
 import pytest
 import torch
-from conftest import shared_path
+from conftest import fixture_path
 from safetensors.torch import load_file, save_file
 
 from hrinv.cli import main
@@ -28,7 +28,7 @@ def _equal_state(a, b):
 
 @pytest.fixture(scope="module")
 def nv_tiny_G():
-    return load_generator(shared_path("fixtures", "nv_tiny", "network.pkl"))
+    return load_generator(fixture_path("nv_tiny", "network_proto4.pkl"))
 
 
 def test_safetensors_round_trip_keeps_weights_config_and_source(nv_tiny_G, tmp_path):
@@ -64,7 +64,7 @@ def test_inr_head_survives_the_round_trip(nv_tiny_G, tmp_path):
 
 
 def test_pickle_pt_and_safetensors_forms_load_to_the_same_network(nv_tiny_G, tmp_path):
-    d = shared_path("fixtures", "nv_tiny")
+    d = fixture_path("nv_tiny")
     from_st = load_generator(d / "state_dict.safetensors")  # plain state dict + config.json sidecar
     assert from_st.meta["config_from"].endswith("config.json")
     assert _equal_state(nv_tiny_G, from_st) and from_st.init_kwargs == nv_tiny_G.init_kwargs
@@ -76,7 +76,7 @@ def test_pickle_pt_and_safetensors_forms_load_to_the_same_network(nv_tiny_G, tmp
 
 
 def test_rosinality_and_its_conversion_are_the_same_network(tmp_path):
-    src = shared_path("fixtures", "ros_small", "checkpoint.pt")
+    src = fixture_path("ros_small", "checkpoint.pt")
     G = load_generator(src)
     out = tmp_path / "ros.safetensors"
     assert main(["convert", str(src), str(out)]) == 0
@@ -85,7 +85,7 @@ def test_rosinality_and_its_conversion_are_the_same_network(tmp_path):
 
 
 def test_convert_cli(tmp_path, capsys):
-    src = shared_path("fixtures", "nv_tiny", "network_proto4.pkl")
+    src = fixture_path("nv_tiny", "network_proto4.pkl")
     dst = tmp_path / "g.safetensors"
     assert main(["convert", str(src), str(dst), "--which", "G"]) == 0
     G = load_generator(dst)
@@ -98,13 +98,13 @@ def test_convert_cli(tmp_path, capsys):
     assert main(["convert", str(src), "--print"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["format"] == "nvidia-pkl" and info["init_kwargs"]["img_resolution"] == 32
-    evil = shared_path("fixtures", "malicious", "evil.pkl")
+    evil = fixture_path("malicious", "evil.pkl")
     assert main(["convert", str(evil), str(tmp_path / "e.safetensors")]) == 1
     assert "posix.system" in capsys.readouterr().err and not (tmp_path / "e.safetensors").exists()
 
 
 def test_inspect(nv_tiny_G):
-    info = inspect_checkpoint(shared_path("fixtures", "nv_tiny", "network.pkl"))
+    info = inspect_checkpoint(fixture_path("nv_tiny", "network_proto4.pkl"))
     assert info["format"] == "nvidia-pkl" and info["img_resolution"] == 32 and info["num_ws"] == nv_tiny_G.num_ws
     assert info["num_params"] == sum(p.numel() for p in nv_tiny_G.parameters())
     assert info["w_avg"] == "stored" and not info["has_inr"]
@@ -112,7 +112,7 @@ def test_inspect(nv_tiny_G):
 
 
 def test_dispatch_is_by_content_not_extension(tmp_path):
-    data = shared_path("fixtures", "ros_cm2_32", "checkpoint.pt").read_bytes()
+    data = fixture_path("ros_cm2_32", "checkpoint.pt").read_bytes()
     odd = tmp_path / "weights.pkl"  # a torch zip named .pkl
     odd.write_bytes(data)
     assert sniff_format(odd) == "torch-zip"
@@ -164,7 +164,7 @@ def test_empty_random_and_foreign_files(tmp_path):
 
 @pytest.mark.parametrize("name", ["ros_cm2_32/checkpoint.pt", "nv_tiny/state_dict.safetensors"])
 def test_truncated_files_are_corrupt(tmp_path, name):
-    data = shared_path("fixtures", *name.split("/")).read_bytes()
+    data = fixture_path(*name.split("/")).read_bytes()
     ext = os.path.splitext(name)[1]
     for i, cut in enumerate([3, 7, 12, 200, len(data) // 2, len(data) - 100, len(data) - 1]):
         p = tmp_path / f"cut{i}{ext}"
@@ -174,13 +174,13 @@ def test_truncated_files_are_corrupt(tmp_path, name):
 
 
 def test_nvidia_state_dict_with_missing_keys_is_rejected(tmp_path):
-    sd = load_file(str(shared_path("fixtures", "nv_tiny", "state_dict.safetensors")))
+    sd = load_file(str(fixture_path("nv_tiny", "state_dict.safetensors")))
     sd.pop("synthesis.b16.conv1.weight")
     p = tmp_path / "sd.safetensors"
     save_file(sd, str(p))
     with pytest.raises(CheckpointFormatError):
         load_generator(p)
-    sd = load_file(str(shared_path("fixtures", "nv_tiny", "state_dict.safetensors")))
+    sd = load_file(str(fixture_path("nv_tiny", "state_dict.safetensors")))
     sd["synthesis.b8.conv0.noise_const"] = torch.zeros(4, 4)
     save_file(sd, str(p))
     with pytest.raises(CheckpointFormatError, match="shape"):
@@ -189,7 +189,7 @@ def test_nvidia_state_dict_with_missing_keys_is_rejected(tmp_path):
 
 def test_which_is_validated():
     with pytest.raises(ValueError, match="which"):
-        read_checkpoint(shared_path("fixtures", "nv_tiny", "network.pkl"), which="D")
+        read_checkpoint(fixture_path("nv_tiny", "network_proto4.pkl"), which="D")
 
 
 def test_pickled_plain_state_dicts(nv_tiny_G, tmp_path):
@@ -198,7 +198,7 @@ def test_pickled_plain_state_dicts(nv_tiny_G, tmp_path):
     p.write_bytes(pickle.dumps(nv_tiny_G.state_dict(), protocol=4))
     G = load_generator(p)
     assert G.meta["format"] == "pickle:nvidia-state-dict" and _equal_state(G, nv_tiny_G)
-    ros = torch.load(shared_path("fixtures", "ros_cm2_32", "checkpoint.pt"), weights_only=True)["g_ema"]
+    ros = torch.load(fixture_path("ros_cm2_32", "checkpoint.pt"), weights_only=True)["g_ema"]
     p.write_bytes(pickle.dumps(ros, protocol=2))
     _, sd, extras = read_checkpoint(p)
     assert sd["synthesis.b4.const"].shape == (32, 4, 4)

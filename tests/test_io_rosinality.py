@@ -6,7 +6,7 @@ import os
 
 import pytest
 import torch
-from conftest import shared_path
+from conftest import fixture_path
 from safetensors.torch import load_file
 
 from hrinv.errors import CheckpointFormatError, UnsafeCheckpointError
@@ -17,7 +17,7 @@ TOL = 1e-4
 
 
 def _ros(name):
-    d = shared_path("fixtures", name)
+    d = fixture_path(name, "checkpoint.pt").parent
     return d, json.loads((d / "config.json").read_text()), load_file(str(d / "io.safetensors"))
 
 
@@ -174,7 +174,7 @@ def test_stock_rosinality_layouts_map_onto_stock_nvidia_layouts(ros, nv):
     """Full-size layouts (no weights): the converted keys/shapes are those of the NVIDIA network of the same config."""
     from hrinv.io.checkpoints import infer_nvidia_config
     from hrinv.io.rosinality import convert_rosinality_state_dict
-    ros_info = json.loads(shared_path("fixtures", "shapes", f"{ros}.json").read_text())
+    ros_info = json.loads(fixture_path("shapes", f"{ros}.json").read_text())
     init_kwargs, sd, _ = convert_rosinality_state_dict(_meta_state_dict(ros_info["state_dict_shapes"]))
     cm = ros_info["ctor_kwargs"]["channel_multiplier"]
     assert init_kwargs["synthesis_kwargs"]["channel_max"] == 512
@@ -186,7 +186,7 @@ def test_stock_rosinality_layouts_map_onto_stock_nvidia_layouts(ros, nv):
         ref = Generator(**init_kwargs, device="meta").state_dict()
         assert {k: list(v.shape) for k, v in sd.items()} == {k: list(v.shape) for k, v in ref.items()}
     else:
-        nv_info = json.loads(shared_path("fixtures", "shapes", f"{nv}.json").read_text())
+        nv_info = json.loads(fixture_path("shapes", f"{nv}.json").read_text())
         assert {k: list(v.shape) for k, v in sd.items()} == {k: list(s) for k, s in
                                                              nv_info["state_dict_shapes"].items()}
         inferred = infer_nvidia_config({k: torch.empty(s, device="meta")

@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import shared_path
+from conftest import fixture_path
 from io_pickle_tools import dumps, tf_network_class
 from safetensors.torch import load_file
 
@@ -80,7 +80,7 @@ NV_TINY_TF_KWARGS = {"latent_size": 64, "dlatent_size": 64, "resolution": 32, "n
 
 @pytest.fixture(scope="module")
 def nv_tiny_sd():
-    return load_file(str(shared_path("fixtures", "nv_tiny", "state_dict.safetensors")))
+    return load_file(str(fixture_path("nv_tiny", "state_dict.safetensors")))
 
 
 @pytest.mark.parametrize("protocol", [2, 3, 4])
@@ -94,7 +94,7 @@ def test_synthetic_tf_pickle_converts_to_the_exact_network(tmp_path, nv_tiny_sd,
     for k in nv_tiny_sd:
         assert torch.equal(sd[k], nv_tiny_sd[k]), k
     G = load_generator(path)
-    io = load_file(str(shared_path("fixtures", "nv_tiny", "io.safetensors")))
+    io = load_file(str(fixture_path("nv_tiny", "io.safetensors")))
     with torch.no_grad():
         img = G.synthesis(io["ws"][:2], noise_mode="const")
     assert (img - io["img_const"][:2]).abs().max() <= 1e-4

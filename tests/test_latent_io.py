@@ -152,7 +152,7 @@ def test_check_compatible(caplog):
     bad.noise["b8.conv0"] = torch.zeros(2, 1, 4, 4)
     with pytest.raises(ShapeError, match="b8.conv0"):
         bad.check_compatible(_FakeG())
-    with caplog.at_level("WARNING", logger="HRInv"):
+    with caplog.at_level("WARNING", logger="hrinv"):
         lat.check_compatible(_FakeG("other"))
     assert "fine-tuned" in caplog.text
     with pytest.raises(IncompatibleGeneratorsError):

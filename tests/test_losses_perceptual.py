@@ -1,17 +1,21 @@
-"""PerceptualLoss: the paper's formula, per-sample semantics, masks, variants, memory modes, errors."""
+"""PerceptualLoss: the paper's formula, per-sample semantics, masks, variants, memory modes, errors.
+
+The formula, masks, tiling and memory modes do not depend on what the VGG learned: those tests use a seeded random
+VGG16 (caffe convention, with per-tap calibration measured like the real one's). The stored calibration of the real
+caffe weights is checked on a real face (slow, ../shared)."""
 
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import shared_path
+from conftest import save_random_vgg_file, shared_path
 
 from hrinv.errors import InvalidSettingError, ShapeError
 from hrinv.losses import PRESETS, PerceptualLoss, TargetFeatures, load_vgg16, measure_calibration, tile_halo
 
 
 @pytest.fixture(scope="module")
-def vgg():
-    return load_vgg16(shared_path("weights", "vgg16_imagenet_caffe.safetensors"))
+def vgg(vgg_random):
+    return vgg_random
 
 
 def _image(h=64, w=56, seed=0, batch=1):
@@ -251,9 +255,10 @@ def test_target_features_is_portable(vgg):
     assert all(f.dtype == torch.float64 for f in t64.feats.values())
 
 
-def test_comfyui_inference_mode_workflow():
+def test_comfyui_inference_mode_workflow(tmp_path):
     """ComfyUI runs nodes under inference_mode: load + target there, optimise under inference_mode(False)."""
-    path = shared_path("weights", "vgg16_imagenet_caffe.safetensors")
+    path = tmp_path / "vgg16_random_caffe.safetensors"
+    save_random_vgg_file(path)
     with torch.inference_mode():
         vgg = load_vgg16(path)
         loss = PerceptualLoss(vgg, "conv")
@@ -271,10 +276,12 @@ def test_comfyui_inference_mode_workflow():
 
 
 @pytest.mark.slow
-def test_stored_caffe_calibration_reproduces_on_a_real_face(vgg):
+def test_stored_caffe_calibration_reproduces_on_a_real_face():
     """The stored constants (16 faces at 1024²) give about unit RMS on another CelebA-HQ face at 1024²."""
     import numpy as np
     from PIL import Image
+
+    vgg = load_vgg16(shared_path("weights", "vgg16_imagenet_caffe.safetensors"))
 
     files = sorted(shared_path("data", "faces", "celebahq").glob("*.jpg"))
     im = Image.open(files[-1]).convert("RGB").resize((1024, 1024), Image.LANCZOS)

@@ -1,11 +1,14 @@
-"""VGG16 trunk and weight loaders: the taps are conv outputs, every file layout loads, bad files give clear errors."""
+"""VGG16 trunk and weight loaders: the taps are conv outputs, every file layout loads, bad files give clear errors.
+
+Most tests need the VGG16 file layouts, not learned weights: they use a seeded random VGG16 written in the layout of
+the caffe-convention file (safetensors with convention metadata). Only the last tests need the real weights."""
 
 import os
 
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import shared_path
+from conftest import save_random_vgg_file, shared_path
 from safetensors.torch import load_file, save_file
 
 from hrinv.errors import (
@@ -22,8 +25,11 @@ CAFFE_FILE = ("weights", "vgg16_imagenet_caffe.safetensors")
 
 
 @pytest.fixture(scope="module")
-def caffe_path():
-    return shared_path(*CAFFE_FILE)
+def caffe_path(tmp_path_factory):
+    """A random VGG16 in the caffe-convention file layout (``features.N.*`` + ``input_convention`` metadata)."""
+    path = tmp_path_factory.mktemp("vgg") / "vgg16_random_caffe.safetensors"
+    save_random_vgg_file(path, seed=0, convention="caffe")
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +161,7 @@ def test_caffe_file_and_dtype(caffe_path, caffe_sd):
     v = load_vgg16(caffe_path, dtype=torch.float64)
     assert v.features["0"].weight.dtype == torch.float64
     assert v.convention is CAFFE
-    assert v.calibration is not None and v.meta["calibration"]  # the known caffe weights carry their calibration
+    assert v.calibration is None and v.meta["calibration"] is None  # unknown weights: no stored calibration
     out = v(v.preprocess(_image(48, 48).double()), (28,))[28]
     assert out.dtype == torch.float64
 
@@ -197,6 +203,7 @@ def test_missing_file_no_path_and_env(tmp_path, monkeypatch, caffe_path):
     with pytest.raises(WeightsNotFoundError, match="not found"):
         load_vgg16(tmp_path / "nope.pth")
     monkeypatch.delenv("HRINV_VGG16", raising=False)
+    monkeypatch.setattr("hrinv.losses.vgg._bundled_vgg", lambda: None)  # an install without the bundled VGG16
     with pytest.raises(WeightsNotFoundError, match="path="):
         load_vgg16()
     monkeypatch.setenv("HRINV_VGG16", str(caffe_path))
@@ -260,3 +267,20 @@ class _Evil:
 
     def __reduce__(self):
         return (type(self.path).touch, (self.path,))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# the real caffe-convention weights (../shared)
+
+
+def test_real_caffe_file_carries_convention_and_calibration():
+    path = shared_path(*CAFFE_FILE)
+    v = load_vgg16(path)
+    assert v.convention is CAFFE and v.meta["convention_from"] == "file metadata"
+    assert v.calibration is not None and v.meta["calibration"]  # the known caffe weights carry their calibration
+    sd = load_file(str(path))
+    x = v.preprocess(_image(seed=4))
+    ref = _explicit_chain(sd, x, 28)
+    taps = v(x, (2, 7, 14, 21, 28))
+    for t in (2, 7, 14, 21, 28):
+        torch.testing.assert_close(taps[t], ref[t], rtol=1e-4, atol=1e-3 * ref[t].abs().max().item())

@@ -115,7 +115,7 @@ def test_callback_previews_and_cancel(setup):
 def test_noise_maps_and_latent_input(setup):
     G, w_m, content = setup
     lat = Latent(ws=w_m, noise=None, generator_fingerprint="", settings={"from": "test"})
-    r = local_style_optimize(G, lat, content, pixel_loss, LSOConfig(optimize_noise=True, **FAST))
+    r = local_style_optimize(G, lat, content, pixel_loss, LSOConfig(noise_maps=True, **FAST))
     assert set(r.latent.noise) == set(G.synthesis.noise_names)
     for n in r.latent.noise.values():
         assert n.shape[0] == 2

@@ -176,7 +176,7 @@ def test_lso_refines_and_keeps_inputs(h, gens, inverted):
     (mixed_g,) = run_node(h.nodes["HRInv_LerpGenerators"], source=gens[0], target=gens[1], schedule="paper")
     ws_before = lat.latent.ws.clone()
     new, image = run_node(h.nodes["HRInv_LocalStyleOptimize"], generator=mixed_g, latent=lat, content=img,
-                          vgg=h.vgg, steps=1, rows="0-2", reg_weight=0.5, learning_rate=0.2, noise_maps=False, seed=1)
+                          vgg=h.vgg, steps=1, rows="0-2", reg_weight=0.5, lr=0.2, noise_maps=False, seed=1)
     assert torch.equal(lat.latent.ws, ws_before)
     changed = (new.latent.ws - ws_before).abs().amax(dim=(0, 2))            # per row
     assert float(changed[:3].max()) > 0 and float(changed[3:].max()) == 0    # only rows 0..2 move

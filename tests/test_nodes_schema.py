@@ -13,6 +13,8 @@ from nodes_harness import REPO, object_info, stubbed_pack
 EXPECTED = {"HRInv_LoadStyleINRGAN", "HRInv_Invert", "HRInv_LerpGenerators", "HRInv_LerpLatents",
             "HRInv_LocalStyleOptimize", "HRInv_RenderAnyResolution", "HRInv_IDRetrievalScore", "HRInv_SaveLatent",
             "HRInv_LoadLatent", "HRInv_LoadVGG16", "HRInv_LoadFaceEmbedder"}
+EXPECTED |= {"HRInv_Finetune"}  # issue 9 (own line: branches merge cleanly)
+EXPECTED |= {"HRInv_AlignFaces", "HRInv_PasteFaces", "HRInv_StylizeFaces"}  # issue 8
 CORE_TYPES = {"IMAGE", "MASK", "INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 
 
@@ -84,7 +86,7 @@ def test_model_folders_merge_with_extra_model_paths(tmp_path):
         os.makedirs(yaml_dir)
         open(os.path.join(yaml_dir, "extra.pkl"), "wb").close()
         open(os.path.join(yaml_dir, "notes.txt"), "w").close()
-        assert glue.list_files("hrinv_stylegan") == ["extra.pkl"]
+        assert [f for f in glue.list_files("hrinv_stylegan") if not f.startswith("bundled/")] == ["extra.pkl"]
         msg = glue.not_found_message("hrinv_stylegan", "ffhq.pkl", "Generator checkpoint")
         assert yaml_dir in msg and "(does not exist)" in msg and "extra.pkl" in msg
 
@@ -139,3 +141,35 @@ def test_pack_uses_its_bundled_hrinv_over_an_installed_one(tmp_path):
                          check=False)
     assert out.returncode == 0, out.stderr
     assert Path(out.stdout.strip()).resolve() == (REPO / "hrinv" / "__init__.py").resolve(), out.stdout
+
+
+def test_pack_says_which_copy_it_loaded(tmp_path, caplog):
+    import logging
+
+    import hrinv
+
+    saved = list(getattr(hrinv, "_comfy_pack_dirs", []))
+    try:
+        with caplog.at_level(logging.INFO, logger="HRInv"), stubbed_pack(tmp_path):
+            pass
+        line = [r.getMessage() for r in caplog.records if "nodes from" in r.getMessage()]
+        assert line and f"nodes from {REPO / 'nodes'}, hrinv from {REPO / 'hrinv'}" in line[-1]
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING and "another copy" in r.getMessage()]
+        caplog.clear()
+        hrinv._comfy_pack_dirs = [Path("/somewhere/else/custom_nodes/hrinversion/nodes")]
+        with caplog.at_level(logging.INFO, logger="HRInv"), stubbed_pack(tmp_path):
+            pass
+        warn = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert any("another copy of this pack was already loaded from /somewhere/else" in m for m in warn), warn
+    finally:
+        hrinv._comfy_pack_dirs = saved
+
+
+def test_display_names_have_one_style(h):
+    """'HRInversion: <Title Case words>' for every node, so they sort and read alike in search and the library."""
+    import re
+
+    for node_id, cls in h.nodes.items():
+        name = cls.GET_SCHEMA().display_name
+        assert re.fullmatch(r"HRInversion: [A-Z0-9][^:]*", name), (node_id, name)
+        assert "(HRInv)" not in name

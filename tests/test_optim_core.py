@@ -183,20 +183,37 @@ def test_argument_errors():
         optimize({"code": torch.zeros(2, 4, 8)}, lambda v, s, n: (v["code"].sum(), None), steps=1)
 
 
-def test_own_adam_matches_torch_adam():
-    from hrinv.optim import _Adam
-
+def test_adam_schedule_mask_and_penalty():
+    """optimize() = Adam with the reference lr schedule; masked entries stay exactly put; the penalty is computed on
+    the variables without ε."""
     g = torch.Generator().manual_seed(0)
-    x0 = torch.randn(5, 7, generator=g)
-    a, b = x0.clone().requires_grad_(True), x0.clone().requires_grad_(True)
-    ours, ref = _Adam([a], betas=(0.9, 0.999)), torch.optim.Adam([b], lr=0.1, betas=(0.9, 0.999))
+    x0 = torch.randn(2, 5, 7, generator=g)
+    weights = torch.arange(7.0)
+
+    def closure(v, step, steps):
+        return ((v["x"] - 1.5).square() * weights).sum((1, 2)), None
+
+    res = optimize({"x": x0}, closure, steps=20, lr=0.1)
+    ref = x0.clone().requires_grad_(True)
+    opt = torch.optim.Adam([ref], lr=0.1)
     for step in range(20):
-        lr = lr_at(step / 20, 0.1)
-        for p in (a, b):
-            p.grad = None
-            ((p - 1.5).square() * torch.arange(7.0)).sum().backward()
-        ours.step(lr)
-        for group in ref.param_groups:
-            group["lr"] = lr
-        ref.step()
-    torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step / 20, 0.1)
+        opt.zero_grad()
+        closure({"x": ref}, step, 20)[0].sum().backward()
+        opt.step()
+    torch.testing.assert_close(res.variables["x"], ref.detach(), rtol=1e-6, atol=1e-7)
+
+    mask = torch.ones(1, 5, 1)
+    mask[:, 3:] = 0
+    seen = []
+
+    def penalty(v):
+        seen.append(v["x"].detach().clone())
+        return 0.1 * v["x"].square().sum((1, 2))
+
+    res = optimize({"x": x0}, closure, steps=20, lr=0.1, grad_mask={"x": mask}, penalty=penalty,
+                   perturb={"x": 1.0}, seeds=[0, 1], noise_factor=0.5)
+    assert torch.equal(seen[0], x0)  # the clean variable, not x + ε
+    assert torch.equal(res.variables["x"][:, 3:], x0[:, 3:])  # masked rows: exactly put
+    assert not torch.equal(res.variables["x"][:, :3], x0[:, :3]) and len(seen) == 20

@@ -1,12 +1,16 @@
 """The pack's example workflows: their API graphs, the editor (UI) format derived from them, a checker, previews.
 
-Run ``python tools/hrinv_workflows.py`` to (re)write ``workflows/<name>.json`` (editor format, shown by ComfyUI as
-templates), ``workflows/<name>.jpg`` (template thumbnail: a schematic of the graph drawn here) and
-``workflows/api/<name>.json`` (API format for ``POST /prompt``). It needs no ComfyUI: the node definitions come from
-the pack loaded over the test stubs (tests/nodes_harness.py) plus the small description of the core nodes below,
-which ``pytest -m comfyui`` compares with a real ComfyUI's ``/object_info``.
+Run ``python tools/hrinv_workflows.py`` to (re)write ``example_workflows/<title>.json`` (editor format, shown by
+ComfyUI as templates; the template browser shows the file name as the card's title, so the file is named after the
+workflow's title), ``example_workflows/<title>.jpg`` (template thumbnail: title, description and a schematic of the
+graph, drawn here) and ``example_workflows/api/<name>.json`` (API format for ``POST /prompt``, named by the short
+id). It needs no ComfyUI: the node definitions come from the pack loaded over the test stubs
+(tests/nodes_harness.py) plus the small description of the core nodes below, which ``pytest -m comfyui`` compares
+with a real ComfyUI's ``/object_info``.
 
-The checker (:func:`check_api`, :func:`check_ui`) is used by the CI tests and by the real-host test.
+The checker (:func:`check_api`, :func:`check_ui`) is used by the CI tests and by the real-host test. The editor
+layout (:func:`node_size`, :func:`_layout`) stacks nodes by the height the editor gives them, so no node hides
+another.
 """
 
 from __future__ import annotations
@@ -17,9 +21,10 @@ import uuid
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-WORKFLOWS = REPO / "workflows"
+WORKFLOWS = REPO / "example_workflows"          # the folder name current ComfyUI recommends
+API_DIR = WORKFLOWS / "api"                      # not listed as templates by ComfyUI (checked in the real host)
 
-# The checkpoint files users will have (reference-spec §8) and what the tests put in their place.
+# The checkpoint files users will have and what the tests put in their place.
 SOURCE_CKPT = "ffhq.pkl"
 TARGET_CKPT = "metfaces.pkl"
 VGG_FILE = "vgg16-397923af.pth"
@@ -44,6 +49,8 @@ CORE_NODES = {
                                "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}},
                      "input_order": {"required": ["images"], "hidden": ["prompt", "extra_pnginfo"]},
                      "output": [], "output_name": [], "output_node": True},
+    "MaskToImage": {"input": {"required": {"mask": ["MASK"]}}, "input_order": {"required": ["mask"]},
+                    "output": ["IMAGE"], "output_name": ["IMAGE"], "output_node": False},
     "PreviewAny": {"input": {"required": {"source": ["*", {}]}}, "input_order": {"required": ["source"]},
                    "output": [], "output_name": [], "output_node": True},
 }
@@ -73,8 +80,8 @@ def _loaders(g, source=True, target=True, vgg=True, face=False):
 
 def _invert(gen, image, title, steps=1000, noise_maps=True, seed=0):
     return _node("HRInv_Invert", title, generator=gen, image=image, vgg=["3", 0], steps=steps, latent_space="W+",
-                 noise_maps=noise_maps, lambda_mse=0.0, seed=seed, learning_rate=0.1, loss_layers="conv",
-                 loss_downsample=0, noise_regularize=0.0, fit="crop & resize")
+                 noise_maps=noise_maps, lambda_mse=0.0, seed=seed, lr=0.1, loss_layers="conv",
+                 downsample=0, noise_regularize=0.0, fit="crop & resize")
 
 
 def _lerp_g(title="Mix generators (Eq. 6)"):
@@ -89,7 +96,7 @@ def _lerp_w(source, target, title="Mix latents (Eq. 7)"):
 
 def _lso(latent, content, title="Local Style Optimisation (Eq. 8)"):
     return _node("HRInv_LocalStyleOptimize", title, generator=["20", 0], latent=latent, content=content,
-                 vgg=["3", 0], steps=50, rows="auto", reg_weight=0.5, learning_rate=0.2, noise_maps=False, seed=0)
+                 vgg=["3", 0], steps=50, rows="auto", reg_weight=0.5, lr=0.2, noise_maps=False, seed=0)
 
 
 def _render(latent, title="Render at the chosen size", size=1024):
@@ -104,8 +111,17 @@ def wf_invert_face():
     g["11"] = _invert(["1", 0], ["10", 0], "Invert (W+ and noise, Eq. 1)")
     g["12"] = _node("SaveImage", "Reconstruction", images=["11", 1], filename_prefix="hrinv/reconstruction")
     g["13"] = _node("HRInv_SaveLatent", "Save latent for reuse", latent=["11", 0], filename_prefix="face")
-    g["14"] = _node("PreviewImage", "Input", images=["10", 0])
     return g
+
+
+def _align(image, title="Align every face (FFHQ)", size=1024):
+    return _node("HRInv_AlignFaces", title, image=image, size=size, faces="all", face_index=0, min_face=32,
+                 padding="reflect", if_no_face="use whole image", detect_max_side=1280)
+
+
+def _paste(photo, faces, alignment, title="Paste the stylised faces back"):
+    return _node("HRInv_PasteFaces", title, photo=photo, faces=faces, alignment=alignment, feather=0.1,
+                 color_match=0.0, mask_shape="square")
 
 
 def wf_paper_pipeline():
@@ -113,14 +129,32 @@ def wf_paper_pipeline():
     _loaders(g)
     g["10"] = _node("LoadImage", "Content photo x_s", image=CONTENT_IMAGE)
     g["11"] = _node("LoadImage", "Style reference x_t", image=REFERENCE_IMAGES[0])
-    g["12"] = _invert(["1", 0], ["10", 0], "Invert content in G_s (Eq. 5)", noise_maps=False)
+    g["14"] = _align(["10", 0])
+    g["12"] = _invert(["1", 0], ["14", 0], "Invert content in G_s (Eq. 5)", noise_maps=False)
     g["13"] = _invert(["2", 0], ["11", 0], "Invert reference in G_t (Eq. 5)", noise_maps=False)
     g["20"] = _lerp_g()
     g["21"] = _lerp_w(["12", 0], ["13", 0])
-    g["22"] = _lso(["21", 0], ["10", 0])
+    g["22"] = _lso(["21", 0], ["14", 0])
     g["23"] = _render(["22", 0])
-    g["24"] = _node("SaveImage", "Stylised result", images=["23", 0], filename_prefix="hrinv/stylised")
-    g["25"] = _node("HRInv_SaveLatent", "Save content latent", latent=["12", 0], filename_prefix="content")
+    g["24"] = _node("SaveImage", "Stylised faces", images=["23", 0], filename_prefix="hrinv/stylised")
+    g["26"] = _paste(["10", 0], ["23", 0], ["14", 1])
+    g["27"] = _node("SaveImage", "Stylised photo", images=["26", 0], filename_prefix="hrinv/stylised_photo")
+    return g
+
+
+def wf_stylize_photo():
+    g = {}
+    _loaders(g)
+    g["10"] = _node("LoadImage", "Photo (any number of faces)", image=CONTENT_IMAGE)
+    g["11"] = _node("LoadImage", "Style reference (aligned)", image=REFERENCE_IMAGES[0])
+    g["12"] = _node("HRInv_StylizeFaces", "Stylise every face (align, invert, mix, LSO, paste back)",
+                    photo=["10", 0], reference=["11", 0], source=["1", 0], target=["2", 0], vgg=["3", 0], steps=1000,
+                    lso_steps=50, lambdas="paper", faces="all", min_face=32, if_no_face="use whole image",
+                    feather=0.1, color_match=0.0, seed=0)
+    g["13"] = _node("SaveImage", "Stylised photo", images=["12", 0], filename_prefix="hrinv/stylised_photo")
+    g["14"] = _node("SaveImage", "Stylised faces", images=["12", 1], filename_prefix="hrinv/stylised_faces")
+    g["15"] = _node("PreviewImage", "Replaced area", images=["16", 0])
+    g["16"] = _node("MaskToImage", "Mask as image", mask=["12", 2])
     return g
 
 
@@ -159,21 +193,98 @@ def wf_id_retrieval():
                     face_embedder=["4", 0], content_index="", threshold=0.0)
     g["41"] = _node("PreviewAny", "Score (top-1)", source=["40", 0])
     g["42"] = _node("PreviewAny", "Report", source=["40", 1])
-    g["43"] = _node("SaveImage", "Nearest matches", images=["40", 2], filename_prefix="hrinv/id_matches")
-    g["44"] = _node("SaveImage", "Stylised", images=["23", 0], filename_prefix="hrinv/id_stylised")
+    g["43"] = _node("SaveImage", "Stylised | own content | nearest match", images=["40", 2],
+                    filename_prefix="hrinv/id_matches")
     return g
 
 
+def wf_finetune_face():
+    """Issue 9: one style image + a face -> G_t fine-tuned from G_s on the fly, then the paper pipeline."""
+    g = {}
+    _loaders(g, target=False)
+    g["10"] = _node("LoadImage", "Content face x_s", image=CONTENT_IMAGE)
+    g["11"] = _node("LoadImage", "Style reference (one picture)", image=REFERENCE_IMAGES[0])
+    g["2"] = _node("HRInv_Finetune", "Fine-tune G_t from the style image", generator=["1", 0], style_images=["11", 0],
+                   vgg=["3", 0], steps=300, preserve_color=False, seed=0, lr=0.002, invert_steps=500,
+                   batch_size=4, alpha=1.0, mix_rows="", lambda_mse=0.0)
+    g["14"] = _node("PreviewImage", "Reference as G_t draws it", images=["2", 1])
+    g["12"] = _invert(["1", 0], ["10", 0], "Invert content in G_s (Eq. 5)", noise_maps=False)
+    g["13"] = _invert(["2", 0], ["11", 0], "Invert reference in G_t (Eq. 5)", noise_maps=False)
+    g["20"] = _lerp_g()
+    g["21"] = _lerp_w(["12", 0], ["13", 0])
+    g["22"] = _lso(["21", 0], ["10", 0])
+    g["23"] = _render(["22", 0])
+    g["24"] = _node("SaveImage", "Stylised face", images=["23", 0], filename_prefix="hrinv/finetuned_style")
+    return g
+
+
+# name (API file, id) -> (title: the template card's title and file name, function building the API graph)
 WORKFLOW_SPECS = {
-    "hrinv_invert_face": ("Invert and reconstruct a face", wf_invert_face),
-    "hrinv_paper_pipeline": ("Full HRInversion pipeline (paper Fig. 2)", wf_paper_pipeline),
-    "hrinv_style_gallery": ("One content x several references", wf_style_gallery),
-    "hrinv_id_retrieval": ("ID-retrieval evaluation", wf_id_retrieval),
+    "hrinv_invert_face": ("Invert a face photo into StyleGAN2", wf_invert_face),
+    "hrinv_paper_pipeline": ("Stylise a face - the full HRInversion pipeline", wf_paper_pipeline),
+    "hrinv_style_gallery": ("Style gallery - one face, three references", wf_style_gallery),
+    "hrinv_id_retrieval": ("Identity check - ID retrieval score", wf_id_retrieval),
+    "hrinv_finetune_face": ("Fine-tune a style from one picture and stylise a face", wf_finetune_face),
+    "hrinv_stylize_photo": ("Stylise every face in a photo and paste them back", wf_stylize_photo),
 }
+# A line under the title in the thumbnail (the 0.3.64 template browser has no other place for a description).
+DESCRIPTIONS = {
+    "hrinv_invert_face": "Find the W+ code and noise maps that reproduce a face (Eq. 1); save the reconstruction "
+                         "and the latent.",
+    "hrinv_paper_pipeline": "Invert content and style reference (Eq. 5), mix generators and latents (Eq. 6, 7), "
+                            "Local Style Optimisation (Eq. 8), render.",
+    "hrinv_style_gallery": "Invert one content photo once and three style references as a batch: three "
+                           "stylisations.",
+    "hrinv_id_retrieval": "Stylise two faces with one reference and measure how well identity is kept "
+                          "(top-1 ID retrieval).",
+    "hrinv_finetune_face": "Fine-tune G_t from G_s on one style picture (few-shot), then invert, lerp, LSO and "
+                           "render a face in that style.",
+    "hrinv_stylize_photo": "Find every face in a photo, align it, stylise it (invert, mix, LSO) and paste it back "
+                           "into the photo; also saves the faces and shows the replaced area.",
+}
+
+
+def template_stem(name: str) -> str:
+    """The editor-format file's name (without .json) for workflow ``name``: its title, with only characters that
+    are safe in a URL path and a file name (the template browser shows it as the card's title, and as the
+    description with '-' and '_' turned into spaces)."""
+    title = WORKFLOW_SPECS[name][0]
+    safe = "".join(c if c.isalnum() or c in " -,.()'" else " " for c in title)
+    return " ".join(safe.split())
+
+
+def template_names() -> dict:
+    """{template file stem: workflow name}."""
+    return {template_stem(n): n for n in WORKFLOW_SPECS}
 
 
 def api_graphs() -> dict:
     return {name: fn() for name, (_, fn) in WORKFLOW_SPECS.items()}
+
+
+MODEL_LOADER_PREFIX = "HRInv_Load"
+
+
+def outputs_without_models(graph: dict, object_info: dict) -> list:
+    """Output nodes of an API graph that could run with one of the graph's files (models, latents) missing: those
+    that do not depend on every one of our loaders in the graph. ComfyUI runs every output whose inputs validate and
+    shows the queue item as a success, so such an output would let a template 'succeed' (even after a 1000-step
+    inversion) while the "not found, looked in ..." message of the missing file never reaches the user. A template
+    must have none: then a missing file makes /prompt refuse the whole graph."""
+    ups = {}
+
+    def upstream(nid):
+        if nid not in ups:
+            ups[nid] = set()
+            for v in graph[nid]["inputs"].values():
+                if isinstance(v, list) and str(v[0]) in graph:
+                    ups[nid] |= {str(v[0])} | upstream(str(v[0]))
+        return ups[nid]
+
+    loaders = {nid for nid, n in graph.items() if n["class_type"].startswith(MODEL_LOADER_PREFIX)}
+    return sorted((nid for nid, n in graph.items()
+                   if object_info.get(n["class_type"], {}).get("output_node") and not loaders <= upstream(nid)),
+                  key=lambda k: (len(k), k))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -281,31 +392,88 @@ def check_api(graph: dict, object_info: dict, check_files: bool = False) -> list
 # Editor (UI) format
 
 
-def _layout(graph: dict) -> dict:
-    """Column = longest distance from a source node; rows in id order. Returns {node_id: (x, y)}."""
+# How the editor (ComfyUI frontend 1.27, LiteGraph) sizes a node, measured with node.computeSize() in the real editor
+# for every node the workflows use: height = 20 per socket row + 24 per widget + 14 (6 with no widget), title bar
+# (30) above. Multi-line text widgets need more; Load Image and image outputs get room for the picture they show.
+TITLE_H, SLOT_H, WIDGET_H, WIDGETS_PAD, NO_WIDGETS_PAD = 30, 20, 24, 14, 6
+MULTILINE_H = 90
+IMAGE_PREVIEW_H = 240
+NODE_W, COL_GAP, ROW_GAP, MARGIN = 340, 60, 40, 40
+# Widgets the frontend adds that /object_info does not describe: (class_type -> number of text areas)
+DISPLAY_TEXT_WIDGETS = {"PreviewAny": 1}
+
+
+def node_size(info: dict, class_type: str = "") -> list:
+    """[width, height] (body, without the title bar) the editor gives a node of this /object_info entry."""
+    sockets, widgets, multiline = 0, 0, 0
+    for cat in ("required", "optional"):
+        for iname in info.get("input_order", {}).get(cat, list(info["input"].get(cat, {}))):
+            spec = info["input"][cat][iname]
+            t, opts = spec[0], (spec[1] if len(spec) > 1 else {})
+            if isinstance(t, list) or t in WIDGET_TYPES:
+                if t == "STRING" and opts.get("multiline"):
+                    multiline += 1
+                else:
+                    widgets += 1 + len(extra_widget_values(iname, "COMBO" if isinstance(t, list) else t, opts))
+            else:
+                sockets += 1
+    multiline += DISPLAY_TEXT_WIDGETS.get(class_type, 0)
+    rows = max(sockets, len(info.get("output", [])), 1)
+    h = rows * SLOT_H + widgets * WIDGET_H + multiline * MULTILINE_H
+    h += WIDGETS_PAD if widgets or multiline else NO_WIDGETS_PAD
+    shows_image = any(spec[0] == "IMAGE" or (len(spec) > 1 and isinstance(spec[1], dict)
+                                             and spec[1].get("image_upload"))
+                      for c in ("required", "optional") for spec in info["input"].get(c, {}).values())
+    if shows_image and (info.get("output_node") or class_type == "LoadImage"):
+        h += IMAGE_PREVIEW_H           # the picture it shows (Load Image: the chosen file; outputs: after a run)
+    return [NODE_W, h]
+
+
+def _layout(graph: dict, sizes: dict) -> dict:
+    """Column = longest distance from a source node; in a column, nodes are ordered by where their inputs come from
+    (then by id) and stacked by their real heights (``sizes``: {node_id: [w, h]} without the title bar), so no node
+    overlaps another. Returns {node_id: (x, y)} (y is the top of the body; the title bar sits above it)."""
     depth = {}
 
     def d(nid):
         if nid not in depth:
             depth[nid] = 0
-            ups = [v[0] for v in graph[nid]["inputs"].values() if isinstance(v, list)]
+            ups = [str(v[0]) for v in graph[nid]["inputs"].values() if isinstance(v, list)]
             depth[nid] = 1 + max((d(u) for u in ups), default=-1)
         return depth[nid]
 
     for nid in graph:
         d(nid)
-    pos, rows = {}, {}
-    for nid in sorted(graph, key=lambda n: (depth[n], int(n))):
-        col = depth[nid]
-        rows[col] = rows.get(col, 0) + 1
-        pos[nid] = (40 + col * 380, 40 + (rows[col] - 1) * 300)
+    columns = {}
+    for nid in graph:
+        columns.setdefault(depth[nid], []).append(nid)
+    pos, x = {}, MARGIN
+    for col in sorted(columns):
+        def key(nid):
+            ups = [pos[str(v[0])][1] for v in graph[nid]["inputs"].values() if isinstance(v, list)
+                   and str(v[0]) in pos]
+            return (min(ups) if ups else 0.0, int(nid) if str(nid).isdigit() else 0, str(nid))
+
+        y = MARGIN
+        for nid in sorted(columns[col], key=key):
+            pos[nid] = (x, y + TITLE_H)
+            y += TITLE_H + sizes[nid][1] + ROW_GAP
+        x += max(sizes[n][0] for n in columns[col]) + COL_GAP
     return pos
+
+
+def overlaps(ui: dict) -> list:
+    """Pairs of nodes of an editor-format workflow whose rectangles (title bar included) intersect."""
+    boxes = [(n["id"], n["pos"][0], n["pos"][1] - TITLE_H, n["size"][0], n["size"][1] + TITLE_H) for n in ui["nodes"]]
+    return [(a[0], b[0]) for i, a in enumerate(boxes) for b in boxes[i + 1:]
+            if a[1] < b[1] + b[3] and b[1] < a[1] + a[3] and a[2] < b[2] + b[4] and b[2] < a[2] + a[4]]
 
 
 def api_to_ui(graph: dict, object_info: dict, name: str) -> dict:
     """The editor's saved-workflow format (litegraph, version 0.4) for an API graph."""
     ids = {nid: int(nid) for nid in graph}
-    pos = _layout(graph)
+    sizes = {nid: node_size(object_info[node["class_type"]], node["class_type"]) for nid, node in graph.items()}
+    pos = _layout(graph, sizes)
     links, nodes = [], []
     out_links = {}
     for nid, node in graph.items():
@@ -349,9 +517,8 @@ def api_to_ui(graph: dict, object_info: dict, name: str) -> dict:
         for i, (t, oname) in enumerate(zip(info["output"], info.get("output_name", info["output"]))):
             lk = out_links.get((nid, i))
             outputs.append({"name": oname, "type": t, "links": lk or None, **({"slot_index": i} if lk else {})})
-        n_slots = max(len(inputs), len(outputs))
         nodes.append({"id": ids[nid], "type": node["class_type"], "pos": list(pos[nid]),
-                      "size": [340, 60 + 22 * (n_slots + len(widgets))], "flags": {}, "order": order[nid],
+                      "size": sizes[nid], "flags": {}, "order": order[nid],
                       "mode": 0, "inputs": inputs, "outputs": outputs,
                       "properties": {"Node name for S&R": node["class_type"]},
                       "widgets_values": widgets, "title": node.get("_meta", {}).get("title", node["class_type"])})
@@ -430,6 +597,10 @@ def substitute(graph: dict, files: dict, steps: int = 2, size: int = 64, lso_ste
             inp["steps"] = lso_steps
         if node["class_type"] == "HRInv_RenderAnyResolution":
             inp["width"] = inp["height"] = size
+        if node["class_type"] == "HRInv_AlignFaces":
+            inp["size"] = size
+        if node["class_type"] == "HRInv_StylizeFaces":
+            inp["steps"], inp["lso_steps"] = steps, lso_steps
     return g
 
 
@@ -449,41 +620,67 @@ def _font(size: int):
         return ImageFont.load_default()
 
 
-def draw_schematic(ui: dict, title: str, path: Path, width: int = 960) -> None:
-    """A JPEG of the graph: one box per node (title + node type), links coloured by kind (ours gold, images blue).
+def _wrap(dr, text: str, font, width: float) -> list:
+    lines, line = [], ""
+    for word in text.split():
+        cand = f"{line} {word}".strip()
+        if line and dr.textlength(cand, font=font) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = cand
+    return lines + ([line] if line else [])
+
+
+def draw_schematic(ui: dict, title: str, path: Path, description: str = "", size=(800, 600)) -> None:
+    """The template card's thumbnail (JPEG): the title and a short description on top, then the graph as the
+    editor lays it out (one box per node with its real height, links coloured by kind: ours gold, images blue).
     Our own drawing from the workflow itself; no pictures from anywhere else."""
     from PIL import Image, ImageDraw
 
-    xs = [n["pos"][0] for n in ui["nodes"]]
-    ys = [n["pos"][1] for n in ui["nodes"]]
-    bw, bh, top = 340, 150, 90
-    W, H = max(xs) + bw + 40, max(ys) + bh + 40 + top
-    scale = width / W
-    img = Image.new("RGB", (width, max(int(H * scale), int(width * 0.45))), (30, 31, 36))
+    W, H = size
+    img = Image.new("RGB", (W, H), (30, 31, 36))
     dr = ImageDraw.Draw(img)
-    dr.text((14, 10), title, fill=(240, 240, 240), font=_font(22))
-    f_title, f_type = _font(max(10, int(30 * scale))), _font(max(9, int(24 * scale)))
+    f_head, f_desc = _font(34), _font(22)
+    y = 16
+    for line in _wrap(dr, title, f_head, W - 32)[:2]:
+        dr.text((16, y), line, fill=(245, 245, 245), font=f_head)
+        y += 42
+    for line in _wrap(dr, description, f_desc, W - 32)[:3]:
+        dr.text((16, y), line, fill=(190, 196, 210), font=f_desc)
+        y += 28
+    top = y + 14
+    boxes = {n["id"]: (n["pos"][0], n["pos"][1] - TITLE_H, n["pos"][0] + n["size"][0], n["pos"][1] + n["size"][1])
+             for n in ui["nodes"]}
+    x0 = min(b[0] for b in boxes.values())
+    y0 = min(b[1] for b in boxes.values())
+    x1 = max(b[2] for b in boxes.values())
+    y1 = max(b[3] for b in boxes.values())
+    scale = min((W - 32) / (x1 - x0), (H - top - 12) / (y1 - y0))
+    ox = 16 + ((W - 32) - (x1 - x0) * scale) / 2
 
-    def box(n):
-        x, y = n["pos"]
-        return (x * scale, (y + top) * scale, (x + bw) * scale, (y + top + bh) * scale)
+    def box(nid):
+        a, b, c, d = boxes[nid]
+        return (ox + (a - x0) * scale, top + (b - y0) * scale, ox + (c - x0) * scale, top + (d - y0) * scale)
 
-    nodes = {n["id"]: n for n in ui["nodes"]}
+    f_title, f_type = _font(max(10, int(34 * scale))), _font(max(9, int(26 * scale)))
     for _, src, _, dst, _, t in ui["links"]:
-        a, b = box(nodes[src]), box(nodes[dst])
-        p, q = (a[2], (a[1] + a[3]) / 2), (b[0], (b[1] + b[3]) / 2)
+        a, b = box(src), box(dst)
+        p, q = (a[2], a[1] + 30 * scale), (b[0], b[1] + 30 * scale)
         colour = (214, 178, 84) if t.startswith("HRINV") else (112, 168, 224)
         mid = (p[0] + q[0]) / 2 if q[0] > p[0] else p[0] + 8
         dr.line([p, (mid, p[1]), (mid, q[1]), q], fill=colour, width=2)
     for n in ui["nodes"]:
         colour = next((c for k, c in COLOURS.items() if n["type"].startswith(k) or k in n["type"]), (70, 70, 80))
-        x0, y0, x1, y1 = box(n)
-        dr.rounded_rectangle((x0, y0, x1, y1), radius=7, fill=colour, outline=(210, 210, 220))
+        bx0, by0, bx1, by1 = box(n["id"])
+        dr.rounded_rectangle((bx0, by0, bx1, by1), radius=5, fill=colour, outline=(210, 210, 220))
         name = n.get("title", n["type"])
-        while dr.textlength(name, font=f_title) > (x1 - x0) - 10 and len(name) > 4:
+        while dr.textlength(name, font=f_title) > (bx1 - bx0) - 8 and len(name) > 4:
             name = name.rstrip("…")[:-1] + "…"
-        dr.text((x0 + 6, y0 + 5), name, fill=(255, 255, 255), font=f_title)
-        dr.text((x0 + 6, y0 + 8 + 34 * scale), n["type"].replace("HRInv_", ""), fill=(205, 205, 210), font=f_type)
+        dr.text((bx0 + 4, by0 + 3), name, fill=(255, 255, 255), font=f_title)
+        if by1 - by0 > 40 * scale + 12:
+            dr.text((bx0 + 4, by0 + 6 + 36 * scale), n["type"].replace("HRInv_", ""), fill=(205, 205, 210),
+                    font=f_type)
     path.parent.mkdir(parents=True, exist_ok=True)
     img.save(path, "JPEG", quality=85)
 
@@ -511,10 +708,11 @@ def write_all() -> list:
         if problems:
             raise SystemExit(f"{name}: " + "; ".join(problems))
         ui = api_to_ui(graph, info, name)
-        (WORKFLOWS / "api").mkdir(parents=True, exist_ok=True)
-        (WORKFLOWS / f"{name}.json").write_text(json.dumps(ui, indent=1) + "\n")
-        (WORKFLOWS / "api" / f"{name}.json").write_text(json.dumps(graph, indent=1) + "\n")
-        draw_schematic(ui, title, WORKFLOWS / f"{name}.jpg")
+        stem = template_stem(name)
+        API_DIR.mkdir(parents=True, exist_ok=True)
+        (WORKFLOWS / f"{stem}.json").write_text(json.dumps(ui, indent=1) + "\n")
+        (API_DIR / f"{name}.json").write_text(json.dumps(graph, indent=1) + "\n")
+        draw_schematic(ui, title, WORKFLOWS / f"{stem}.jpg", DESCRIPTIONS.get(name, ""))
         written.append(name)
     return written
 

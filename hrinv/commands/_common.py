@@ -6,20 +6,22 @@ instead scales the longer side to the resolution and keeps the aspect ratio (the
 """
 
 import json
+import math
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..errors import ShapeError
+from ..errors import InvalidSettingError, ShapeError
 
 __all__ = [
     "Progress",
     "add_device_arguments",
+    "check_image_suffix",
     "fit_image",
     "load_image",
+    "output_dir",
     "resolve_device",
     "resolve_dtype",
     "save_image",
@@ -51,9 +53,17 @@ def resolve_device(name: str = "auto") -> torch.device:
     try:
         dev = torch.device(name)
     except RuntimeError as e:
-        raise ValueError(f"--device {name!r} is not a torch device ({e}); use auto, cpu, cuda or cuda:N") from None
+        raise InvalidSettingError(f"--device {name!r} is not a torch device ({str(e).splitlines()[0][:120]}); use "
+                                  f"auto, cpu, cuda or cuda:N") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: this torch build has no CUDA device; use --device cpu")
+        raise InvalidSettingError(f"--device {name}: this torch build has no CUDA device; use --device cpu or auto")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise InvalidSettingError(f"--device {name}: there are only {torch.cuda.device_count()} CUDA device(s)")
+    mps = getattr(torch.backends, "mps", None)
+    if dev.type == "mps" and not (mps is not None and mps.is_available()):
+        raise InvalidSettingError(f"--device {name}: MPS is not available here; use --device cpu or auto")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise InvalidSettingError(f"--device {name}: only cpu, cuda[:N] and mps are supported")
     return dev
 
 
@@ -62,10 +72,10 @@ def resolve_dtype(name: str = "fp32") -> torch.dtype:
     try:
         return _DTYPES[name.lower()]
     except KeyError:
-        raise ValueError(f"--dtype {name!r}: expected one of {sorted(set(_DTYPES))}") from None
+        raise InvalidSettingError(f"--dtype {name!r}: expected one of {sorted(set(_DTYPES))}") from None
 
 
-def _read_rgb(path):
+def _read_rgb(path, draft_size=None):
     """PIL RGB image of ``path`` (any mode, EXIF orientation applied), via hrinv.imageio when available."""
     from PIL import Image
 
@@ -74,7 +84,10 @@ def _read_rgb(path):
     except ImportError:  # pragma: no cover - imageio is part of the package
         read_image = None
     if read_image is not None:
-        t = read_image(path)  # [3, H, W] in [0, 1]
+        fast = _read_rgb8(path, draft_size)
+        if fast is not None:
+            return fast
+        t = read_image(path, draft_size=draft_size)  # [3, H, W] in [0, 1]
         arr = (t.permute(1, 2, 0).numpy() * 255.0 + 0.5).clip(0, 255).astype(np.uint8)  # [H, W, 3]
         return Image.fromarray(arr, "RGB")
     with Image.open(path) as img:
@@ -106,9 +119,70 @@ def fit_image(img, size: int, keep_aspect: bool = False):
     return img if s == size else img.resize((size, size), Image.LANCZOS)
 
 
+def output_dir(path) -> Path:
+    """Create the output folder ``path`` (and its parents); a typed error when a file is in the way."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InvalidSettingError(f"--out {path} is an existing file, expected a folder; pick another path or remove "
+                                  f"the file")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InvalidSettingError(f"cannot create the output folder {path} ({e.strerror or e}); check the path and "
+                                  f"its permissions") from None
+    return path
+
+
+def check_image_suffix(path) -> Path:
+    """An output image path whose extension PIL can write (checked before any long computation)."""
+    from PIL import Image
+
+    path = Path(path)
+    suffix = (path.suffix or ".png").lower()
+    if suffix not in Image.registered_extensions() or Image.registered_extensions()[suffix] not in Image.SAVE:
+        raise InvalidSettingError(f"cannot write images as {suffix!r} ({path}); use .png, .jpg or .webp")
+    if path.exists() and path.is_dir():
+        raise InvalidSettingError(f"--out {path} is a folder, expected an image file name such as {path / 'out.png'}")
+    return path
+
+
+def _read_rgb8(path, draft_size):
+    """8-bit RGB / greyscale files straight to a PIL RGB image (no float round trip: the same pixels as
+    read_image, ~4x less RAM); ``None`` for every other mode (alpha, 16-bit, palette, ...) or any problem."""
+    from PIL import Image, ImageOps
+
+    from ..imageio import MAX_IMAGE_PIXELS
+    try:
+        with Image.open(path) as img:
+            if img.mode not in ("RGB", "L") or img.size[0] * img.size[1] > MAX_IMAGE_PIXELS:
+                return None
+            if draft_size is not None and img.format == "JPEG":
+                img.draft(img.mode, draft_size)
+            img.load()
+            ImageOps.exif_transpose(img, in_place=True)
+            return img.convert("RGB") if img.mode != "RGB" else img.copy()
+    except Exception:  # noqa: BLE001 - read_image then reports the problem with a typed error
+        return None
+
+
+def _draft_size(path, size, keep_aspect):
+    """The smallest (w, h) a JPEG may be decoded at so that fit_image still gets >= ``size`` px where it needs them."""
+    if size is None:
+        return None
+    try:
+        from PIL import Image
+        with Image.open(path) as img:
+            w, h = img.size
+    except Exception:  # noqa: BLE001 - read_image reports unreadable files properly
+        return None
+    side = max(w, h) if keep_aspect else min(w, h)
+    scale = size / max(side, 1)
+    return (max(1, math.ceil(w * scale)), max(1, math.ceil(h * scale)))
+
+
 def load_image(path, size=None, keep_aspect: bool = False) -> torch.Tensor:
     """Load an image file as ``[1, 3, H, W]`` float in [-1, 1], fitted to ``size`` (see :func:`fit_image`) if given."""
-    img = _read_rgb(path)
+    img = _read_rgb(path, draft_size=_draft_size(path, size, keep_aspect))
     if size is not None:
         img = fit_image(img, int(size), keep_aspect)
     arr = np.asarray(img, dtype=np.float32)  # [H, W, 3] in 0..255
@@ -150,31 +224,23 @@ def write_json(path, obj) -> Path:
 
 
 class Progress:
-    """A ``callback(step, total, preview)`` that prints ``label step/total elapsed ETA`` to stderr.
-
-    On a terminal the line is rewritten in place; otherwise a line is printed every ``every`` steps (default: 10 %).
-    """
+    """A ``callback(step, total, preview)`` that shows a ``tqdm`` progress bar (``label``, steps, elapsed, ETA) on
+    stderr. ``quiet`` shows nothing. (``every`` is kept for callers; tqdm decides how often to redraw.)"""
 
     def __init__(self, label: str = "", every: int = 0, stream=None, quiet: bool = False):
         self.label = label
-        self.every = every
         self.stream = stream or sys.stderr
         self.quiet = quiet
-        self.t0 = time.perf_counter()
-        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.bar = None
 
     def __call__(self, step, total, preview=None):
         if self.quiet:
             return
-        every = self.every or max(1, total // 10)
-        last = step == total
-        if not (self.tty or last or step % every == 0):
-            return
-        el = time.perf_counter() - self.t0
-        eta = el / max(step, 1) * (total - step)
-        line = f"{self.label} step {step}/{total}  {el:6.1f}s elapsed  ETA {eta:6.1f}s"
-        if self.tty:
-            self.stream.write("\r" + line + ("\n" if last else ""))
-        else:
-            self.stream.write(line + "\n")
-        self.stream.flush()
+        if self.bar is None or self.bar.total != total:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=self.label, file=self.stream, unit="step", dynamic_ncols=True)
+        self.bar.update(step - self.bar.n)
+        if step >= total:
+            self.bar.close()
+            self.bar = None

@@ -47,6 +47,9 @@ def run(args):
     if dst.resolve() == Path(args.src).resolve():
         raise InvalidSettingError("source and destination are the same file")
     G = build_generator(init_kwargs, sd, extras, source=args.src)
+    if not dst.parent.is_dir():
+        raise InvalidSettingError(f"the destination folder {dst.parent} does not exist; create it first (mkdir -p "
+                                  f"{dst.parent})")
     save_generator(G, dst)
     print(f"wrote {dst} ({G.img_resolution}x{G.img_resolution}, w_dim {G.w_dim}, {len(sd)} tensors, "
           f"from {extras.get('format')})")

@@ -28,12 +28,9 @@ def add_arguments(parser):
 
 
 def run(args):
-    import torch
-
+    from .._checks import check_number, check_seed
     from ..errors import InvalidSettingError
-    from ..generator.inr import fit_inr_head
-    from ..io.checkpoints import load_generator, save_generator
-    from ._common import Progress, resolve_device
+    from ._common import resolve_device
 
     dst = Path(args.dst)
     if dst.suffix.lower() != ".safetensors":
@@ -45,18 +42,52 @@ def run(args):
     for name in ("steps", "batch", "hidden", "points", "reuse"):
         if getattr(args, name) < (0 if name == "steps" else 1):
             raise InvalidSettingError(f"--{name} must be positive, got {getattr(args, name)}")
-    try:
-        device = resolve_device(args.device)
-    except ValueError as e:
-        raise InvalidSettingError(str(e)) from None
+    check_seed(args.seed, "--seed")
+    check_number(args.lr, "--lr", low=0, low_inclusive=False)
+    check_number(args.max_scale, "--max-scale", low=1)
+    if not dst.parent.is_dir():
+        raise InvalidSettingError(f"the destination folder {dst.parent} does not exist; create it first")
+    from ..distributed import in_torchrun, init_distributed
 
+    ctx = None
+    if in_torchrun():  # torchrun --nproc-per-node N -m hrinv fit-inr ...: DDP, rank 0 writes DST
+        ctx = init_distributed(args.device)
+        device = ctx.device
+    else:
+        try:
+            device = resolve_device(args.device)
+        except ValueError as e:
+            raise InvalidSettingError(str(e)) from None
+    try:
+        return _fit(args, device, dst, ctx)
+    finally:
+        if ctx is not None:
+            ctx.close()
+
+
+def _fit(args, device, dst, ctx):
+    import torch
+
+    from ..generator.inr import fit_inr_head
+    from ..io.checkpoints import load_generator, save_generator
+    from ._common import Progress
+
+    main_rank = ctx is None or ctx.is_main
     G = load_generator(args.src, device="cpu", which=args.which)
     if G.inr is not None:
         print(f"note: {args.src} already has an INR head; it is replaced by a newly fitted one")
     G_head = fit_inr_head(G, steps=args.steps, batch=args.batch, lr=args.lr, device=device,
                           generator=torch.Generator().manual_seed(args.seed), hidden=args.hidden, points=args.points,
-                          reuse=args.reuse, max_scale=args.max_scale, callback=Progress("fit-inr"))
-    save_generator(G_head, dst, extra_meta={"fit_inr": {"seed": args.seed, "src": str(args.src)}})
+                          reuse=args.reuse, max_scale=args.max_scale,
+                          callback=Progress("fit-inr", quiet=not main_rank))
+    if ctx is not None:
+        _check_ranks_agree(G_head, ctx)
+        if not ctx.is_main:
+            return 0
+    meta = {"seed": args.seed, "src": str(args.src)}
+    if ctx is not None:
+        meta["ranks"] = ctx.world_size
+    save_generator(G_head, dst, extra_meta={"fit_inr": meta})
     info = G_head.inr.fit_info
     print(f"wrote {dst}: {G.img_resolution}x{G.img_resolution} generator + INR head "
           f"(native {info['psnr_native_db']:.1f} dB; 2x in-between pixels: head {info['psnr_2x_head_db']:.2f} dB vs "
@@ -64,3 +95,14 @@ def run(args):
     if getattr(args, "verbose", False):
         print(json.dumps(info, indent=2))
     return 0
+
+
+def _check_ranks_agree(G_head, ctx):
+    """Every rank must hold the same head after DDP training (a cheap checksum, compared on rank 0)."""
+    total = sum(float(p.detach().double().sum()) for p in G_head.inr.parameters())
+    lo = -ctx.all_reduce_max(-total)
+    hi = ctx.all_reduce_max(total)
+    if hi - lo > 1e-9 * max(1.0, abs(hi)):
+        raise RuntimeError(f"fit-inr: the ranks' INR heads differ after DDP training (checksums {lo} .. {hi}).")
+    if ctx.is_main:
+        print(f"{ctx.world_size} ranks trained the same head (checksum {total:.6g})")

@@ -10,7 +10,7 @@ HELP = ("ID-retrieval accuracy of stylised faces against their content faces (HR
         "Layout: ROOT/content/*.jpg|png and ROOT/transfer/<content name>/*.jpg|png; faces must be aligned "
         "FFHQ/CelebA-HQ style.")
 
-log = logging.getLogger("HRInv")
+log = logging.getLogger(__name__)
 
 
 def add_arguments(parser):

@@ -2,22 +2,29 @@
 
 For each image it writes ``DIR/<stem>.png`` (the reconstruction), ``DIR/<stem>.latent.safetensors`` (the
 :class:`hrinv.latent.Latent`) and ``DIR/<stem>.json`` (settings and metrics: PSNR, final loss, seconds).
+
+Photos are aligned first (every face, FFHQ recipe, :func:`hrinv.align_faces`): face k of ``<stem>`` is then named
+``<stem>_<k>`` and ``DIR/<stem>_<k>_aligned.png`` + ``DIR/<stem>.alignment.json`` (the transforms) are written too.
+``--no-align`` takes the images as they are (already aligned faces, or non-face generators).
 """
 
 import argparse
 import logging
+import sys
 import time
 from pathlib import Path
 
-HELP = "invert images into a generator's W+ (+noise) space with the HRInversion loss (paper Eq. 1; Eq. 5 --no-noise)"
+HELP = "invert images into a generator's W+ (+noise) space with the HRInversion loss (paper Eq. 1; Eq. 5 --no-noise-maps)"
 
-log = logging.getLogger("HRInv")
+log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ._common import add_device_arguments
+    from .align import add_alignment_arguments
 
-    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files (aligned faces for face generators)")
+    parser.add_argument("images", nargs="+", metavar="IMAGE",
+                        help="photos (every face is aligned and inverted) or, with --no-align, aligned images")
     parser.add_argument("--generator", "-g", required=True, metavar="CKPT",
                         help="generator checkpoint (.pkl NVIDIA, .pt rosinality, .safetensors hrinv)")
     parser.add_argument("--vgg", required=True, metavar="VGG_WEIGHTS",
@@ -30,11 +37,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "the options below override it")
     parser.add_argument("--steps", type=int, default=None, help="optimisation steps (paper: 1000)")
     parser.add_argument("--lr", type=float, default=None, help="Adam base learning rate (reference 0.1)")
-    parser.add_argument("--space", choices=["w+", "w"], default=None, help="latent space (default w+)")
-    parser.add_argument("--noise", dest="noise", action="store_true", default=None,
+    parser.add_argument("--latent-space", dest="space", choices=["w+", "w"], default=None,
+                        help="latent space (default w+)")
+    parser.add_argument("--noise-maps", dest="noise", action="store_true", default=None,
                         help="also optimise the noise maps (Eq. 1; default for the reconstruction preset)")
-    parser.add_argument("--no-noise", dest="noise", action="store_false",
+    parser.add_argument("--no-noise-maps", dest="noise", action="store_false",
                         help="W+ only, noise maps stay the generator's constants (Eq. 5)")
+    # earlier spellings, still accepted (hidden from --help)
+    parser.add_argument("--space", dest="space", choices=["w+", "w"], help=argparse.SUPPRESS)
+    parser.add_argument("--noise", dest="noise", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--no-noise", dest="noise", action="store_false", help=argparse.SUPPRESS)
     parser.add_argument("--lambda-mse", type=float, default=None, help="weight of the pixel MSE term (default 0)")
     parser.add_argument("--noise-regularize", type=float, default=None,
                         help="weight of the noise-map regulariser (default 0; NVIDIA 1e5)")
@@ -51,6 +63,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--early-stop", type=int, default=0, metavar="PATIENCE",
                         help="stop when the loss stalled for this many steps (after the latent-noise ramp); 0 = off")
     parser.add_argument("--save-target", action="store_true", help="also save the fitted target as <stem>_target.png")
+    parser.add_argument("--no-align", dest="align", action="store_false",
+                        help="the images are already aligned faces (default: detect and align every face)")
+    add_alignment_arguments(parser)
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     parser.add_argument("--precision", choices=["fp32", "bf16", "fp16", "auto"], default="fp32",
                         help="compute precision of the generator and the loss: fp32 (exact, default), bf16 (about 2x "
@@ -64,7 +79,7 @@ def _config(args):
 
     over = {"seed": int(args.seed)}
     for key, value in (("steps", args.steps), ("lr", args.lr), ("latent_space", args.space),
-                       ("optimize_noise", args.noise), ("lambda_mse", args.lambda_mse),
+                       ("noise_maps", args.noise), ("lambda_mse", args.lambda_mse),
                        ("noise_regularize", args.noise_regularize), ("loss_layers", args.loss_layers),
                        ("downsample", args.downsample)):
         if value is not None:
@@ -82,22 +97,20 @@ def run(args) -> int:
     from ..inversion import compute_w_stats, invert
     from ..io.checkpoints import load_generator
     from ..losses import load_vgg16
-    from ._common import Progress, load_image, resolve_device, resolve_dtype, save_image, write_json
+    from ..errors import InvalidSettingError
+    from ._common import Progress, load_image, output_dir, resolve_device, resolve_dtype, save_image, write_json
 
     try:
         config = _config(args)
     except ValueError as e:
-        print(f"hrinv invert: error: {e}")
-        return 2
+        raise InvalidSettingError(str(e)) from None
     if args.batch_size < 1:
-        print("hrinv invert: error: --batch-size must be >= 1")
-        return 2
+        raise InvalidSettingError(f"--batch-size must be >= 1, got {args.batch_size}")
     device, dtype = resolve_device(args.device), resolve_dtype(args.dtype)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_dir(args.out)
     missing = [p for p in args.images if not Path(p).is_file()]
     if missing:
-        print(f"hrinv invert: error: image file(s) not found: {', '.join(missing)}")
+        print(f"hrinv invert: error: image file(s) not found: {', '.join(missing)}", file=sys.stderr)
         return 2
 
     G = load_generator(args.generator, device=device, dtype=dtype)
@@ -107,11 +120,32 @@ def run(args) -> int:
         print(f"generator {args.generator}: {res}px, {G.num_ws} ws, fingerprint {G.fingerprint()}; device {device}")
     stats = compute_w_stats(G, config.w_avg_samples, config.w_stats_seed, device=device)
 
-    # Load and group images of the same size into batches.
+    # Load (and align) images, then group images of the same size into batches.
     items = []
+    no_face = 0
+    faces_of = {}  # aligned name -> (photo, face index)
     for p in args.images:
-        t = load_image(p, res, keep_aspect=args.keep_aspect)  # [1, 3, H, W]
-        items.append((Path(p), t))
+        if args.align:
+            from ..errors import NoFaceFoundError
+            from .align import align_photo
+
+            try:
+                _, al = align_photo(p, res, args, device)
+            except NoFaceFoundError as e:
+                no_face += 1
+                print(f"hrinv invert: {p}: no face: {e}")
+                continue
+            doc = al.to_dict()
+            doc["photo"] = str(p)
+            write_json(out / f"{Path(p).stem}.alignment.json", doc)
+            for k in range(len(al)):
+                name = Path(p).with_name(f"{Path(p).stem}_{k}{Path(p).suffix}")
+                save_image(al.crops[k], out / f"{name.stem}_aligned.png")
+                items.append((name, al.crops[k:k + 1]))
+                faces_of[str(name)] = (str(p), k)
+        else:
+            t = load_image(p, res, keep_aspect=args.keep_aspect)  # [1, 3, H, W]
+            items.append((Path(p), t))
     groups = []
     for path, t in items:
         if groups and len(groups[-1]) < args.batch_size and groups[-1][0][1].shape == t.shape:
@@ -134,7 +168,7 @@ def run(args) -> int:
         seconds = time.perf_counter() - t0
         for i, (name, (path, t)) in enumerate(zip(names, group)):
             lat = result.latent[i]
-            lat.settings["source_image"] = str(path)
+            lat.settings["source_image"] = faces_of.get(str(path), (str(path),))[0]
             lat.save(out / f"{name}.latent.safetensors")
             save_image(result.image[i], out / f"{name}.png")
             if args.save_target:
@@ -146,9 +180,12 @@ def run(args) -> int:
                                   "seconds": seconds, "seconds_per_image": seconds / len(group),
                                   "steps_run": result.metrics["steps_run"],
                                   "stopped_early": result.metrics["stopped_early"]}}
+            if str(path) in faces_of:
+                record["image"], record["face"] = faces_of[str(path)]
+                record["alignment"] = f"{Path(faces_of[str(path)][0]).stem}.alignment.json"
             write_json(out / f"{name}.json", record)
             if not args.quiet:
                 print(f"{name}: PSNR {record['metrics']['psnr']:.2f} dB, loss {record['metrics']['loss']:.4g}, "
                       f"{seconds / len(group):.1f}s -> {out / (name + '.png')}")
-    return 0
+    return 1 if no_face else 0
 

@@ -37,27 +37,29 @@ def run(args) -> int:
     from ..io.checkpoints import load_generator
     from ..latent import Latent
     from ..rendering import render
-    from ._common import resolve_device, resolve_dtype, save_image
+    from .._checks import check_render_size
+    from ..errors import InvalidSettingError, WeightsNotFoundError
+    from ._common import check_image_suffix, resolve_device, resolve_dtype, save_image
 
     if not Path(args.latent).is_file():
-        print(f"hrinv render: error: latent file not found: {args.latent}")
-        return 2
+        raise WeightsNotFoundError(f"latent file not found: {args.latent}")
     for name in ("width", "height", "tile"):
         v = getattr(args, name)
         if v is not None and v < 1:
-            print(f"hrinv render: error: --{name} must be >= 1, got {v}")
-            return 2
+            raise InvalidSettingError(f"--{name} must be >= 1, got {v}")
+    check_render_size(args.height or 1, args.width or 1)  # before loading anything
+    check_image_suffix(args.out)  # before the render, not after it
     device, dtype = resolve_device(args.device), resolve_dtype(args.dtype)
     G = load_generator(args.generator, device=device, dtype=dtype)
     lat = Latent.load(args.latent)
     lat.check_compatible(G)  # shapes must fit; a different fingerprint only warns (fine-tuned generators share shapes)
     if args.index is not None:
         if not -lat.batch_size <= args.index < lat.batch_size:
-            print(f"hrinv render: error: --index {args.index} is out of range for a latent batch of {lat.batch_size}")
-            return 2
+            raise InvalidSettingError(f"--index {args.index} is out of range for a latent batch of {lat.batch_size}")
         lat = lat[args.index]
     height = int(args.height or G.img_resolution)
     width = int(args.width or G.img_resolution)
+    check_render_size(height, width)
     with torch.no_grad():
         img = render(G, lat.ws.to(device), height, width, noise=lat.noise, mode=args.mode, fit=args.fit,
                      tile=args.tile)  # [B, 3, H, W] CPU

@@ -1,34 +1,42 @@
-"""``hrinv stylize --content IMG --reference IMG --source G_s --target G_t --vgg VGG --out DIR``: the paper's cross-
-domain pipeline (Sec. III-C).
+"""``hrinv stylize --content PHOTO --reference IMG --source G_s --target G_t --vgg VGG --out DIR``: the paper's cross-
+domain pipeline (Sec. III-C), photo in, photo out. The work is done by :func:`hrinv.stylize`; this command reads and
+writes files.
 
-1. invert every content image in G_s and every reference image in G_t (Eq. 5: W+ only, d_conv, noise at G's
-   constants);
-2. G_m = lerp(G_s, G_t, λ) (Eq. 6) and, per (content, reference) pair, w_m = lerp(w_s, w_t, λ) (Eq. 7);
-3. Local Style Optimisation of w_m towards the content (Eq. 8, ``--lso-steps 0`` skips it);
-4. render at ``--width x --height`` (through the INR head when G_m has one, else by resizing).
+1. every face of each content photo is detected and FFHQ-aligned (``--no-align`` for already aligned faces);
+2. the faces are inverted in G_s and every reference in G_t (Eq. 5: W+ only, d_conv, noise at G's constants);
+3. G_m = lerp(G_s, G_t, λ) (Eq. 6) and, per (face, reference) pair, w_m = lerp(w_s, w_t, λ) (Eq. 7);
+4. Local Style Optimisation of w_m towards the face (Eq. 8, ``--lso-steps 0`` skips it);
+5. render at ``--width x --height`` (through the INR head when G_m has one, else by resizing);
+6. the stylised faces are pasted back into the photo (``--no-paste`` skips it).
 
-Files in DIR, for content ``c`` and reference ``r``: ``c__r.png`` (the result), ``c__r_mixed.png`` (before LSO),
-``c__r.latent.safetensors`` (the final code, in G_m), ``c__r.json`` (settings + metrics), ``c_inv.png`` /
-``c.latent.safetensors`` (content inversion in G_s), ``r_inv.png`` / ``r.latent.safetensors`` (reference inversion in
-G_t), ``generator_m.safetensors`` with ``--save-generator`` (needed to re-render the codes with ``hrinv render``).
+Files in DIR, for content ``c`` and reference ``r``. A face is named ``c_k`` (face k of photo c, largest first) when
+aligned, ``c`` with ``--no-align``. ``c__r.png`` (the photo with the stylised faces pasted in), ``c__r_mask.png``
+(what was replaced), ``c.json`` (the alignment transforms, as ``hrinv align`` writes them), ``c_k.png`` (the aligned
+face); per face ``c_k__r.png`` (the stylised face; with ``--no-align`` this is ``c__r.png``), ``c_k__r_mixed.png``
+(before LSO), ``c_k__r.latent.safetensors`` (the final code, in G_m), ``c_k__r.json`` (settings + metrics),
+``c_k_inv.png`` / ``c_k.latent.safetensors`` (face inversion in G_s), ``r_inv.png`` / ``r.latent.safetensors``
+(reference inversion in G_t), ``generator_m.safetensors`` with ``--save-generator`` (to re-render the codes with
+``hrinv render``).
 """
 
 import argparse
 import logging
+import sys
 import time
 from pathlib import Path
 
 HELP = ("content + reference + source/target generators -> invert (Eq. 5), lerp generators and latents (Eq. 6/7), "
         "Local Style Optimisation (Eq. 8), render")
 
-log = logging.getLogger("HRInv")
+log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ._common import add_device_arguments
+    from .align import add_alignment_arguments
 
     parser.add_argument("--content", "-c", required=True, nargs="+", metavar="IMG",
-                        help="content image(s) x_s (aligned faces for face generators)")
+                        help="content photo(s) x_s: every face in them is stylised (aligned faces with --no-align)")
     parser.add_argument("--reference", "-r", required=True, nargs="+", metavar="IMG",
                         help="reference (style) image(s) x_t; every content is stylised with every reference")
     parser.add_argument("--source", required=True, metavar="CKPT", help="source generator G_s (e.g. FFHQ)")
@@ -49,9 +57,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lso-steps", type=int, default=50, help="LSO steps (paper 50; 0 = no LSO)")
     parser.add_argument("--lso-rows", default="auto",
                         help="W+ rows LSO may change: auto (convs of b4-b16), bN, a count, 0,1,2 or all")
-    parser.add_argument("--lso-reg", type=float, default=None, help="LSO λ_reg (relative units; see docs)")
+    parser.add_argument("--lso-reg-weight", dest="lso_reg", type=float, default=None,
+                        help="LSO λ_reg (relative units; see docs)")
+    parser.add_argument("--lso-reg", dest="lso_reg", type=float, help=argparse.SUPPRESS)  # earlier spelling
     parser.add_argument("--lso-lr", type=float, default=None, help="LSO learning rate (units of w_std/sqrt(w_dim))")
-    parser.add_argument("--lso-noise", action="store_true", help="LSO also optimises the noise maps")
+    parser.add_argument("--lso-noise-maps", dest="lso_noise", action="store_true",
+                        help="LSO also optimises the noise maps")
+    parser.add_argument("--lso-noise", dest="lso_noise", action="store_true", help=argparse.SUPPRESS)  # earlier
     parser.add_argument("--width", type=int, default=None, help="output width (default: the generator's)")
     parser.add_argument("--height", type=int, default=None, help="output height (default: the generator's)")
     parser.add_argument("--fit", default="stretch", choices=["stretch", "crop", "pad"],
@@ -60,6 +72,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of inversions and LSO (default 0)")
     parser.add_argument("--save-generator", action="store_true",
                         help="also save G_m as DIR/generator_m.safetensors (to re-render with `hrinv render`)")
+    parser.add_argument("--no-align", dest="align", action="store_false",
+                        help="the content images are already aligned faces (default: detect and align every face "
+                             "of each content photo)")
+    parser.add_argument("--no-paste", dest="paste", action="store_false",
+                        help="do not paste the stylised faces back into the photo (default: paste back)")
+    parser.add_argument("--feather", type=float, default=0.1,
+                        help="paste-back edge width as a fraction of the face crop (default 0.1)")
+    parser.add_argument("--color-match", type=float, default=0.0, metavar="STRENGTH",
+                        help="match the stylised face's Lab colour statistics to the original face (0..1, default 0)")
+    add_alignment_arguments(parser)
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     add_device_arguments(parser)
 
@@ -78,144 +100,174 @@ def _say(args, text):
         print(text, flush=True)
 
 
+class _StageProgress:
+    """CLI progress for hrinv.stylize: one Progress line per stage."""
+
+    def __init__(self, quiet):
+        from ._common import Progress
+
+        self.quiet, self.Progress, self.current, self.base = quiet, Progress, None, 0
+
+    def on_stage(self, label, steps):
+        self.current = self.Progress(label, quiet=self.quiet)
+        self.steps = steps
+        self.start = None
+
+    def __call__(self, step, total, preview=None):
+        if self.current is None:
+            return
+        if self.start is None:
+            self.start = step - 1
+        self.current(step - self.start, self.steps, preview)
+
+
 def run(args) -> int:
     import torch
 
-    from ..errors import InvalidSettingError
-    from ..interpolate import lerp_generators, lerp_latents, parse_lambda, row_lambdas
-    from ..inversion import InversionConfig, compute_w_stats, invert
+    from ..errors import InvalidSettingError, NoFaceFoundError
+    from ..imageio import read_image
     from ..io.checkpoints import load_generator, save_generator
-    from ..losses import PerceptualLoss, load_vgg16
-    from ..lso import LSOConfig, local_style_optimize
-    from ..rendering import render
-    from ._common import Progress, load_image, resolve_device, resolve_dtype, save_image, write_json
+    from ..losses import load_vgg16
+    from ..pipeline import StylizeConfig, stylize
+    from ._common import load_image, output_dir, resolve_device, resolve_dtype, save_image, write_json
+    from ..lso import parse_rows
+    from .align import parse_select
 
     t_start = time.perf_counter()
     missing = [p for p in list(args.content) + list(args.reference) if not Path(p).is_file()]
     if missing:
-        print(f"hrinv stylize: error: image file(s) not found: {', '.join(missing)}")
+        print(f"hrinv stylize: error: image file(s) not found: {', '.join(missing)}", file=sys.stderr)
         return 2
     try:
-        lam = parse_lambda(args.lam)
         mapping_lam = args.mapping_lam
         if mapping_lam is not None and mapping_lam not in ("first", "source", "target"):
             mapping_lam = float(mapping_lam)
-        inv_cfg = InversionConfig.preset("cross_domain", steps=int(args.steps), seed=int(args.seed))
-        ref_cfg = InversionConfig.preset("cross_domain", steps=int(args.reference_steps or args.steps),
-                                         seed=int(args.seed))
-        lso_kw = {"rows": _rows(args.lso_rows), "seed": int(args.seed), "optimize_noise": bool(args.lso_noise)}
-        if args.lso_reg is not None:
-            lso_kw["reg_weight"] = float(args.lso_reg)
-        if args.lso_lr is not None:
-            lso_kw["lr"] = float(args.lso_lr)
-        lso_cfg = LSOConfig(steps=max(1, int(args.lso_steps)), **lso_kw)
+        width, height = args.width, args.height
+        if args.align and args.paste and (width or height):
+            width = height = int(width or height)  # pasted faces are square
+        config = StylizeConfig(
+            lam=args.lam, scheme=args.scheme, mapping_lam=mapping_lam, steps=int(args.steps),
+            reference_steps=args.reference_steps, lso_steps=max(0, int(args.lso_steps)), lso_rows=parse_rows(args.lso_rows),
+            lso_reg=args.lso_reg, lso_lr=args.lso_lr, lso_noise=bool(args.lso_noise), seed=int(args.seed),
+            width=width, height=height, fit=args.fit, tile=args.tile, select=parse_select(args.faces),
+            min_face=float(args.min_face), padding=args.padding, detect_max_side=int(args.detect_max_side),
+            feather=float(args.feather), color_match=float(args.color_match))
     except (ValueError, InvalidSettingError) as e:
-        print(f"hrinv stylize: error: {e}")
-        return 2
+        raise InvalidSettingError(str(e)) from None
     device, dtype = resolve_device(args.device), resolve_dtype(args.dtype)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_dir(args.out)
 
     G_s = load_generator(args.source, device=device, dtype=dtype)
     G_t = load_generator(args.target, device=device, dtype=dtype)
-    G_m = lerp_generators(G_s, G_t, lam, mapping_lam=mapping_lam)  # checks compatibility before the long part
-    info = G_m.meta["lerp"]
+    from ..interpolate import lerp_generators
+
+    info = lerp_generators(G_s, G_t, config.lam, mapping_lam=mapping_lam).meta["lerp"]  # checks before the long part
     _say(args, f"G_s {args.source} / G_t {args.target}: {G_s.img_resolution}px, {G_s.num_ws} ws; λ per block "
                f"{', '.join(f'{k}={v:g}' for k, v in info['lambda_per_block'].items())}; weight cosine "
                f"{info['relation']['median_cosine']:.3f}; device {device}")
     vgg = load_vgg16(args.vgg, device=device)
-    d_conv = PerceptualLoss(vgg, layers="conv")
-    d_h = PerceptualLoss(vgg, layers="high")
     res = G_s.img_resolution
-    height = int(args.height or res)
-    width = int(args.width or res)
-
-    contents = torch.cat([load_image(p, res) for p in args.content])  # [C, 3, res, res]
     references = torch.cat([load_image(p, res) for p in args.reference])  # [R, 3, res, res]
     c_names, r_names = _unique_stems(args.content), _unique_stems(args.reference)
-    timings = {}
 
-    t0 = time.perf_counter()
-    inv_s = invert(G_s, contents, d_conv, inv_cfg, device=device, dtype=dtype,
-                   callback=Progress("invert content in G_s", quiet=args.quiet))
-    timings["invert_content"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    inv_t = invert(G_t, references, d_conv, ref_cfg, device=device, dtype=dtype,
-                   callback=Progress("invert reference in G_t", quiet=args.quiet))
-    timings["invert_reference"] = time.perf_counter() - t0
-    for i, name in enumerate(c_names):
-        inv_s.latent[i].save(out / f"{name}.latent.safetensors")
-        save_image(inv_s.image[i], out / f"{name}_inv.png")
-    for j, name in enumerate(r_names):
-        inv_t.latent[j].save(out / f"{name}.latent.safetensors")
-        save_image(inv_t.image[j], out / f"{name}_inv.png")
-
-    stats_m = compute_w_stats(G_m, lso_cfg.w_avg_samples, lso_cfg.w_stats_seed, device=device, dtype=dtype)
-    if args.save_generator:
-        save_generator(G_m, out / "generator_m.safetensors")
-    per_row = row_lambdas(lam, G_m.num_ws, args.scheme, G_m.synthesis.block_resolutions).tolist()
-    for j, r_name in enumerate(r_names):
-        w_m = lerp_latents(inv_s.latent, inv_t.latent[j], lam, generator=G_m, scheme=args.scheme)  # batch = contents
-        with torch.no_grad():
-            mixed = render(G_m, w_m.ws.to(device), height, width, noise=w_m.noise, fit=args.fit, tile=args.tile)
-        t0 = time.perf_counter()
-        if args.lso_steps > 0:
-            lso = local_style_optimize(G_m, w_m, contents, d_h, lso_cfg, device=device, dtype=dtype, w_stats=stats_m,
-                                       callback=Progress(f"LSO with {r_name}", quiet=args.quiet))
-            final, lso_metrics = lso.latent, lso.metrics
+    # Jobs: with alignment one per photo (its faces are a batch); without, all contents in one batch.
+    if args.align:
+        jobs = [(c_names[i], [args.content[i]], True) for i in range(len(args.content))]
+    else:
+        jobs = [(None, list(args.content), False)]
+    saved_refs, no_face, G_saved = False, 0, False
+    for photo_name, paths, aligned in jobs:
+        progress = _StageProgress(args.quiet)
+        if aligned:
+            try:
+                content = read_image(paths[0])
+                res_ = stylize(content, references, G_s, G_t, vgg, config=config, align=True, paste=args.paste,
+                               callback=progress, on_stage=progress.on_stage, device=device, dtype=dtype)
+            except NoFaceFoundError as e:
+                no_face += 1
+                print(f"hrinv stylize: {paths[0]}: no face: {e}")
+                continue
+            face_names = [f"{photo_name}_{k}" for k in range(res_.content.shape[0])]
+            doc = res_.alignment.to_dict()
+            doc["photo"] = str(paths[0])
+            doc["files"] = [f"{n}.png" for n in face_names]
+            write_json(out / f"{photo_name}.json", doc)
+            for k, n in enumerate(face_names):
+                save_image(res_.content[k], out / f"{n}.png")
         else:
-            final, lso_metrics = w_m, {}
-        seconds_lso = time.perf_counter() - t0
-        with torch.no_grad():
-            img = render(G_m, final.ws.to(device), height, width, noise=final.noise, fit=args.fit, tile=args.tile)
-        for i, c_name in enumerate(c_names):
-            stem = f"{c_name}__{r_name}"
-            save_image(img[i], out / f"{stem}.png")
-            save_image(mixed[i], out / f"{stem}_mixed.png")
-            lat = final[i]
-            lat.settings = {"stylize": {"content": str(args.content[i]), "reference": str(args.reference[j])},
-                            **lat.settings}
-            lat.save(out / f"{stem}.latent.safetensors")
-            record = {
-                "content": str(args.content[i]), "reference": str(args.reference[j]),
-                "source": str(args.source), "target": str(args.target), "vgg": str(args.vgg),
-                "device": str(device), "dtype": str(dtype), "output_size": [height, width], "fit": args.fit,
-                "generator_m_fingerprint": G_m.fingerprint(),
-                "lerp": {"lam": args.lam, "lambda_per_block": info["lambda_per_block"],
-                         "lambda_mapping": info["lambda_mapping"], "lambda_inr": info["lambda_inr"],
-                         "scheme": args.scheme, "lambda_per_row": per_row, "relation": info["relation"]},
-                "inversion": {"content": inv_cfg.to_dict(), "reference": ref_cfg.to_dict()},
-                "lso": lso_cfg.to_dict() if args.lso_steps > 0 else None,
-                "metrics": {
-                    "content_psnr": inv_s.latent.metrics["psnr"][i],
-                    "reference_psnr": inv_t.latent.metrics["psnr"][j],
-                    "lso_d_h_before": lso_metrics.get("d_h_before", [None] * len(c_names))[i],
-                    "lso_d_h_after": lso_metrics.get("d_h_after", [None] * len(c_names))[i],
-                    "lso_w_opt_norm": lso_metrics.get("w_opt_norm", [None] * len(c_names))[i],
-                    "seconds": {**timings, "lso": seconds_lso},
-                },
-                "files": {"image": f"{stem}.png", "mixed": f"{stem}_mixed.png", "latent": f"{stem}.latent.safetensors",
-                          "content_inversion": f"{c_name}_inv.png", "reference_inversion": f"{r_name}_inv.png",
-                          "generator_m": "generator_m.safetensors" if args.save_generator else None},
-            }
-            write_json(out / f"{stem}.json", record)
-            m = record["metrics"]
-            extra = (f", LSO d_h {m['lso_d_h_before']:.4g} -> {m['lso_d_h_after']:.4g}"
-                     if m["lso_d_h_before"] is not None else "")
-            _say(args, f"{stem}: content PSNR {m['content_psnr']:.2f} dB, reference PSNR {m['reference_psnr']:.2f} dB"
-                       f"{extra} -> {out / (stem + '.png')}")
+            content = torch.cat([load_image(p, res) for p in paths])
+            res_ = stylize(content, references, G_s, G_t, vgg, config=config, align=False, paste=False,
+                           callback=progress, on_stage=progress.on_stage, device=device, dtype=dtype)
+            face_names = c_names
+        if args.save_generator and not G_saved:
+            save_generator(res_.G_m, out / "generator_m.safetensors")
+            G_saved = True
+        for i, name in enumerate(face_names):
+            res_.content_latent[i].save(out / f"{name}.latent.safetensors")
+            save_image(res_.content_image[i], out / f"{name}_inv.png")
+        if not saved_refs:
+            for j, name in enumerate(r_names):
+                res_.reference_latent[j].save(out / f"{name}.latent.safetensors")
+                save_image(res_.reference_image[j], out / f"{name}_inv.png")
+            saved_refs = True
+        m_all = res_.metrics
+        info = m_all["lerp"]
+        from ..interpolate import row_lambdas
+
+        per_row = row_lambdas(config.lam, res_.G_m.num_ws, args.scheme, res_.G_m.synthesis.block_resolutions).tolist()
+        for j, r_name in enumerate(r_names):
+            if res_.photo is not None:
+                save_image(res_.photo[j] * 2 - 1, out / f"{photo_name}__{r_name}.png")
+                save_image(res_.mask[j][None].expand(3, -1, -1) * 2 - 1, out / f"{photo_name}__{r_name}_mask.png")
+            lso_m = m_all["lso"][j]
+            for i, c_name in enumerate(face_names):
+                stem = f"{c_name}__{r_name}"
+                save_image(res_.faces[j, i], out / f"{stem}.png")
+                save_image(res_.mixed[j, i], out / f"{stem}_mixed.png")
+                lat = res_.latents[j][i]
+                src = str(paths[0] if aligned else paths[i])
+                lat.settings = {"stylize": {"content": src, "reference": str(args.reference[j]),
+                                            **({"face": i} if aligned else {})}, **lat.settings}
+                lat.save(out / f"{stem}.latent.safetensors")
+                record = {
+                    "content": src, "face": i if aligned else None, "reference": str(args.reference[j]),
+                    "source": str(args.source), "target": str(args.target), "vgg": str(args.vgg),
+                    "device": str(device), "dtype": str(dtype), "output_size": list(res_.faces.shape[-2:]),
+                    "fit": args.fit, "generator_m_fingerprint": res_.G_m.fingerprint(),
+                    "lerp": {"lam": args.lam, "lambda_per_block": info["lambda_per_block"],
+                             "lambda_mapping": info["lambda_mapping"], "lambda_inr": info["lambda_inr"],
+                             "scheme": args.scheme, "lambda_per_row": per_row, "relation": info["relation"]},
+                    "inversion": {"content": res_.config["inversion_content"],
+                                  "reference": res_.config["inversion_reference"]},
+                    "lso": res_.config["lso_config"],
+                    "alignment": res_.alignment.faces[i].to_dict(res_.alignment.size) if aligned else None,
+                    "paste": ({"feather": config.feather, "color_match": config.color_match}
+                              if res_.photo is not None else None),
+                    "metrics": {
+                        "content_psnr": m_all["content_psnr"][i],
+                        "reference_psnr": m_all["reference_psnr"][j],
+                        "lso_d_h_before": lso_m.get("d_h_before", [None] * len(face_names))[i],
+                        "lso_d_h_after": lso_m.get("d_h_after", [None] * len(face_names))[i],
+                        "lso_w_opt_norm": lso_m.get("w_opt_norm", [None] * len(face_names))[i],
+                        "seconds": m_all["seconds"],
+                    },
+                    "files": {"image": f"{stem}.png", "mixed": f"{stem}_mixed.png",
+                              "latent": f"{stem}.latent.safetensors", "content_inversion": f"{c_name}_inv.png",
+                              "reference_inversion": f"{r_name}_inv.png",
+                              "photo": f"{photo_name}__{r_name}.png" if res_.photo is not None else None,
+                              "mask": f"{photo_name}__{r_name}_mask.png" if res_.photo is not None else None,
+                              "generator_m": "generator_m.safetensors" if args.save_generator else None},
+                }
+                write_json(out / f"{stem}.json", record)
+                m = record["metrics"]
+                extra = (f", LSO d_h {m['lso_d_h_before']:.4g} -> {m['lso_d_h_after']:.4g}"
+                         if m["lso_d_h_before"] is not None else "")
+                _say(args, f"{stem}: content PSNR {m['content_psnr']:.2f} dB, reference PSNR "
+                           f"{m['reference_psnr']:.2f} dB{extra} -> {out / (stem + '.png')}")
+            if res_.photo is not None:
+                _say(args, f"{photo_name}__{r_name}: {len(face_names)} face(s) pasted back -> "
+                           f"{out / (photo_name + '__' + r_name + '.png')}")
     _say(args, f"done in {time.perf_counter() - t_start:.1f}s")
+    if no_face and no_face == len(jobs):
+        return 1
     return 0
-
-
-def _rows(text):
-    s = str(text).strip().lower()
-    if s in ("auto", "all") or (s.startswith("b") and s[1:].isdigit()):
-        return s
-    if s.isdigit():
-        return int(s)
-    try:
-        return [int(p) for p in s.replace(" ", "").split(",") if p]
-    except ValueError:
-        raise ValueError(f"--lso-rows must be auto, all, bN, a count or a comma-separated list of rows; got "
-                         f"{text!r}") from None

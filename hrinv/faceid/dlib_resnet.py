@@ -31,11 +31,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import CheckpointCorruptError, CheckpointFormatError, ShapeError, WeightsNotFoundError
+from ..errors import CheckpointCorruptError, CheckpointFormatError, HRInvError, ShapeError, WeightsNotFoundError
 
 __all__ = ["DlibFaceResNet", "load_dlib_resnet", "parse_dlib_dat"]
 
-log = logging.getLogger("HRInv")
+log = logging.getLogger(__name__)
 
 # ----------------------------------------------------------------------------------------------------------------
 # Parsing
@@ -79,7 +79,13 @@ class _Reader:
 
     def double(self):
         mantissa, exponent = self.int(), self.int()
-        return math.ldexp(mantissa, exponent)
+        try:
+            value = math.ldexp(mantissa, exponent)
+        except OverflowError:
+            value = math.inf
+        if not math.isfinite(value):
+            self._fail(f"a number out of range (mantissa {mantissa}, exponent {exponent})")
+        return value
 
     def string(self, max_len=256):
         n = self.int()
@@ -105,7 +111,7 @@ class _Reader:
         shape = tuple(self.int() for _ in range(4))
         if any(s < 0 for s in shape):
             self._fail(f"negative tensor shape {shape}")
-        count = int(np.prod(shape))
+        count = math.prod(shape)  # exact: no int64 overflow
         nbytes = 4 * count
         if self.pos + nbytes > len(self.data):
             self._fail(f"tensor of shape {shape} runs past the end of the file")
@@ -130,8 +136,8 @@ def _read_con(r, tag):
     for _ in range(4):  # learning-rate / weight-decay multipliers
         r.double()
     use_bias = r.bool() if tag == "con_5" else True
-    n_w = int(np.prod(f["filters_shape"]))
-    n_b = int(np.prod(f["biases_shape"])) if use_bias else 0
+    n_w = math.prod(f["filters_shape"])
+    n_b = math.prod(f["biases_shape"]) if use_bias else 0
     if params.size != n_w + n_b or f["filters_shape"][0] != f["num_filters"]:
         r._fail(f"{tag}: {params.size} parameters do not fit filters {f['filters_shape']} + biases "
                 f"{f['biases_shape']}")
@@ -145,8 +151,8 @@ def _read_affine(r, tag):
     params = r.tensor().reshape(-1)
     g_shape, b_shape = r.alias(), r.alias()
     layer.fields["mode"] = r.int()  # 0 = per channel (CONV_MODE), 1 = per element (FC_MODE)
-    n = int(np.prod(g_shape))
-    if params.size != 2 * n or int(np.prod(b_shape)) != n:
+    n = math.prod(g_shape)
+    if params.size != 2 * n or math.prod(b_shape) != n:
         r._fail(f"{tag}: {params.size} parameters do not fit gamma {g_shape} + beta {b_shape}")
     if layer.fields["mode"] != 0:
         raise CheckpointFormatError(f"{r.path}: affine layer in per-element mode is not supported (only the "
@@ -186,6 +192,18 @@ _READERS = {
 
 
 def parse_dlib_dat(path):
+    """See :func:`_parse_dlib_dat`; any failure on hostile bytes becomes a typed error."""
+    try:
+        return _parse_dlib_dat(path)
+    except HRInvError:
+        raise
+    except (ValueError, OverflowError, IndexError, KeyError, TypeError, MemoryError, RecursionError) as e:
+        raise CheckpointCorruptError(f"{path}: not a valid dlib network ({type(e).__name__}: {str(e)[:160]}); the "
+                                     f"file is damaged. Re-download dlib_face_recognition_resnet_model_v1.dat.") \
+            from None
+
+
+def _parse_dlib_dat(path):
     """Parse a dlib DNN ``.dat`` (metric-loss face network) into its input settings and layer list.
 
     Args:
@@ -271,6 +289,19 @@ def _build_spec(layers, path):
     if tags[i:] != ["avg_pool", "fc"] or layers[i].fields["nr"] != 0:
         bad(i, "avg_pool (global) fc")
     return stem, blocks, layers[i + 1]
+
+
+def _check_dlib_sizes(stem, blocks, fc, path):
+    """Strides, pads and pool sizes small and positive (what nn.Conv2d / pooling accept), checked before building."""
+    layers = list(stem) + [lay for b in blocks for lay in b if lay is not None] + [fc]
+    for lay in layers:
+        for k, v in lay.fields.items():
+            if not isinstance(v, int):
+                continue
+            lo = 1 if k.startswith("stride") else 0
+            if not lo <= v <= 4096:
+                raise CheckpointFormatError(f"{path}: layer {lay.tag} has {k} = {v}, outside [{lo}, 4096]; the file "
+                                            f"is damaged.")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -393,7 +424,19 @@ def load_dlib_resnet(path, device=None, dtype=None):
         DlibFaceResNet.
     """
     meta, layers = parse_dlib_dat(path)
+    try:
+        return _build_dlib(meta, layers, path, device, dtype)
+    except HRInvError:
+        raise
+    except (ValueError, OverflowError, IndexError, KeyError, TypeError, RuntimeError, MemoryError) as e:
+        raise CheckpointFormatError(f"{path}: the layers do not form a dlib face ResNet we can build "
+                                    f"({type(e).__name__}: {str(e)[:160]}); the file is damaged or a different "
+                                    f"network.") from None
+
+
+def _build_dlib(meta, layers, path, device, dtype):
     stem, blocks, fc = _build_spec(layers, path)
+    _check_dlib_sizes(stem, blocks, fc, path)
     net = DlibFaceResNet(stem, blocks, fc, meta)
     with torch.no_grad():
         def put(module, arr):

@@ -13,7 +13,7 @@ from .preprocess import preprocess as _preprocess
 
 __all__ = ["KNOWN_WEIGHTS", "FaceEmbedder", "default_search_dirs", "load_face_embedder"]
 
-log = logging.getLogger("HRInv")
+log = logging.getLogger(__name__)
 
 # name -> (file name, network kind)
 KNOWN_WEIGHTS = {

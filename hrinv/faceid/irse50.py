@@ -18,11 +18,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import CheckpointCorruptError, CheckpointFormatError, ShapeError, WeightsNotFoundError
+from ..errors import CheckpointCorruptError, CheckpointFormatError, HRInvError, ShapeError, WeightsNotFoundError
 
 __all__ = ["IRSE50", "STAGES", "load_irse50"]
 
-log = logging.getLogger("HRInv")
+log = logging.getLogger(__name__)
 
 # num_layers -> units per stage; stage depths are fixed.
 STAGES = {50: (3, 4, 14, 3), 100: (3, 13, 30, 3), 152: (3, 8, 36, 3)}
@@ -165,7 +165,12 @@ def load_irse50(path, device=None, dtype=None):
             from safetensors.torch import load_file
             obj = load_file(str(path))
         else:
+            from ..io.safe_unpickle import check_tensor_views, check_torch_zip
+            check_torch_zip(path, str(path))
             obj = torch.load(path, map_location="cpu", weights_only=True)
+            check_tensor_views(obj, str(path))
+    except HRInvError:
+        raise
     except Exception as e:  # noqa: BLE001 - torch.load/safetensors raise many types (pickle, zip, globals)
         msg = str(e).splitlines()[0][:300]
         if "weights_only" in str(e) or "Unsupported global" in str(e):

@@ -28,7 +28,7 @@ from ..errors import IncompatibleGeneratorsError, ShapeError
 
 __all__ = ["INRHead", "fit_inr_head", "pixel_centres", "psnr"]
 
-log = logging.getLogger("HRInv")
+log = logging.getLogger(__name__)
 
 _NUM_GEOM = 6  # delta_x, delta_y, cell_x, cell_y, u, v
 
@@ -271,6 +271,23 @@ def _eval_head(head, G, generator, device, psi, batch=4):
             "psnr_2x_bicubic_db": psnr(bic, img).mean().item()}
 
 
+def _distributed() -> bool:
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+class _HeadQuery(torch.nn.Module):
+    """The head's training query as a module ``forward`` (what DistributedDataParallel wraps)."""
+
+    def __init__(self, head):
+        super().__init__()
+        self.head = head
+
+    def forward(self, xs, imgs, v, u, cell):
+        return self.head.query(self.head.project(xs), imgs, v, u, cell)
+
+
 def fit_inr_head(G, steps=500, batch=8, lr=2e-3, *, generator=None, device=None, callback=None, hidden=64,
                  points=4096, max_scale=4.0, truncation_psi=1.0, reuse=4, preview_every=0):
     """Distil an :class:`INRHead` for ``G`` from its own output and return a NEW generator carrying it.
@@ -293,6 +310,10 @@ def fit_inr_head(G, steps=500, batch=8, lr=2e-3, *, generator=None, device=None,
             trunk dominates the cost, so this makes the fit several times faster at little loss.
         preview_every: Steps between previews (0 = none).
 
+    Under ``torchrun`` (an initialised ``torch.distributed`` process group of several ranks) the head is trained with
+    DistributedDataParallel: the same start on every rank, each rank its own samples (so a step sees ``batch x
+    ranks`` samples), averaged gradients; every rank returns the same head. Otherwise nothing changes.
+
     Returns:
         A deep copy of ``G`` (same device/dtype as ``G``) with ``.inr`` set; ``G.inr.fit_info`` holds the final loss and
         held-out PSNRs (native, and 2x super-resolution head vs bicubic).
@@ -314,20 +335,34 @@ def fit_inr_head(G, steps=500, batch=8, lr=2e-3, *, generator=None, device=None,
     head.feat_mean.copy_(x0.mean(dim=(0, 2, 3)))
     head.feat_std.copy_(x0.std(dim=(0, 2, 3)).clamp_min(1e-3))
 
+    # Under torchrun (a process group of several ranks): DistributedDataParallel over the head, each rank drawing its
+    # own samples (global batch = batch x ranks); gradients are averaged, so every rank holds the same head.
+    model, data_gen = None, generator
+    if _distributed():
+        import torch.distributed as dist
+        from torch.nn.parallel import DistributedDataParallel
+
+        base = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
+        data_gen = torch.Generator(device=generator.device).manual_seed(base + 7919 * dist.get_rank())
+        model = DistributedDataParallel(_HeadQuery(head), device_ids=[device.index] if device.type == "cuda" else None)
     opt = torch.optim.Adam(head.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / max(steps,
                                                                                                               1))))
     loss_v = float("nan")
     for step in range(steps):
         if step % reuse == 0:
-            x, img = _sample_batch(G_fit, batch, generator, device, truncation_psi)
-        xs, imgs = _shrink(x, img, generator, max_scale)
+            x, img = _sample_batch(G_fit, batch, data_gen, device, truncation_psi)
+        xs, imgs = _shrink(x, img, data_gen, max_scale)
         # random native pixels: a random sub-grid of rows x cols keeps the outer-product query layout
         n = max(1, min(R, int(math.sqrt(points))))
-        rows = torch.randperm(R, generator=generator, device=generator.device)[:n].sort().values.to(device)
-        cols = torch.randperm(R, generator=generator, device=generator.device)[:n].sort().values.to(device)
+        rows = torch.randperm(R, generator=data_gen, device=data_gen.device)[:n].sort().values.to(device)
+        cols = torch.randperm(R, generator=data_gen, device=data_gen.device)[:n].sort().values.to(device)
         v, u = (2 * rows.float() + 1) / R - 1, (2 * cols.float() + 1) / R - 1
-        pred = head.query(head.project(xs), imgs, v, u, (xs.shape[2] / R, xs.shape[3] / R))  # [B, 3, n, n]
+        cell = (xs.shape[2] / R, xs.shape[3] / R)
+        if model is None:
+            pred = head.query(head.project(xs), imgs, v, u, cell)  # [B, 3, n, n]
+        else:
+            pred = model(xs, imgs, v, u, cell)
         target = img[:, :, rows][:, :, :, cols]  # [B, 3, n, n]
         loss = (pred - target).abs().mean() + (pred - target).square().mean()
         opt.zero_grad(set_to_none=True)
@@ -343,7 +378,11 @@ def fit_inr_head(G, steps=500, batch=8, lr=2e-3, *, generator=None, device=None,
             callback(step + 1, steps, preview)
 
     head.eval().requires_grad_(False)
-    info = _eval_head(head, G_fit, generator, device, truncation_psi)
+    info = _eval_head(head, G_fit, data_gen, device, truncation_psi)
+    if model is not None:
+        import torch.distributed as dist
+
+        info["ranks"] = dist.get_world_size()
     info.update({"steps": int(steps), "batch": int(batch), "lr": float(lr), "points": int(points),
                  "max_scale": float(max_scale), "reuse": int(reuse), "final_loss": loss_v})
     head.fit_info = info

@@ -21,7 +21,7 @@ from .layers import FullyConnectedLayer, SynthesisBlock
 
 __all__ = ["NOISE_MODES", "Generator", "MappingNetwork", "SynthesisNetwork"]
 
-log = logging.getLogger("HRInv")
+log = logging.getLogger(__name__)
 
 NOISE_MODES = ("const", "random", "none")
 

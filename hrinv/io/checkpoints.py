@@ -43,6 +43,7 @@ __all__ = [
     "HRINV_VERSION",
     "estimate_w_avg",
     "infer_nvidia_config",
+    "validate_config",
     "inspect_checkpoint",
     "load_generator",
     "read_checkpoint",
@@ -50,7 +51,7 @@ __all__ = [
     "sniff_format",
 ]
 
-log = logging.getLogger("HRInv")
+log = logging.getLogger(__name__)
 
 HRINV_FORMAT = "hrinv.generator"
 HRINV_VERSION = 1
@@ -192,9 +193,12 @@ def _sidecar_config(path):
     for cand in (path.with_suffix(".json"), path.parent / "config.json"):
         if not cand.is_file():
             continue
+        if cand.stat().st_size > 1 << 20:
+            log.warning("Ignoring sidecar %s: %d bytes, far more than any init_kwargs.", cand, cand.stat().st_size)
+            continue
         try:
             cfg = json.loads(cand.read_text())
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, RecursionError) as e:
             log.warning("Ignoring sidecar %s: not valid JSON (%s).", cand, e)
             continue
         cfg = cfg.get("init_kwargs", cfg) if isinstance(cfg, dict) else None
@@ -354,8 +358,112 @@ def _compare_keys(G, sd, path):
                                     f"{wrong[:3]} (name, file, expected). The file is inconsistent")
 
 
+# Bounds no real StyleGAN2 comes near (stock: 512-d, 8 mapping layers, 1024 px, 3 channels); they only exist so that a
+# tiny file cannot declare a network that takes minutes or gigabytes to build before its weights are compared.
+_BOUNDS = {"z_dim": (0, 16384), "c_dim": (0, 1 << 20), "w_dim": (1, 16384), "img_resolution": (4, 1 << 14),
+           "img_channels": (1, 16)}
+_MAPPING_BOUNDS = {"num_layers": (0, 64), "embed_features": (0, 16384), "layer_features": (1, 16384)}
+_SYNTH_BOUNDS = {"channel_base": (1, 1 << 26), "channel_max": (1, 16384), "num_fp16_res": (0, 32)}
+_MAX_INR_HIDDEN = 4096
+
+
+def _bounded_int(value, name, lo, hi, source):
+    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+        raise CheckpointFormatError(f"{source}: the stored configuration has {name} = {str(value)[:40]}, expected an "
+                                    f"integer in [{lo}, {hi}]; the file is damaged or crafted")
+    return value
+
+
+def validate_config(init_kwargs, state_dict, extras=None, source=None):
+    """Check a declared generator configuration against sane bounds and against the tensors actually in the file.
+
+    Runs before anything is built, in microseconds: a file that declares ``z_dim = 20000`` over small tensors, 10^7
+    mapping layers or a 2^30-pixel generator is refused here instead of allocating or looping. The full per-tensor
+    shape comparison follows in :func:`build_generator` on the ``meta`` device (no memory).
+
+    Raises:
+        CheckpointFormatError: a value out of bounds or contradicting the tensors (what and where is named).
+    """
+    if not isinstance(init_kwargs, dict):
+        raise CheckpointFormatError(f"{source}: the stored configuration is a {type(init_kwargs).__name__}, not a dict")
+    if not isinstance(state_dict, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                                   for k, v in state_dict.items()):
+        raise CheckpointFormatError(f"{source}: the weights are not a dict of named tensors")
+    for name, (lo, hi) in _BOUNDS.items():
+        _bounded_int(init_kwargs.get(name), name, lo, hi, source)
+    res = init_kwargs["img_resolution"]
+    if res & (res - 1):
+        raise CheckpointFormatError(f"{source}: img_resolution = {res} is not a power of two")
+    for key, bounds in (("mapping_kwargs", _MAPPING_BOUNDS), ("synthesis_kwargs", _SYNTH_BOUNDS)):
+        sub = init_kwargs.get(key) or {}
+        if not isinstance(sub, dict):
+            raise CheckpointFormatError(f"{source}: {key} must be a dict, got {type(sub).__name__}")
+        for name, (lo, hi) in bounds.items():
+            if sub.get(name) is not None:
+                _bounded_int(sub[name], f"{key}.{name}", lo, hi, source)
+    synth = init_kwargs.get("synthesis_kwargs") or {}
+    rf = synth.get("resample_filter")
+    if rf is not None and (not isinstance(rf, (list, tuple)) or not 1 <= len(rf) <= 16):
+        raise CheckpointFormatError(f"{source}: synthesis_kwargs.resample_filter must be a short list of taps")
+    chans = synth.get("channels")
+    if chans is not None and (not isinstance(chans, dict) or len(chans) > 16):
+        raise CheckpointFormatError(f"{source}: synthesis_kwargs.channels must be a table of at most 16 widths")
+    # declared vs actual: the loops of the constructor are bounded by what the file really holds
+    mapping = init_kwargs.get("mapping_kwargs") or {}
+    n_layers = mapping.get("num_layers", 8)
+    n_fc = sum(1 for k in state_dict if re.fullmatch(r"mapping\.fc\d+\.weight", k))
+    if n_layers != n_fc:
+        raise CheckpointFormatError(f"{source}: the configuration declares {n_layers} mapping layers but the file "
+                                    f"holds {n_fc} (mapping.fc*.weight); the file is inconsistent")
+    top = f"synthesis.b{res}.conv1.weight"
+    blocks = sorted({int(m.group(1)) for k in state_dict for m in [re.match(r"synthesis\.b(\d+)\.", k)] if m})
+    if top not in state_dict or (blocks and blocks[-1] != res):
+        raise CheckpointFormatError(f"{source}: the configuration declares a {res} px generator but the file's "
+                                    f"synthesis blocks go up to {blocks[-1] if blocks else 'none'} px; the file is "
+                                    f"inconsistent")
+    fc0 = state_dict.get("mapping.fc0.weight")
+    if fc0 is not None and fc0.ndim == 2:
+        want_in = init_kwargs["z_dim"] + (mapping.get("embed_features") or init_kwargs["w_dim"]
+                                          if init_kwargs["c_dim"] else 0)
+        if fc0.shape[1] != want_in:
+            raise CheckpointFormatError(f"{source}: the configuration declares z_dim={init_kwargs['z_dim']} "
+                                        f"(c_dim={init_kwargs['c_dim']}) but mapping.fc0.weight is {list(fc0.shape)}; "
+                                        f"the file is inconsistent")
+    inr = (extras or {}).get("inr")
+    if inr:
+        if not isinstance(inr, dict):
+            raise CheckpointFormatError(f"{source}: the stored INR head configuration is not a dict")
+        _bounded_int(inr.get("hidden", 64), "inr.hidden", 1, _MAX_INR_HIDDEN, source)
+        _bounded_int(inr.get("in_channels"), "inr.in_channels", 1, 16384, source)
+        if _json_depth(inr) > 32:
+            raise CheckpointFormatError(f"{source}: the stored INR head configuration (fit_info) nests more than 32 "
+                                        f"levels; the file is damaged or crafted")
+    bad = sorted(k for k, v in state_dict.items() if not v.is_floating_point())
+    if bad:
+        raise CheckpointFormatError(f"{source}: tensors {bad[:4]} are {state_dict[bad[0]].dtype}, not floating point; "
+                                    f"a generator's weights are float16/32/64")
+
+
+def _json_depth(obj, limit=64):
+    stack, deepest = [(obj, 1)], 0
+    while stack:
+        x, d = stack.pop()
+        deepest = max(deepest, d)
+        if deepest >= limit:
+            break
+        if isinstance(x, dict):
+            stack.extend((v, d + 1) for v in x.values())
+        elif isinstance(x, (list, tuple)):
+            stack.extend((v, d + 1) for v in x)
+    return deepest
+
+
 def build_generator(init_kwargs, state_dict, extras=None, device="cpu", dtype=torch.float32, source=None):
     """Build a :class:`~hrinv.generator.stylegan2.Generator` from reader output and load it strictly.
+
+    The configuration is validated first (:func:`validate_config`), the network is built on the ``meta`` device (no
+    memory, no random initialisation), key sets and shapes are compared, and the file's tensors are assigned as the
+    parameters. A malformed file therefore fails in milliseconds and without allocating what it declares.
 
     Args:
         init_kwargs, state_dict, extras: as returned by :func:`read_checkpoint`.
@@ -367,27 +475,35 @@ def build_generator(init_kwargs, state_dict, extras=None, device="cpu", dtype=to
     """
     from ..generator.stylegan2 import Generator
     extras = dict(extras or {})
+    validate_config(init_kwargs, state_dict, extras, source)
     try:
-        G = Generator(**init_kwargs, device="cpu", dtype=torch.float32)
+        G = Generator(**init_kwargs, device="meta", dtype=torch.float32)
     except HRInvError:
         raise
-    except (TypeError, ValueError, KeyError, AssertionError, ZeroDivisionError, OverflowError) as e:
+    except (TypeError, ValueError, KeyError, AssertionError, ZeroDivisionError, OverflowError, RuntimeError,
+            RecursionError) as e:
         raise CheckpointFormatError(f"{source}: the stored configuration is not one our Generator accepts ({e}); "
-                                    f"init_kwargs={json.dumps(init_kwargs)[:300]}") from None
+                                    f"init_kwargs={json.dumps(init_kwargs, default=str)[:300]}") from None
     inr_cfg = extras.get("inr")
     if inr_cfg:
         from ..generator.inr import INRHead
         try:
-            G.attach_inr(INRHead.from_config(inr_cfg))
-        except (TypeError, ValueError, KeyError) as e:
+            G.attach_inr(INRHead.from_config(inr_cfg, device="meta"))
+        except HRInvError as e:
+            raise CheckpointFormatError(f"{source}: the stored INR head does not fit the generator ({e})") from None
+        except (TypeError, ValueError, KeyError, RuntimeError, RecursionError) as e:
             raise CheckpointFormatError(f"{source}: the stored INR head configuration is invalid ({e})") from None
     elif any(k.startswith("inr.") for k in state_dict):
         raise CheckpointFormatError(f"{source}: the file has inr.* weights but no INR head configuration")
     _compare_keys(G, state_dict, source)
     try:
-        G.load_state_dict(state_dict, strict=True)
+        G.load_state_dict({k: v.detach().to(torch.float32) for k, v in state_dict.items()}, strict=True,
+                          assign=True)
     except RuntimeError as e:
         raise CheckpointFormatError(f"{source}: the weights could not be loaded ({str(e)[:300]})") from None
+    left = [n for n, t in list(G.named_parameters()) + list(G.named_buffers()) if t.is_meta]
+    if left:  # pragma: no cover - every tensor is persistent; a guard against future non-persistent buffers
+        raise CheckpointFormatError(f"{source}: tensors {left[:4]} were not in the file")
     meta = {"source": str(source) if source is not None else None, "format": extras.get("format")}
     for k in ("which", "key", "class_name", "config_from", "dualstylegan", "container"):
         if extras.get(k) is not None:
@@ -400,6 +516,9 @@ def build_generator(init_kwargs, state_dict, extras=None, device="cpu", dtype=to
         meta["w_avg"] = extras["w_avg"]
     if isinstance(extras.get("source"), dict):
         meta["converted_from"] = extras["source"]
+        for k in ("parent_fingerprint", "finetune"):  # a fine-tuned G_t keeps its lineage (hrinv.finetune)
+            if extras["source"].get(k) is not None:
+                meta[k] = extras["source"][k]
     G.meta = meta
     G.requires_grad_(False)
     return G.eval().to(device=device, dtype=dtype)

@@ -13,22 +13,42 @@ import numpy as np
 import torch
 
 from ..errors import CheckpointFormatError
-from .safe_unpickle import PersistentObject, TFNetworkStub, safe_load_pickle
+from .safe_unpickle import (
+    EMBEDDED_SOURCE_WARNING,
+    PersistentObject,
+    TFNetworkStub,
+    describe_module_source,
+    safe_load_pickle,
+)
 
-__all__ = ["WHICH", "persistent_state_dict", "plain_config", "read_nvidia_pickle"]
+__all__ = ["WHICH", "embedded_sources", "persistent_state_dict", "plain_config", "read_nvidia_pickle"]
 
-log = logging.getLogger("HRInv")
+log = logging.getLogger(__name__)
 
 # which= value -> snapshot key
 WHICH = {"G_ema": "G_ema", "G": "G"}
 
 
-def plain_config(x, where="init_kwargs"):
-    """Turn an unpickled config tree (EasyDicts, numpy scalars, tuples) into JSON-able Python values."""
+_MAX_CONFIG_NODES = 100_000
+_MAX_CONFIG_DEPTH = 32
+
+
+def plain_config(x, where="init_kwargs", _budget=None, _depth=0):
+    """Turn an unpickled config tree (EasyDicts, numpy scalars, tuples) into JSON-able Python values.
+
+    Bounded: at most 100000 values and 32 levels (a real ``init_kwargs`` has ~30 values, 3 levels), so a tree of
+    shared references cannot expand exponentially.
+    """
+    budget = [_MAX_CONFIG_NODES] if _budget is None else _budget
+    budget[0] -= 1
+    if budget[0] < 0 or _depth > _MAX_CONFIG_DEPTH:
+        raise CheckpointFormatError(f"the network configuration ({where.split('.')[0]}) is larger or deeper than any "
+                                    f"real one (> {_MAX_CONFIG_NODES} values or > {_MAX_CONFIG_DEPTH} levels); the "
+                                    f"file is damaged or crafted")
     if isinstance(x, dict):
-        return {str(k): plain_config(v, f"{where}.{k}") for k, v in x.items()}
+        return {str(k)[:200]: plain_config(v, f"{where}.{str(k)[:40]}", budget, _depth + 1) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [plain_config(v, where) for v in x]
+        return [plain_config(v, where, budget, _depth + 1) for v in x]
     if isinstance(x, np.ndarray):
         return x.tolist()
     if isinstance(x, np.generic):
@@ -41,7 +61,26 @@ def plain_config(x, where="init_kwargs"):
                                 f"are expected there")
 
 
-def persistent_state_dict(obj, prefix=""):
+def embedded_sources(obj, max_nodes=100_000):
+    """The distinct ``module_src`` strings of a tree of :class:`PersistentObject` (identity-deduplicated)."""
+    out, seen, stack = {}, set(), [obj]
+    while stack and len(seen) < max_nodes:
+        x = stack.pop()
+        if id(x) in seen:
+            continue
+        seen.add(id(x))
+        if isinstance(x, PersistentObject):
+            if isinstance(x.source, str) and x.source.strip():
+                out.setdefault(id(x.source), x.source)
+            stack.append(x.state)
+        elif isinstance(x, dict):
+            stack.extend(x.values())
+        elif isinstance(x, (list, tuple)):
+            stack.extend(x)
+    return list(out.values())
+
+
+def persistent_state_dict(obj, prefix="", _seen=None):
     """Collect ``state_dict()``-style tensors from a tree of :class:`PersistentObject` modules.
 
     Args:
@@ -51,8 +90,16 @@ def persistent_state_dict(obj, prefix=""):
     Returns:
         dict name -> tensor, in module order; persistent buffers only (like ``nn.Module.state_dict``).
     """
+    seen = set() if _seen is None else _seen
+    if id(obj) in seen or len(seen) > 100_000:
+        raise CheckpointFormatError(f"the network's module tree repeats module {prefix or 'root'!r} (a cycle or a "
+                                    f"shared sub-module) or is larger than any StyleGAN2; the file is damaged or "
+                                    f"crafted")
+    seen.add(id(obj))
     out = {}
     state = obj.state
+    if not isinstance(state, dict):
+        raise CheckpointFormatError(f"module {prefix or 'root'!r} of the network has no state dict")
     non_persistent = state.get("_non_persistent_buffers_set") or set()
     for name, p in (state.get("_parameters") or {}).items():
         if p is not None:
@@ -67,7 +114,7 @@ def persistent_state_dict(obj, prefix=""):
             raise CheckpointFormatError(
                 f"sub-module {prefix + name!r} of the network is a {type(child).__name__}, not a persistent StyleGAN "
                 f"module; this snapshot uses classes we cannot read without running its code")
-        out.update(persistent_state_dict(child, prefix + name + "."))
+        out.update(persistent_state_dict(child, prefix + name + ".", seen))
     return out
 
 
@@ -96,6 +143,11 @@ def read_nvidia_pickle(data, which="G_ema", what="the file"):
         UnsafeCheckpointError, CheckpointCorruptError, CheckpointFormatError (see :mod:`hrinv.io.safe_unpickle`).
     """
     obj = safe_load_pickle(data, what=what)
+    srcs = embedded_sources(obj)
+    infos = [describe_module_source(src) for src in srcs[:8]]
+    if infos:  # reported before any validation, so a user learns it even when the file is then refused
+        log.warning(EMBEDDED_SOURCE_WARNING.format(what=what, n=len(srcs), chars=infos[0]["chars"],
+                                                   imports=", ".join(infos[0]["imports"][:8]) or "nothing"))
     if isinstance(obj, TFNetworkStub) or (isinstance(obj, tuple) and obj and
                                           all(isinstance(n, TFNetworkStub) for n in obj)):
         return {}, {}, {"format": "tf-legacy", "tf": obj}
@@ -128,6 +180,8 @@ def read_nvidia_pickle(data, which="G_ema", what="the file"):
         raise CheckpointFormatError(f"{what} holds a StyleGAN3 generator (synthesis layers {sub[:3]}...); only "
                                     f"StyleGAN2 / StyleGAN2-ADA networks are supported")
     extras = {"format": "nvidia-pkl", "class_name": net.class_name, "which": which,
-              "snapshot_keys": [str(k) for k in obj]}
+              "snapshot_keys": [str(k)[:80] for k in list(obj)[:20]]}
+    if infos:
+        extras["embedded_source"] = infos
     log.debug("Read %s from %s: %d tensors", key, what, len(state_dict))
     return init_kwargs, state_dict, extras

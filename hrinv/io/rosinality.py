@@ -6,7 +6,7 @@ StyleGAN-NADA (``{"g_ema", "g_optim"}``), bare state dicts, and DualStyleGAN gen
 ``generator.*`` is extracted). The file is read with ``torch.load(weights_only=True)``; only ``argparse.Namespace``
 is added to the allow-list, for that one call.
 
-Key mapping (reference-spec §7.3, k = log2(res)):
+Key mapping (k = log2(res)):
 
 =======================================  ===============================================  ================
 NVIDIA                                   rosinality                                       transform
@@ -50,7 +50,7 @@ __all__ = [
     "rosinality_noise_names",
 ]
 
-log = logging.getLogger("HRInv")
+log = logging.getLogger(__name__)
 
 # Classes torch.load(weights_only=True) may build for a rosinality training checkpoint (the "args" entry).
 ROSINALITY_SAFE_GLOBALS = (argparse.Namespace,)

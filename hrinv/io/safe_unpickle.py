@@ -10,10 +10,12 @@ through a small allow-list of *our own* stand-ins and refuses everything else wi
 global in the file                                          what we use instead
 ==========================================================  ===========================================================
 ``torch_utils.persistence._reconstruct_persistent_obj``     :class:`PersistentObject` (class name + ``__dict__``);
-                                                            ``module_src`` is only parsed (``ast``), never executed
+                                                            ``module_src`` is described, never executed
 ``dnnlib.util.EasyDict``                                    a plain ``dict`` subclass
 ``dnnlib.tflib.network.Network`` (TensorFlow pickles)       :class:`TFNetworkStub` (a record of the network's state)
-``collections.OrderedDict``, ``builtins.set/frozenset``     the builtins themselves (no side effects)
+``collections.OrderedDict``, ``builtins.set/frozenset``     the builtins themselves (no side effects; their argument
+                                                            is already in memory, so bounded by the file)
+``builtins.bytearray``                                      only from bytes / a latin-1 string, never from a size
 ``_codecs.encode`` (protocol-2 bytes)                       ``str.encode`` restricted to latin-1
 ``torch._utils._rebuild_tensor_v2``, ``_rebuild_parameter`` our re-implementation over an already-loaded storage
 ``torch._tensor._rebuild_from_type_v2`` (+ ``torch.Tensor``,  only around the two rebuild functions above
@@ -22,12 +24,31 @@ global in the file                                          what we use instead
 ``numpy.dtype``, ``numpy(._)core.multiarray.scalar`` /      numeric dtypes only, rebuilt with ``np.frombuffer``
 ``_reconstruct``, ``numpy.ndarray``
 ==========================================================  ===========================================================
+
+Hardening against hostile files (issue 11):
+
+* ``EXT1/EXT2/EXT4`` opcodes are refused by a pre-scan (:func:`prescan_pickle`, ``pickletools.genops`` over a reader
+  that never returns more than the file holds): ``_pickle`` would serve them from ``copyreg``'s extension cache
+  without calling ``find_class``. The pre-scan also checks every declared length against the file, so a truncated
+  or lying file is refused before anything is built.
+* ``find_class`` never hands out one of our module-level objects: functions come wrapped in a fresh
+  :class:`_Global` per load, classes as a fresh subclass per load, so a ``BUILD`` opcode applied to a global can only
+  touch a throw-away object (or is refused), never the process (a later, benign load is unaffected).
+* Records (:class:`PersistentObject`, markers, wrappers) refuse ``BUILD``; the numpy stand-ins only accept the state
+  layout numpy writes.
+* No stand-in allocates from a declared size: ``bytearray`` is only rebuilt from bytes that are in the file, numpy
+  arrays and tensors must fit the bytes / storage they come with (no stride-0 or overlapping views bigger than their
+  storage), and the configuration tree is copied with a node budget.
 """
 
 import ast
+import hashlib
 import io
 import logging
+import math
+import os
 import pickle
+import pickletools
 import warnings
 from collections import OrderedDict
 
@@ -40,13 +61,17 @@ __all__ = [
     "PersistentObject",
     "RestrictedUnpickler",
     "TFNetworkStub",
-    "audit_module_source",
+    "check_tensor_views",
+    "check_torch_zip",
+    "describe_module_source",
     "materialize",
+    "numpy_only_load",
+    "prescan_pickle",
     "safe_load_pickle",
     "torch_load_safe",
 ]
 
-log = logging.getLogger("HRInv")
+log = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -61,18 +86,20 @@ class PersistentObject:
         version: the persistence format version written in the file.
     """
 
-    __slots__ = ("class_name", "state", "version")
+    __slots__ = ("class_name", "state", "version", "source")
 
-    def __init__(self, class_name, state, version):
+    def __init__(self, class_name, state, version, source=None):
         self.class_name = class_name
         self.state = state
         self.version = version
+        self.source = source  # the embedded module_src (a string, never executed; see describe_module_source)
+
+    def __setstate__(self, state):
+        raise UnsafeCheckpointError("refused to load: the pickle applies BUILD to a persistent network record, which "
+                                    "a real snapshot never does (nothing was executed)")
 
     def __repr__(self):
         return f"PersistentObject({self.class_name!r})"
-
-
-_AUDITED = set()  # sources that passed audit_module_source (only safe ones are ever added)
 
 
 def _reconstruct_persistent_obj(meta):
@@ -87,11 +114,7 @@ def _reconstruct_persistent_obj(meta):
     src = meta.get("module_src", "")
     if not isinstance(src, str):
         raise CheckpointFormatError(f"'module_src' of persistent class {class_name!r} is not a string")
-    if src not in _AUDITED:  # every module of a snapshot repeats the same (memoised) source string
-        audit_module_source(src, class_name)  # parsed only, never executed
-        if len(_AUDITED) < 64:
-            _AUDITED.add(src)
-    return PersistentObject(class_name, state, meta.get("version"))
+    return PersistentObject(class_name, state, meta.get("version"), src)
 
 
 class TFNetworkStub:
@@ -123,27 +146,50 @@ def _codecs_encode(text, encoding="utf-8"):
     return text.encode("latin-1")
 
 
+def _bytearray(source=b"", encoding=None, errors=None):
+    """``bytearray`` as pickles write it (protocol 2: ``(str, 'latin-1')``; 3+: ``(bytes,)``), never from a size.
+
+    ``bytearray(3_000_000_000)`` would zero 3 GB before anything could check it; a network pickle never needs that.
+    """
+    if isinstance(source, (bytes, bytearray)) and encoding is None:
+        return bytearray(source)
+    if isinstance(source, str) and isinstance(encoding, str):
+        return bytearray(_codecs_encode(source, encoding))
+    raise UnsafeCheckpointError(f"refused to load: the pickle builds a bytearray from a {type(source).__name__} "
+                                f"(e.g. a size), not from bytes stored in the file; nothing was executed")
+
+
 _NUMERIC_KINDS = "biufc"
 
 
 class _NpDtype:
     """``numpy.dtype(name, align, copy)`` followed by ``BUILD(state)``: numeric dtypes only."""
 
+    kinds = _NUMERIC_KINDS
+
     def __init__(self, name, align=False, copy=True):
+        if not isinstance(name, str) or len(name) > 8:
+            raise CheckpointFormatError(f"the pickle holds a numpy dtype {str(name)[:20]!r} we do not read")
         try:
-            dt = np.dtype(str(name))
+            dt = np.dtype(name)
         except TypeError as e:
             raise CheckpointFormatError(f"the pickle holds a numpy dtype {name!r} we do not read: {e}") from None
-        if dt.kind not in _NUMERIC_KINDS:
+        if dt.kind not in self.kinds:
             raise CheckpointFormatError(f"the pickle holds a numpy dtype {name!r}; only numeric arrays and scalars "
                                         f"are expected in a network pickle")
         self.dtype = dt
 
     def __setstate__(self, state):
-        if isinstance(state, tuple) and len(state) >= 2 and state[1] in ("<", ">", "|", "="):
-            order = state[1]
-            if order in ("<", ">"):
-                self.dtype = self.dtype.newbyteorder(order)
+        # numpy writes (version, byteorder, subdtype, names, fields, elsize, alignment, flags); only the byte order
+        # of a plain numeric dtype matters to us
+        if not (isinstance(state, tuple) and len(state) >= 2 and state[1] in ("<", ">", "|", "=")):
+            raise CheckpointFormatError("a numpy dtype in the pickle has a state layout numpy does not write; the file "
+                                        "is damaged or crafted")
+        if len(state) >= 5 and (state[2] is not None or state[3] is not None or state[4] is not None):
+            raise CheckpointFormatError("the pickle holds a structured or sub-array numpy dtype; only plain numeric "
+                                        "arrays are expected in a network pickle")
+        if state[1] in ("<", ">"):
+            self.dtype = self.dtype.newbyteorder(state[1])
 
 
 def _as_dtype(dt):
@@ -155,9 +201,23 @@ def _as_dtype(dt):
 def _np_scalar(dtype, data=None):
     dt = _as_dtype(dtype)
     if not isinstance(data, (bytes, bytearray)) or len(data) != dt.itemsize:
+        data = data if isinstance(data, (bytes, bytearray)) else b""
         raise CheckpointCorruptError(f"a numpy {dt} scalar in the pickle has {len(data or b'')} bytes instead of "
                                      f"{dt.itemsize}; the file is damaged")
     return np.frombuffer(bytes(data), dtype=dt)[0].copy()
+
+
+class _ObjectArray:
+    """An object-dtype numpy array as plain Python: ``materialize`` gives its element (0-d) or a list."""
+
+    __slots__ = ("items", "scalar")
+
+    def __init__(self, items, scalar):
+        self.items, self.scalar = items, scalar
+
+
+class _NpDtypeWithObject(_NpDtype):
+    kinds = _NUMERIC_KINDS + "O"
 
 
 class _NDArrayMarker:
@@ -173,16 +233,28 @@ class _NpArrayStub:
         self.array = None
 
     def __setstate__(self, state):
-        # state = (version, shape, dtype, is_fortran, raw bytes)
+        # state = (version, shape, dtype, is_fortran, raw bytes); applied once, to a fresh stub
+        if self.array is not None:
+            raise UnsafeCheckpointError("refused to load: the pickle sets the state of one numpy array twice; nothing "
+                                        "was executed")
         if not (isinstance(state, tuple) and len(state) == 5):
             raise CheckpointFormatError("a numpy array in the pickle has an unexpected state layout")
         _, shape, dtype, fortran, raw = state
         dt = _as_dtype(dtype)
+        if dt.kind == "O":  # only through numpy_only_load: a small list of Python objects, kept as a list
+            if not isinstance(raw, list) or not isinstance(shape, (tuple, list)) or len(shape) > 1 or \
+                    len(raw) != (shape[0] if shape else 1) or len(raw) > 1024:
+                raise CheckpointFormatError("an object array in the pickle has an unexpected state layout")
+            self.array = _ObjectArray(raw, scalar=not shape)
+            return
         if not isinstance(raw, (bytes, bytearray)):
             raise CheckpointFormatError("a numpy array in the pickle is not stored as raw bytes (object arrays are "
                                         "not read)")
-        shape = tuple(int(s) for s in shape)
-        count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+        if not isinstance(shape, (tuple, list)) or len(shape) > 32 or \
+                not all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n < 2 ** 62 for n in shape):
+            raise CheckpointFormatError(f"a numpy array in the pickle has an invalid shape {str(shape)[:80]}")
+        shape = tuple(shape)
+        count = math.prod(shape)  # exact Python ints: no int64 overflow
         if count * dt.itemsize != len(raw):
             raise CheckpointCorruptError(f"a numpy array of shape {shape} ({dt}) in the pickle has {len(raw)} bytes "
                                          f"instead of {count * dt.itemsize}; the file is damaged")
@@ -191,7 +263,7 @@ class _NpArrayStub:
 
 
 def _np_reconstruct(cls, shape=(0,), typecode=b"b"):
-    if cls is not _NDArrayMarker:
+    if _target(cls) is not _NDArrayMarker:
         raise UnsafeCheckpointError("the pickle asks numpy to reconstruct a class other than ndarray; refused. "
                                     "Nothing was executed")
     return _NpArrayStub()
@@ -199,8 +271,14 @@ def _np_reconstruct(cls, shape=(0,), typecode=b"b"):
 
 def _np_frombuffer(buf, dtype, shape, order):
     dt = _as_dtype(dtype)
+    if not isinstance(buf, (bytes, bytearray)) or len(buf) % dt.itemsize or order not in ("C", "F"):
+        raise CheckpointCorruptError("a numpy array in the pickle (_frombuffer) has no matching raw bytes; the file is "
+                                     "damaged")
     arr = np.frombuffer(bytes(buf), dtype=dt)
-    return arr.reshape(tuple(shape), order=order).copy()
+    try:
+        return arr.reshape(tuple(int(n) for n in shape), order=order).copy()
+    except (TypeError, ValueError) as e:
+        raise CheckpointCorruptError(f"a numpy array in the pickle does not fit its bytes ({e})") from None
 
 
 def _storage_of(obj):
@@ -220,6 +298,8 @@ def _rebuild_tensor(storage, storage_offset, size, stride, requires_grad=False, 
             last = offset + sum((s - 1) * st for s, st in zip(size, stride))
             if last >= numel:
                 raise ValueError(f"it needs element {last} of a storage of {numel}")
+        if math.prod(size) > max(numel, 1):  # a stride-0 / overlapping view bigger than its storage: an allocation
+            raise ValueError(f"it declares {math.prod(size)} elements over a storage of {numel}")  # bomb on copy
         t = torch.empty(0, dtype=dtype).set_(untyped, offset, size, stride)
     except (RuntimeError, TypeError, ValueError) as e:
         raise CheckpointCorruptError(f"a tensor in the pickle does not fit its storage ({e}); the file is damaged") \
@@ -237,18 +317,65 @@ class _TensorTypeMarker:
     """Stands for ``torch.Tensor`` / ``torch.nn.Parameter`` as the type argument of ``_rebuild_from_type_v2``."""
 
 
+def _target(obj):
+    """The module-level stand-in behind a per-load wrapper (function) or fresh subclass (class), else ``obj``."""
+    if isinstance(obj, _Global):
+        return obj.fn
+    if isinstance(obj, type) and getattr(obj, "_hrinv_fresh", False):
+        return obj.__mro__[1]
+    return obj
+
+
 def _rebuild_from_type_v2(func, new_type, args, state=None):
     # torch >= 1.8 writes tensors that carry Python attributes as _rebuild_from_type_v2(func, type, args, state)
-    if func not in (_rebuild_tensor, _rebuild_parameter) or new_type is not _TensorTypeMarker:
+    if _target(func) not in (_rebuild_tensor, _rebuild_parameter) or _target(new_type) is not _TensorTypeMarker \
+            or not isinstance(args, tuple):
         raise UnsafeCheckpointError("the pickle rebuilds a tensor through a function or type outside the allow-list; "
                                     "refused. Nothing was executed")
-    return func(*args)  # the Python attributes (state) are dropped: only values are needed
+    return _target(func)(*args)  # the Python attributes (state) are dropped: only values are needed
 
 
 def _load_from_bytes(b):
     if not isinstance(b, (bytes, bytearray)):
         raise CheckpointFormatError("torch.storage._load_from_bytes got something other than bytes")
     return torch_load_safe(io.BytesIO(bytes(b)), what="a tensor storage inside the pickle")
+
+
+class _Global:
+    """A per-load wrapper around one allow-listed function: calls go through, ``BUILD`` is refused.
+
+    ``find_class`` hands these out instead of our module-level functions, so a pickle can never set attributes
+    (``__defaults__``, ``__dict__``, ...) on an object that outlives the load.
+    """
+
+    __slots__ = ("fn", "name")
+
+    def __init__(self, fn, name):
+        self.fn, self.name = fn, name
+
+    def __call__(self, *args, **kwargs):
+        return self.fn(*args, **kwargs)
+
+    def __setstate__(self, state):
+        raise UnsafeCheckpointError(f"refused to load: the pickle applies BUILD to the global {self.name!r} (it tries "
+                                    f"to change a function of the loader); nothing was executed")
+
+    def __reduce__(self):  # pragma: no cover - never pickled
+        raise TypeError("not picklable")
+
+
+def _fresh_class(cls, name):
+    """A throw-away subclass of one of our stand-in classes (``BUILD`` on it cannot reach ``cls``)."""
+    return type(cls.__name__, (cls,), {"_hrinv_fresh": True, "__module__": __name__,
+                                       "__qualname__": f"{cls.__qualname__}<{name}>"})
+
+
+# numpy names (1.x and 2.x module paths), shared with the latent reader (numpy_only_load)
+_NUMPY_GLOBALS = {("numpy", "dtype"): _NpDtype, ("numpy", "ndarray"): _NDArrayMarker}
+for _core in ("numpy.core", "numpy._core"):
+    _NUMPY_GLOBALS[(f"{_core}.multiarray", "scalar")] = _np_scalar
+    _NUMPY_GLOBALS[(f"{_core}.multiarray", "_reconstruct")] = _np_reconstruct
+    _NUMPY_GLOBALS[(f"{_core}.numeric", "_frombuffer")] = _np_frombuffer
 
 
 def _allowed_globals():
@@ -267,64 +394,117 @@ def _allowed_globals():
         ("torch._tensor", "_rebuild_from_type_v2"): _rebuild_from_type_v2,
         ("torch", "Tensor"): _TensorTypeMarker,
         ("torch.nn.parameter", "Parameter"): _TensorTypeMarker,
-        ("numpy", "dtype"): _NpDtype,
-        ("numpy", "ndarray"): _NDArrayMarker,
+        **_NUMPY_GLOBALS,
     }
     for b in ("builtins", "__builtin__"):
-        allowed.update({(b, "set"): set, (b, "frozenset"): frozenset, (b, "bytearray"): bytearray,
-                        (b, "complex"): complex})
-    for core in ("numpy.core", "numpy._core"):
-        allowed[(f"{core}.multiarray", "scalar")] = _np_scalar
-        allowed[(f"{core}.multiarray", "_reconstruct")] = _np_reconstruct
-        allowed[(f"{core}.numeric", "_frombuffer")] = _np_frombuffer
+        # C types (immutable: BUILD on them fails); their argument is already in memory, i.e. bounded by the file
+        allowed.update({(b, "set"): set, (b, "frozenset"): frozenset, (b, "complex"): complex,
+                        (b, "bytearray"): _bytearray})
     return allowed
 
 
 _ALLOWED = _allowed_globals()
+
+# opcodes that fetch objects from copyreg's process-wide extension registry without calling find_class
+_EXT_OPCODES = {"EXT1", "EXT2", "EXT4"}
+
+
+class _BoundedReader:
+    """A read-only view of a binary file that never returns (or allocates for) more than the file holds."""
+
+    def __init__(self, f, size):
+        self.f, self.left = f, size
+
+    def read(self, n=-1):
+        n = self.left if n is None or n < 0 else min(n, self.left)
+        out = self.f.read(n)
+        self.left -= len(out)
+        return out
+
+    def readline(self):
+        out = self.f.readline(self.left)
+        self.left -= len(out)
+        return out
+
+
+def prescan_pickle(f, what="the file"):
+    """Walk the opcodes of one pickle (``pickletools.genops``) without building anything; restore the position.
+
+    Refuses ``EXT1/EXT2/EXT4`` (served from ``copyreg``'s extension cache without ``find_class``), and checks that
+    every declared length fits in the file (a truncated or lying file is refused before any object is built).
+
+    Raises:
+        UnsafeCheckpointError: an EXT opcode. CheckpointCorruptError: truncated / not a pickle.
+    """
+    start = f.tell()
+    end = f.seek(0, io.SEEK_END)
+    f.seek(start)
+    try:
+        for op, _arg, pos in pickletools.genops(_BoundedReader(f, end - start)):
+            if op.name in _EXT_OPCODES:
+                raise UnsafeCheckpointError(
+                    f"refused to load {what}: it uses the pickle opcode {op.name} (at byte {pos}), which fetches an "
+                    f"object from Python's process-wide extension registry instead of naming it; network pickles "
+                    f"never do that. Nothing was executed")
+    except UnsafeCheckpointError:
+        raise
+    except (ValueError, EOFError, OverflowError, MemoryError, UnicodeDecodeError) as e:
+        raise CheckpointCorruptError(f"{what} is not a complete pickle ({type(e).__name__}: {str(e)[:160]}); it is "
+                                     f"truncated or damaged. Download or copy it again") from None
+    finally:
+        f.seek(start)
 
 
 class RestrictedUnpickler(pickle.Unpickler):
     """``pickle.Unpickler`` whose globals come only from the allow-list above (see the module docstring).
 
     Any other global, and any persistent id, raises :class:`~hrinv.errors.UnsafeCheckpointError` naming it; nothing
-    from the file is imported or called.
+    from the file is imported or called. Every global is a fresh object of this load (see :class:`_Global`).
     """
 
+    allowed = _ALLOWED
+    kind = "a StyleGAN2 network pickle"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._fresh = {}
+
     def find_class(self, module, name):
-        fn = _ALLOWED.get((module, name))
+        key = (module, name)
+        if key in self._fresh:
+            return self._fresh[key]
+        fn = self.allowed.get(key)
         if fn is None:
             raise UnsafeCheckpointError(
                 f"refused to load: the pickle references the global '{module}.{name}', which is not on the allow-list "
-                f"of a StyleGAN2 network pickle (nothing was imported or executed). If this file is a network from a "
+                f"of {self.kind} (nothing was imported or executed). If this file is a network from a "
                 f"source you trust in a layout we do not read, convert it with its own code into a state dict and "
                 f"save that as .safetensors")
-        return fn
+        if fn in (set, frozenset, complex, OrderedDict):
+            out = fn  # C types: immutable
+        elif isinstance(fn, type):
+            out = _fresh_class(fn, f"{module}.{name}")
+        else:
+            out = _Global(fn, f"{module}.{name}")
+        self._fresh[key] = out
+        return out
 
     def persistent_load(self, pid):
         raise UnsafeCheckpointError(f"refused to load: the pickle uses a persistent id ({str(pid)[:80]!r}), which a "
                                     f"network pickle does not; nothing was executed")
 
 
-def safe_load_pickle(data, what="the file"):
-    """Unpickle ``data`` (bytes or a binary file object) with :class:`RestrictedUnpickler`, then :func:`materialize`.
+def _as_file(data):
+    return io.BytesIO(data) if isinstance(data, (bytes, bytearray, memoryview)) else data
 
-    Args:
-        data: the pickle bytes, or a readable binary file object.
-        what: how to name the source in error messages.
 
-    Returns:
-        The unpickled object tree (dicts, lists, tensors, numpy values, :class:`PersistentObject`, ...).
-
-    Raises:
-        UnsafeCheckpointError: a global outside the allow-list, or suspicious embedded source.
-        CheckpointCorruptError: truncated or damaged data.
-        CheckpointFormatError: readable but of a shape we do not read.
-    """
-    f = io.BytesIO(data) if isinstance(data, (bytes, bytearray, memoryview)) else data
+def _unpickle(unpickler_cls, data, what):
+    f = _as_file(data)
+    prescan_pickle(f, what)
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*TypedStorage is deprecated.*")
-            obj = materialize(RestrictedUnpickler(f).load())
+            obj = materialize(unpickler_cls(f).load())
     except (UnsafeCheckpointError, CheckpointFormatError, CheckpointCorruptError):
         raise
     except RecursionError:
@@ -334,26 +514,74 @@ def safe_load_pickle(data, what="the file"):
         raise CheckpointCorruptError(f"{what} asks for more memory than is available while decoding; it is damaged "
                                      f"or not a network pickle") from None
     except Exception as e:  # noqa: BLE001 - every decoding failure of untrusted bytes becomes a typed error
-        raise CheckpointCorruptError(f"{what} could not be decoded as a pickle ({type(e).__name__}: {e}); it is "
-                                     f"truncated or damaged. Download or copy it again") from None
+        raise CheckpointCorruptError(f"{what} could not be decoded as a pickle ({type(e).__name__}: {str(e)[:200]}); "
+                                     f"it is truncated or damaged. Download or copy it again") from None
     return obj
 
 
-def materialize(obj):
+def safe_load_pickle(data, what="the file"):
+    """Unpickle ``data`` (bytes or a seekable binary file object) with :class:`RestrictedUnpickler`, then
+    :func:`materialize`. The opcodes are pre-scanned first (:func:`prescan_pickle`).
+
+    Args:
+        data: the pickle bytes, or a readable, seekable binary file object.
+        what: how to name the source in error messages.
+
+    Returns:
+        The unpickled object tree (dicts, lists, tensors, numpy values, :class:`PersistentObject`, ...).
+
+    Raises:
+        UnsafeCheckpointError: a global outside the allow-list, an EXT opcode, BUILD on a global or record.
+        CheckpointCorruptError: truncated or damaged data.
+        CheckpointFormatError: readable but of a shape we do not read.
+    """
+    return _unpickle(RestrictedUnpickler, data, what)
+
+
+class _NumpyOnlyUnpickler(RestrictedUnpickler):
+    """Rebuilds numpy arrays / scalars (from their bytes, with our stand-ins) and plain containers, nothing else."""
+
+    allowed = {**_NUMPY_GLOBALS, ("numpy", "dtype"): _NpDtypeWithObject, ("collections", "OrderedDict"): OrderedDict}
+    kind = "a pickled dict of numpy arrays"
+
+
+def numpy_only_load(data, what="the pickled data"):
+    """Unpickle a tree of numpy arrays (e.g. HRInversion's pickled ``noise_bufs``) without giving the pickle any real
+    numpy constructor: arrays are rebuilt from their raw bytes with ``np.frombuffer`` (numeric dtypes only).
+
+    Raises:
+        UnsafeCheckpointError, CheckpointCorruptError, CheckpointFormatError (as :func:`safe_load_pickle`).
+    """
+    return _unpickle(_NumpyOnlyUnpickler, data, what)
+
+
+def materialize(obj, max_nodes=10_000_000):
     """Replace the numpy/EasyDict stand-ins in an unpickled tree by real values (in place where possible).
 
-    ``_NpArrayStub`` -> ``np.ndarray``; ``EasyDict`` -> ``dict``. Shared and cyclic references are preserved.
+    ``_NpArrayStub`` -> ``np.ndarray``; ``EasyDict`` -> ``dict``. Shared and cyclic references are preserved. The walk
+    is iterative where it matters and visits every object once (no exponential blow-up through shared references).
     """
     memo = {}
+    budget = [max_nodes]
 
     def walk(x):
         key = id(x)
         if key in memo:
             return memo[key]
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise CheckpointCorruptError(f"the pickle holds more than {max_nodes} objects; it is not a network pickle")
         if isinstance(x, _NpArrayStub):
             if x.array is None:
                 raise CheckpointCorruptError("a numpy array in the pickle has no data (BUILD missing); the file is "
                                              "damaged")
+            if isinstance(x.array, _ObjectArray):
+                items = [None] * len(x.array.items)
+                memo[key] = items
+                items[:] = [walk(v) for v in x.array.items]
+                out = items[0] if x.array.scalar else items
+                memo[key] = out
+                return out
             memo[key] = x.array
             return x.array
         if isinstance(x, _EasyDict):
@@ -385,6 +613,10 @@ def materialize(obj):
             for k in list(x.__dict__):
                 x.__dict__[k] = walk(x.__dict__[k])
             return x
+        if isinstance(x, (_Global, _NDArrayMarker, _TensorTypeMarker)) or \
+                (isinstance(x, type) and getattr(x, "_hrinv_fresh", False)):
+            raise UnsafeCheckpointError("refused to load: the pickle returns one of the loader's globals as data, "
+                                        "which a network pickle never does; nothing was executed")
         memo[key] = x
         return x
 
@@ -392,121 +624,100 @@ def materialize(obj):
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# module_src audit
+# Embedded source: described, never executed, never judged
 
-# ``os``/``sys`` are allowed (custom forks import them for paths); calling os.system & co. is not (below).
-_DANGEROUS_MODULES = {"subprocess", "socket", "shutil", "ctypes", "builtins", "__builtin__", "importlib", "pty",
-                      "urllib", "http", "requests", "pickle", "marshal", "runpy", "multiprocessing", "posix", "nt",
-                      "signal", "webbrowser", "ftplib", "smtplib", "telnetlib", "code", "codeop", "zipimport"}
-# builtins that run code or touch files when called by name
-_DANGEROUS_BUILTINS = {"eval", "exec", "compile", "__import__", "open", "breakpoint", "globals"}
-# methods that spawn processes or delete files, whatever object they are reached through (``torch.os.system``)
-_DANGEROUS_METHODS = {"system", "popen", "Popen", "execv", "execve", "execl", "execlp", "execvp", "spawnv", "spawnl",
-                      "rmtree", "check_output", "check_call", "getoutput", "getstatusoutput", "startfile", "kill",
-                      "load_module", "exec_module", "__import__"}
-_DEFINITIONS = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Assign,
-                ast.AnnAssign, ast.Pass)
+_MAX_PARSE_CHARS = 2_000_000  # the real networks.py is ~40 kB
 
 
-# roots of calls that may stand alone at module level in a real network module
-_BENIGN_IMPORT_TIME_CALLS = {"warnings", "logging", "log", "logger", "print"}
-# callee names that load or fetch something when called at import time
-_FETCH_NAMES = {"load", "loads", "hub", "urlopen", "urlretrieve", "download", "request", "get"}
+def describe_module_source(src):
+    """What an embedded ``module_src`` / ``build_module_src`` holds, for the user's information. Never executes it.
 
+    We rebuild networks ourselves, so the source is never run here, whatever it contains. NVIDIA's own loader (and
+    TensorFlow's ``dnnlib``) *would* execute it: a static check cannot tell benign from hostile Python reliably
+    (aliasing, ``getattr``, decorators, default arguments, f-strings, ... all run code), so we do not pretend to.
 
-def _root_name(node):
-    while isinstance(node, (ast.Attribute, ast.Call)):
-        node = node.value if isinstance(node, ast.Attribute) else node.func
-    return node.id if isinstance(node, ast.Name) else None
-
-
-def _fetches(func):
-    parts = _short(func).replace("(", ".").split(".")
-    return any(p in _FETCH_NAMES for p in parts)
-
-
-def _short(node):
-    try:
-        return ast.unparse(node)[:60]
-    except Exception:  # noqa: BLE001
-        return type(node).__name__
-
-
-def audit_module_source(src, class_name="?"):
-    """Statically check the ``module_src`` embedded in an NVIDIA persistent object. Never executes it.
-
-    We never run this source (we rebuild the network ourselves), so it cannot harm us; but a source that would run
-    code when imported marks a file crafted to attack the stock loader, and we refuse such a file rather than hand
-    it on. Real StyleGAN sources (checked against stylegan2-ada-pytorch and stylegan3 ``training/*.py``) only
-    import numeric libraries and define functions and classes.
-
-    Raises:
-        UnsafeCheckpointError: the source imports a system module, calls ``exec``/``eval``/``os.system``-like
-            functions, or calls functions at import time.
+    Returns:
+        ``{"chars", "sha256", "imports" (top-level modules imported, sorted, at most 50), "parsed"}`` or ``None``
+        for an empty source.
     """
-    src = src.lstrip("\ufeff")
-    if not src.strip():
-        return
-    try:
-        tree = ast.parse(src)
-    except (SyntaxError, ValueError, RecursionError, MemoryError) as e:
-        # It cannot run anywhere either; we never needed it.
-        log.warning("The source embedded for persistent class %r does not parse (%s); ignored (it is never run).",
-                    class_name, type(e).__name__)
-        return
+    if not isinstance(src, str) or not src.strip():
+        return None
+    info = {"chars": len(src), "sha256": hashlib.sha256(src.encode("utf-8", "replace")).hexdigest(),
+            "imports": [], "parsed": False}
+    if len(src) <= _MAX_PARSE_CHARS:
+        try:
+            tree = ast.parse(src.lstrip("\ufeff"))
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
+            return info
+        mods = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                mods.update(a.name.split(".")[0] for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                mods.add(node.module.split(".")[0])
+        info["imports"], info["parsed"] = sorted(mods)[:50], True
+    return info
 
-    def refuse(node, why):
-        line = getattr(node, "lineno", "?")
-        raise UnsafeCheckpointError(
-            f"refused to load: the Python source embedded in this pickle for class {class_name!r} {why} (line {line}). "
-            f"NVIDIA's own loader would execute that source; this file looks crafted to run code. Nothing was "
-            f"executed. Only use network files from sources you trust")
 
-    def check_block(stmts):  # statements that run at import time
-        for node in stmts:
-            if isinstance(node, ast.Expr):
-                if isinstance(node.value, ast.Constant):
-                    continue  # docstring
-                if isinstance(node.value, ast.Call) and _root_name(node.value.func) in _BENIGN_IMPORT_TIME_CALLS:
-                    continue  # e.g. warnings.filterwarnings(...)
-                if isinstance(node.value, ast.Call):
-                    refuse(node, f"calls '{_short(node.value.func)}' at import time")
-                refuse(node, "evaluates an expression at import time")
-            if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None:
-                # ``logger = logging.getLogger(...)``, ``_cache = dict()`` are fine; loading or fetching is not
-                for sub in ast.walk(node.value):
-                    if isinstance(sub, ast.Call) and _fetches(sub.func):
-                        refuse(node, f"calls '{_short(sub.func)}' at import time")
-            if isinstance(node, ast.Try):
-                check_block(node.body + node.orelse + node.finalbody)
-                for h in node.handlers:
-                    check_block(h.body)
-            elif isinstance(node, ast.If):
-                check_block(node.body + node.orelse)
-            elif isinstance(node, ast.ClassDef):
-                check_block(node.body)  # a class body runs when the class is defined
-            elif not isinstance(node, _DEFINITIONS):
-                refuse(node, f"runs a '{type(node).__name__}' statement at import time")
-
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            for alias in node.names:
-                if alias.name.split(".")[0] in _DANGEROUS_MODULES:
-                    refuse(node, f"imports the system module '{alias.name}'")
-        elif isinstance(node, ast.ImportFrom):
-            if (node.module or "").split(".")[0] in _DANGEROUS_MODULES:
-                refuse(node, f"imports from the system module '{node.module}'")
-        elif isinstance(node, ast.Call):
-            fn = node.func
-            if isinstance(fn, ast.Name) and fn.id in _DANGEROUS_BUILTINS:
-                refuse(node, f"calls '{fn.id}'")
-            if isinstance(fn, ast.Attribute) and fn.attr in _DANGEROUS_METHODS:
-                refuse(node, f"calls '{_short(fn)}'")
-    check_block(tree.body)
+EMBEDDED_SOURCE_WARNING = ("{what} embeds Python source ({n} module(s), e.g. {chars} characters importing {imports}). "
+                           "hrinv never runs it (the network is rebuilt from its weights), but NVIDIA's/TensorFlow's "
+                           "own loaders would execute it: only open this file with those tools if you trust its "
+                           "origin.")
 
 
 # ----------------------------------------------------------------------------------------------------------------------
 # torch.load, weights only
+
+def check_torch_zip(path, what="the file"):
+    """Refuse a ``torch.save`` zip whose records inflate to much more than the file (a zip bomb).
+
+    ``torch.save`` stores its records uncompressed, so a real checkpoint's records add up to about its own size.
+    """
+    import zipfile
+    try:
+        if not zipfile.is_zipfile(path):
+            return
+        size = os.path.getsize(path)
+        with zipfile.ZipFile(path) as z:
+            total = sum(i.file_size for i in z.infolist())
+            packed = [i.filename for i in z.infolist()
+                      if i.compress_type != zipfile.ZIP_STORED and i.file_size > 1 << 20]
+    except (OSError, zipfile.BadZipFile, ValueError, EOFError) as e:
+        raise CheckpointCorruptError(f"{what} is a damaged zip archive ({e}); it is truncated or damaged") from None
+    if total > 2 * size + (1 << 20) or packed:
+        raise CheckpointCorruptError(f"{what}: its zip records declare {total} bytes (uncompressed) in a {size}-byte "
+                                     f"file{f', compressed: {packed[:2]}' if packed else ''}; torch.save stores records "
+                                     f"uncompressed, so this is a zip bomb or a damaged file. Refused before reading")
+
+
+def check_tensor_views(obj, what="the file", max_nodes=1_000_000):
+    """Refuse tensors that declare more elements than their storage holds (stride-0 / overlapping views).
+
+    Such a view costs nothing to load but turns into a huge allocation as soon as it is copied (``.contiguous()``,
+    ``.to(dtype)``): a few bytes in the file declaring 20000 x 20000 would need 1.6 GB.
+    """
+    stack, seen = [obj], set()
+    while stack:
+        x = stack.pop()
+        if id(x) in seen:
+            continue
+        seen.add(id(x))
+        if len(seen) > max_nodes:
+            raise CheckpointCorruptError(f"{what} holds more than {max_nodes} objects; it is not a weights file")
+        if isinstance(x, torch.Tensor):
+            need = x.numel() * x.element_size()
+            have = x.untyped_storage().nbytes()
+            if need > max(have, x.element_size()):
+                raise CheckpointCorruptError(
+                    f"{what} holds a tensor of shape {list(x.shape)[:6]} that declares {need} bytes over a storage of "
+                    f"{have} bytes (a stride-0 view); a weights file never does that. The file is damaged or crafted")
+        elif isinstance(x, dict):
+            stack.extend(x.values())
+        elif isinstance(x, (list, tuple)):
+            stack.extend(x)
+        elif hasattr(x, "__dict__") and not isinstance(x, type):
+            stack.extend(vars(x).values())
+
 
 def torch_load_safe(f, what="the file", extra_safe_globals=()):
     """``torch.load(f, weights_only=True, map_location="cpu")`` with typed errors.
@@ -522,10 +733,14 @@ def torch_load_safe(f, what="the file", extra_safe_globals=()):
         CheckpointCorruptError: truncated or damaged data.
     """
     try:
+        if isinstance(f, (str, os.PathLike)):
+            check_torch_zip(f, what)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*TypedStorage is deprecated.*")
             with torch.serialization.safe_globals(list(extra_safe_globals)):
-                return torch.load(f, map_location="cpu", weights_only=True)
+                obj = torch.load(f, map_location="cpu", weights_only=True)
+        check_tensor_views(obj, what)
+        return obj
     except pickle.UnpicklingError as e:
         msg = str(e)
         if "Weights only load failed" in msg or "weights_only" in msg:
@@ -535,8 +750,8 @@ def torch_load_safe(f, what="the file", extra_safe_globals=()):
             detail = f"the global '{name}'" if name else "an operation outside the weights-only allow-list"
             raise UnsafeCheckpointError(
                 f"refused to load {what}: it references {detail}, which a plain weights file does not need "
-                f"(nothing was executed). If the file is from a source you trust, load it with its own code and "
-                f"save the generator's state dict as .safetensors") from None
+                f"(torch.load(weights_only=True) refused it; nothing was executed). If the file is from a source you "
+                f"trust, load it with its own code and save the network's state dict as .safetensors") from None
         raise CheckpointCorruptError(f"{what} could not be decoded ({e}); it is truncated or damaged") from None
     except (UnsafeCheckpointError, CheckpointFormatError, CheckpointCorruptError):
         raise

@@ -26,11 +26,11 @@ import torch
 from ..errors import CheckpointFormatError
 from .nvidia_pkl import plain_config
 from .rosinality import resample_filter
-from .safe_unpickle import TFNetworkStub
+from .safe_unpickle import EMBEDDED_SOURCE_WARNING, TFNetworkStub, describe_module_source
 
 __all__ = ["TF_CONVERT_HINT", "collect_tf_params", "convert_tf_generator", "convert_tf_pickle"]
 
-log = logging.getLogger("HRInv")
+log = logging.getLogger(__name__)
 
 TF_CONVERT_HINT = ("Alternatively convert it once with NVIDIA's stylegan2-ada-pytorch (python legacy.py or "
                    "`legacy.load_network_pkl` in an environment you trust, then pickle the result), and run "
@@ -176,7 +176,27 @@ def convert_tf_generator(tf_G, what="the file"):
     if leftover:
         log.debug("%s: TF variables not used by the generator: %s", what, leftover[:10])
     extras = {"format": "tf-legacy", "tf_version": version, "tf_name": getattr(tf_G, "name", None)}
+    srcs = _build_sources(tf_G)
+    if srcs:
+        infos = [describe_module_source(x) for x in srcs[:8]]
+        extras["embedded_source"] = infos
+        log.warning(EMBEDDED_SOURCE_WARNING.format(what=what, n=len(srcs), chars=infos[0]["chars"],
+                                                   imports=", ".join(infos[0]["imports"][:8]) or "nothing"))
     return init, sd, extras
+
+
+def _build_sources(net, depth=0):
+    """Distinct non-empty ``build_module_src`` strings of a TF network record and its components (never run)."""
+    out = []
+    src = getattr(net, "build_module_src", None)
+    if isinstance(src, str) and src.strip():
+        out.append(src)
+    comps = getattr(net, "components", None)
+    if isinstance(comps, dict) and depth < 4:
+        for comp in comps.values():
+            if isinstance(comp, TFNetworkStub):
+                out += [x for x in _build_sources(comp, depth + 1) if x not in out]
+    return out
 
 
 def convert_tf_pickle(obj, which="G_ema", what="the file"):

@@ -19,7 +19,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint as _checkpoint
 
 from hrinv.errors import InvalidSettingError, ShapeError
-from hrinv.losses.vgg import CONV_INDICES, RELU_INDICES, VGG16Conv, tap_reduction
+from hrinv.losses.vgg import CONV_INDICES, KNOWN_CALIBRATIONS, RELU_INDICES, VGG16Conv, tap_reduction
 
 __all__ = [
     "KNOWN_CALIBRATIONS",
@@ -30,9 +30,9 @@ __all__ = [
     "tile_halo",
 ]
 
-log = logging.getLogger("HRInv")
+log = logging.getLogger(__name__)
 
-# Published λ sets (reference-spec §1.1 and §1.3). Keys are conv op indices; the kind says whether the tap is the conv
+# Published λ sets (the HRInversion paper and its released configurations). Keys are conv op indices; the kind says whether the tap is the conv
 # output itself ("conv") or the ReLU right after it ("relu", op index + 1).
 PRESETS = {
     "vgg16_conv_1024": ("conv", {2: 2e-4, 7: 1e-4, 14: 1e-4, 21: 2e-4, 28: 5e-4}),  # HRInversion d_conv
@@ -43,25 +43,6 @@ PRESETS = {
     "relu_high": ("relu", {21: 7e-4, 28: 7e-3}),
 }
 _HIGH_TAPS = (21, 28)
-
-# Per-tap calibration of known weight sets, keyed by the weights' fingerprint (see vgg._fingerprint). Scales are keyed
-# by op index (every conv and ReLU output) and equal 1 / RMS of that output on aligned CelebA-HQ faces at 1024² (the
-# resolution the paper's λ's were tuned at), i.e. calibrated features have unit RMS on real faces. Measured with
-# ``benchmarks/measure_calibration.py --size 1024 --limit 16`` on ../shared/data/faces/celebahq (the first 16 faces;
-# 6 faces gave the same values within 6 %); see docs/perceptual-loss.md for
-# why and for what this can and cannot reproduce.
-KNOWN_CALIBRATIONS: dict = {
-    "5b3a598e0c70e1a1": {
-        "name": "vgg16_imagenet_caffe: unit RMS on 16 CelebA-HQ faces at 1024^2",
-        "convention": "caffe",
-        "scales": {0: 0.0173373, 1: 0.0245917, 2: 0.00538419, 3: 0.00569309, 5: 0.00373212, 6: 0.00500868,
-                   7: 0.0024886, 8: 0.00372431, 10: 0.00201769, 11: 0.00317487, 12: 0.00192034, 13: 0.00306201,
-                   14: 0.00168286, 15: 0.00382221, 17: 0.00224159, 18: 0.00510929, 19: 0.0031355, 20: 0.00898563,
-                   21: 0.00439695, 22: 0.0245241, 24: 0.0110994, 25: 0.0363352, 26: 0.0208597, 27: 0.0786935,
-                   28: 0.0312767, 29: 0.37009},
-    },
-}
-
 
 @dataclass
 class TargetFeatures:

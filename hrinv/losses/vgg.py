@@ -51,7 +51,7 @@ __all__ = [
     "tap_reduction",
 ]
 
-log = logging.getLogger("HRInv")
+log = logging.getLogger(__name__)
 
 # (op index, in channels, out channels) of the 13 convolutions of VGG16 "D", torchvision indexing.
 _CONVS = ((0, 3, 64), (2, 64, 64), (5, 64, 128), (7, 128, 128), (10, 128, 256), (12, 256, 256), (14, 256, 256),
@@ -72,6 +72,30 @@ def tap_channels(index: int) -> int:
 def tap_reduction(index: int) -> int:
     """Spatial down-sampling factor of the output of op ``index`` relative to the input (1, 2, 4, 8, 16 or 32)."""
     return 2 ** sum(1 for p in POOL_INDICES if p <= index)
+
+
+# Per-tap calibration of known weight sets, keyed by the weights' fingerprint (see _fingerprint below). Scales are keyed
+# by op index (every conv and ReLU output) and equal 1 / RMS of that output on aligned CelebA-HQ faces at 1024² (the
+# resolution the paper's λ's were tuned at), i.e. calibrated features have unit RMS on real faces. Measured with
+# ``benchmarks/measure_calibration.py --size 1024 --limit 16`` on ../shared/data/faces/celebahq (the first 16 faces;
+# 6 faces gave the same values within 6 %); see docs/perceptual-loss.md for
+# why and for what this can and cannot reproduce.
+KNOWN_CALIBRATIONS: dict = {
+    "5b3a598e0c70e1a1": {
+        "name": "vgg16_imagenet_caffe: unit RMS on 16 CelebA-HQ faces at 1024^2",
+        "convention": "caffe",
+        "scales": {0: 0.0173373, 1: 0.0245917, 2: 0.00538419, 3: 0.00569309, 5: 0.00373212, 6: 0.00500868,
+                   7: 0.0024886, 8: 0.00372431, 10: 0.00201769, 11: 0.00317487, 12: 0.00192034, 13: 0.00306201,
+                   14: 0.00168286, 15: 0.00382221, 17: 0.00224159, 18: 0.00510929, 19: 0.0031355, 20: 0.00898563,
+                   21: 0.00439695, 22: 0.0245241, 24: 0.0110994, 25: 0.0363352, 26: 0.0208597, 27: 0.0786935,
+                   28: 0.0312767, 29: 0.37009},
+    },
+}
+# The same weights rounded to float16 (the bundled hrinv/bundled/vgg16_caffe_conv_fp16.safetensors) have another
+# fingerprint; they share the calibration (fp16 rounding moves the features by ~1e-3 relative, far below its precision).
+KNOWN_CALIBRATIONS["22066ee8a8b0d80e"] = dict(KNOWN_CALIBRATIONS["5b3a598e0c70e1a1"],
+                                              name="vgg16_caffe_conv_fp16 (bundled): the calibration of vgg16_imagenet_"
+                                                   "caffe, unit RMS on 16 CelebA-HQ faces at 1024^2")
 
 
 @dataclass(frozen=True)
@@ -235,19 +259,10 @@ def _read_file(path: Path) -> tuple[dict, dict]:
                                          f"dict; re-download or re-export the file.") from e
         return sd, meta
     if suffix in (".pth", ".pt", ".bin", ".ckpt"):
-        import pickle
-        import zipfile
+        from ..io.safe_unpickle import torch_load_safe
 
-        try:
-            obj = torch.load(str(path), map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as e:
-            raise UnsafeCheckpointError(f"{path}: refused to load: the file needs arbitrary pickled objects "
-                                        f"(torch.load(weights_only=True) said: {str(e).splitlines()[0]}). Expected a "
-                                        f"plain VGG16 state dict; re-save it with torch.save(model.state_dict()) or "
-                                        f"as .safetensors.") from e
-        except (RuntimeError, EOFError, zipfile.BadZipFile) as e:
-            raise CheckpointCorruptError(f"{path}: could not be read as a torch file ({e}). It may be truncated; "
-                                         f"re-download it.") from e
+        # weights only, typed errors for every failure, stride-0 views and zip bombs refused (issue 11)
+        obj = torch_load_safe(str(path), what=f"{path} (expected a plain VGG16 state dict)")
         for _ in range(2):  # unwrap {"state_dict": {...}} style containers
             if isinstance(obj, dict) and not any(isinstance(v, torch.Tensor) for v in obj.values()):
                 inner = [obj[k] for k in _WRAPPER_KEYS if isinstance(obj.get(k), dict)]
@@ -364,6 +379,18 @@ def _hf_cache_file(repo_id: str) -> Path:
                                f"a local weights file as path=.")
 
 
+BUNDLED_VGG16 = "vgg16_caffe_conv_fp16.safetensors"
+
+
+def _bundled_vgg():
+    """Verified path of the bundled caffe VGG16 (``hrinv/bundled``), or ``None`` when this install has none."""
+    from hrinv import bundled
+
+    if BUNDLED_VGG16 not in bundled.manifest():
+        return None
+    return bundled.path(BUNDLED_VGG16)
+
+
 def load_vgg16(path=None, device=None, dtype=None, *, convention=None, timm_name: str | None = None) -> VGG16Conv:
     """Load VGG16 conv weights from a local file into a frozen :class:`VGG16Conv`.
 
@@ -374,7 +401,8 @@ def load_vgg16(path=None, device=None, dtype=None, *, convention=None, timm_name
 
     Args:
         path: weights file. ``None``: the ``HRINV_VGG16`` environment variable, else ``timm_name`` from the local
-            Hugging Face cache.
+            Hugging Face cache, else the VGG16 bundled with hrinv (``hrinv/bundled/vgg16_caffe_conv_fp16.safetensors``:
+            the caffe-convention ImageNet weights in fp16, sha256-checked, upcast to ``dtype``).
         device: device of the parameters.
         dtype: dtype of the parameters (default float32).
         convention: override the input convention ("torchvision" or "caffe"). By default it is read from the file's
@@ -391,6 +419,10 @@ def load_vgg16(path=None, device=None, dtype=None, *, convention=None, timm_name
     """
     if path is None and os.environ.get("HRINV_VGG16") and timm_name is None:
         path = os.environ["HRINV_VGG16"]
+    if path is None and timm_name is None:
+        path = _bundled_vgg()  # the caffe VGG16 that ships with hrinv (fp16 file, upcast to dtype), if installed
+        if path is not None:
+            log.info("no VGG16 path given: using the bundled %s", path.name)
     if path is None:
         if timm_name is None:
             raise WeightsNotFoundError(
@@ -419,7 +451,6 @@ def load_vgg16(path=None, device=None, dtype=None, *, convention=None, timm_name
             vgg.features[str(i)].weight.copy_(w)
             vgg.features[str(i)].bias.copy_(b)
     fp = _fingerprint(convs)
-    from hrinv.losses.perceptual import KNOWN_CALIBRATIONS
 
     known = KNOWN_CALIBRATIONS.get(fp)
     vgg.calibration = dict(known["scales"]) if known and known["convention"] == conv_obj.name else None

@@ -20,19 +20,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from ..errors import DatasetLayoutError, ShapeError
 
 __all__ = [
     "IDRetrievalResult",
+    "default_labels",
     "default_threshold",
+    "match_picture",
     "embed_files",
     "id_retrieval",
     "id_retrieval_from_folders",
     "scan_layout",
 ]
 
-log = logging.getLogger("HRInv")
+log = logging.getLogger(__name__)
 
 
 def default_threshold(dim):
@@ -136,6 +139,59 @@ class IDRetrievalResult:
                 lines.append(f"{'content':<{cw}}  hits / count   top-1")
                 lines += [f"{k:<{cw}}  {h:4d} / {n:<5d}  {pct(h / n)}" for k, (h, n) in pc.items()]
         return "\n".join(lines)
+
+
+    def report(self) -> str:
+        """:meth:`table` followed by one line per stylised image: own content, nearest content, squared distances,
+        rank of the own content, hit."""
+        lines = [self.table(), "", "stylised | own content | nearest | sq. dist own | sq. dist nearest | rank | hit"]
+        for j in range(self.num_stylized):
+            name = self.stylized_names[j] if self.stylized_names else j
+            lines.append(f"{name} | {self._cname(int(self.labels[j]))} | {self._cname(int(self.nearest[j]))} | "
+                         f"{float(self.true_distance[j]):.4f} | {float(self.nearest_distance[j]):.4f} | "
+                         f"{int(self.true_rank[j])} | {'yes' if bool(self.hits[j]) else 'NO'}")
+        return "\n".join(lines)
+
+
+def default_labels(n_content: int, n_stylized: int) -> list:
+    """Which content each stylised image came from when nobody said: one-to-one when the counts are equal, else
+    consecutive groups (all of content 0 first) when they divide, else round-robin."""
+    if n_stylized == n_content:
+        return list(range(n_content))
+    if n_content and n_stylized % n_content == 0:
+        k = n_stylized // n_content
+        return [i // k for i in range(n_stylized)]
+    return [i % n_content for i in range(n_stylized)]
+
+
+def match_picture(content: torch.Tensor, stylized: torch.Tensor, result: IDRetrievalResult, *,
+                  thumb: int = 128) -> torch.Tensor:
+    """A picture of the retrieval: one row per stylised image, ``[stylised | its own content | the nearest
+    content]``, each tile framed green (hit) or red (miss).
+
+    Args:
+        content, stylized: the images given to :func:`id_retrieval`, ``[N|M, 3, H, W]`` in [0, 1].
+        result: what :func:`id_retrieval` returned for them.
+        thumb: tile size in pixels.
+
+    Returns:
+        ``[M, 3, thumb + 8, 3 (thumb + 8)]`` in [0, 1], on the CPU.
+    """
+    def small(x):
+        x = x[:, :3].detach().float().cpu()
+        return F.interpolate(x, size=(thumb, thumb), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
+
+    c, s = small(content), small(stylized)                                              # [N, 3, T, T], [M, 3, T, T]
+    rows = []
+    for j in range(s.shape[0]):
+        colour = torch.tensor([0.1, 0.8, 0.2] if bool(result.hits[j]) else [0.9, 0.15, 0.1]).view(3, 1, 1)
+        framed = []
+        for tile in (s[j], c[int(result.labels[j])], c[int(result.nearest[j])]):
+            f = colour.expand(3, thumb + 8, thumb + 8).clone()
+            f[:, 4:-4, 4:-4] = tile
+            framed.append(f)
+        rows.append(torch.cat(framed, dim=2))                                           # [3, T+8, 3(T+8)]
+    return torch.stack(rows)                                                            # [M, 3, T+8, 3(T+8)]
 
 
 def _embeddings(x, embedder, what, batch_size):

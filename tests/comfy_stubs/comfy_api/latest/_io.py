@@ -169,6 +169,16 @@ class Hidden(str, Enum):
     dynprompt = "DYNPROMPT"
 
 
+class HiddenHolder:
+    """What a V3 node reads as ``cls.hidden`` during execute (ComfyUI sets it on a per-run clone of the class)."""
+
+    def __init__(self, unique_id=None, prompt=None, extra_pnginfo=None, dynprompt=None, **kwargs):
+        self.unique_id, self.prompt, self.extra_pnginfo, self.dynprompt = unique_id, prompt, extra_pnginfo, dynprompt
+
+    def __getattr__(self, key):
+        return None
+
+
 @dataclass
 class Schema:
     node_id: str
@@ -225,6 +235,7 @@ class NodeOutput:
 class ComfyNode:
     RELATIVE_PYTHON_MODULE = None
     SCHEMA = None
+    hidden = None
 
     @classmethod
     def define_schema(cls) -> Schema:
@@ -262,10 +273,23 @@ class ComfyNode:
                 "experimental": s.is_experimental, "api_node": s.is_api_node}
 
     @classmethod
+    def PREPARE_CLASS_CLONE(cls, hidden_inputs: dict):
+        """A per-run subclass with ``hidden`` set, as ComfyUI does before calling execute."""
+        d = {getattr(k, "name", k): v for k, v in (hidden_inputs or {}).items()}
+        return type(cls.__name__, (cls,), {"hidden": HiddenHolder(**d)})
+
+    @classmethod
+    async def EXECUTE_NORMALIZED_ASYNC(cls, *args, **kwargs) -> NodeOutput:
+        return cls._normalize(await cls.execute(*args, **kwargs))
+
+    @classmethod
     def EXECUTE_NORMALIZED(cls, *args, **kwargs) -> NodeOutput:
         if inspect.iscoroutinefunction(cls.execute):
-            raise TypeError("async execute is not used by this pack")
-        out = cls.execute(*args, **kwargs)
+            raise TypeError("async execute: call EXECUTE_NORMALIZED_ASYNC (ComfyUI picks it by FUNCTION)")
+        return cls._normalize(cls.execute(*args, **kwargs))
+
+    @classmethod
+    def _normalize(cls, out) -> NodeOutput:
         if out is None:
             return NodeOutput()
         if isinstance(out, NodeOutput):

@@ -1,0 +1,104 @@
+"""Face detection + FFHQ alignment and paste-back time per photo, side by side with dlib's HOG detector.
+
+Usage:
+    python benchmarks/bench_face.py [--photo PATH] [--device cpu] [--threads N] [--repeats 3] [--size 1024]
+
+For a 1 MP and a 12 MP version of the photo (default ../shared/data/faces/id-photos/couple.jpg, two faces):
+
+- ours: ``hrinv.detect_faces`` (MTCNN on a <= 1280 px copy + landmark refinement) and ``hrinv.align_faces`` (the
+  same + one warp per face at ``--size``), then ``hrinv.paste_back`` of the crops into the full photo;
+- dlib (``import dlib``, e.g. the ``dlib-bin`` wheel, a dev-only install) when importable: the HOG frontal-face
+  detector (boxes only, no landmarks) on the full photo and on the same <= 1280 px copy ours uses; the ratio
+  ours / dlib is printed (below 1 = we are faster).
+
+Figures: best-of-``--repeats`` seconds, faces found, peak RSS growth.
+"""
+
+import argparse
+import resource
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import hrinv
+from hrinv.imageio import read_image
+
+DEFAULT_PHOTO = Path(__file__).resolve().parents[2] / "shared" / "data" / "faces" / "id-photos" / "couple.jpg"
+
+
+def _best(fn, repeats):
+    out = fn()  # warm-up (loads the weights once)
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t)
+    return min(times), out
+
+
+def _resize(photo, megapixels):
+    h, w = photo.shape[-2:]
+    s = (megapixels * 1e6 / (h * w)) ** 0.5
+    size = (round(h * s), round(w * s))
+    mode = "area" if s < 1 else "bicubic"
+    kw = {} if mode == "area" else {"align_corners": False}
+    return F.interpolate(photo[None], size=size, mode=mode, **kw)[0].clamp(0, 1)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--photo", type=Path, default=DEFAULT_PHOTO)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--size", type=int, default=1024, help="aligned crop size (default 1024)")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if not args.photo.is_file():
+        print(f"needs a photo with faces: {args.photo} is missing (pass --photo)")
+        return 2
+    torch.set_grad_enabled(False)
+    device = torch.device(args.device)
+    try:
+        import dlib
+
+        hog = dlib.get_frontal_face_detector()
+    except ImportError:
+        hog = None
+    base = read_image(args.photo)
+    print(f"photo {args.photo.name} {base.shape[2]}x{base.shape[1]}, device {device}, torch threads "
+          f"{torch.get_num_threads()}, best of {args.repeats}; dlib HOG: {'yes' if hog else 'not installed'}\n")
+    print("| photo | ours detect (s) | ours detect+align (s) | faces | paste-back (s) | dlib HOG full (s) | faces | "
+          "ours/HOG | dlib HOG on our 1280 copy (s) | ours/HOG |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for mp in (1, 12):
+        photo = _resize(base, mp).to(device)
+        h, w = photo.shape[-2:]
+        rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        t_det, dets = _best(lambda: hrinv.detect_faces(photo), args.repeats)
+        t_al, al = _best(lambda: hrinv.align_faces(photo, size=args.size), args.repeats)
+        t_paste, _ = _best(lambda: hrinv.paste_back(photo, al.crops, al), args.repeats)
+        rss = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
+        cells = [f"{w}x{h} ({h * w / 1e6:.1f} MP)", f"{t_det:.2f}", f"{t_al:.2f}", str(len(dets)), f"{t_paste:.2f}"]
+        if hog is not None:
+            arr = (photo.permute(1, 2, 0).cpu().numpy() * 255 + 0.5).astype(np.uint8)
+            t_hog, boxes = _best(lambda: hog(arr, 0), args.repeats)
+            s = min(1.0, 1280 / max(h, w))
+            small = arr if s == 1.0 else (F.interpolate(photo[None].cpu(), scale_factor=s, mode="area")[0]
+                                          .permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
+            t_hog_s, _ = _best(lambda: hog(small, 0), args.repeats)
+            cells += [f"{t_hog:.2f}", str(len(boxes)), f"{t_det / t_hog:.2f}", f"{t_hog_s:.2f}",
+                      f"{t_det / t_hog_s:.2f}"]
+        else:
+            cells += ["-"] * 5
+        print("| " + " | ".join(cells) + " |", flush=True)
+        print(f"<!-- peak RSS growth during the {mp} MP rows: {rss:.0f} MB -->")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,87 @@
+"""Align Faces / Paste Faces Back / Stylise Every Face nodes over the ComfyUI stubs (called like the host does)."""
+
+import pytest
+import torch
+from conftest import shared_path
+from nodes_harness import face_images, random_vgg, run_node, stubbed_pack, tiny_generators
+
+
+@pytest.fixture(scope="module")
+def h(tmp_path_factory):
+    base = tmp_path_factory.mktemp("comfy")
+    with stubbed_pack(base) as ns:
+        types = ns.node_module.types
+        ns.vgg = types.VGGHandle(random_vgg(), "random")
+        G_s, G_t = tiny_generators()
+        ns.gs = types.GeneratorHandle(G_s, "tiny_s")
+        ns.gt = types.GeneratorHandle(G_t, "tiny_t")
+        yield ns
+
+
+def _align(h, img, **kw):
+    args = dict(size=64, faces="all", face_index=0, min_face=16, padding="reflect", if_no_face="error",
+                detect_max_side=1280)
+    args.update(kw)
+    return run_node(h.nodes["HRInv_AlignFaces"], image=img, **args)
+
+
+def test_no_face_is_a_clear_error_or_the_whole_image(h):
+    from hrinv.errors import NoFaceFoundError
+
+    img = face_images(1, size=96)  # smooth random pictures, no faces
+    with pytest.raises(NoFaceFoundError, match="use whole image"):
+        _align(h, img)
+    faces, al, mask = _align(h, img, if_no_face="use whole image")
+    assert faces.shape == (1, 64, 64, 3) and mask.shape == (1, 64, 64) and float(mask.min()) == 1.0
+    assert "1 face" in repr(al)
+    # pasting the unchanged crop back gives the photo back (up to two resamplings)
+    out, m = run_node(h.nodes["HRInv_PasteFaces"], photo=img, faces=faces, alignment=al, feather=0.0,
+                      color_match=0.0, mask_shape="square")
+    assert out.shape == img.shape and m.shape == (1, 96, 96)
+    assert (out - img).abs().mean() < 0.02
+    # two sets of faces -> two photos; a wrong count is refused with a message
+    out2, m2 = run_node(h.nodes["HRInv_PasteFaces"], photo=img, faces=torch.cat([faces, 1 - faces]), alignment=al,
+                        feather=0.1, color_match=0.0, mask_shape="ellipse")
+    assert out2.shape == (2, 96, 96, 3) and m2[0, 0, 0] == 0 and m2[0, 48, 48] == 1
+
+
+def test_wrong_photo_count_is_refused(h):
+    img = face_images(1, size=96)
+    faces, al, _ = _align(h, img, if_no_face="use whole image")
+    with pytest.raises(Exception, match="photo"):
+        run_node(h.nodes["HRInv_PasteFaces"], photo=torch.cat([img, img]), faces=faces, alignment=al)
+
+
+def _couple(size=(570, 397)):
+    from PIL import Image
+
+    from hrinv.imageio import pil_to_tensor
+
+    with Image.open(shared_path("data", "faces", "id-photos", "couple.jpg")) as im:
+        t = pil_to_tensor(im.convert("RGB").resize(size))
+    return t.permute(1, 2, 0)[None]  # IMAGE [1, H, W, 3]
+
+
+def test_align_and_paste_two_faces(h):
+    img = _couple()
+    faces, al, mask = _align(h, img)
+    assert faces.shape == (2, 64, 64, 3) and mask.shape == (2, 64, 64)
+    one, al1, _ = _align(h, img, faces="index", face_index=1)
+    assert one.shape[0] == 1 and torch.allclose(one[0], faces[1], atol=1e-5)
+    out, m = run_node(h.nodes["HRInv_PasteFaces"], photo=img, faces=1 - faces, alignment=al, feather=0.1,
+                      color_match=0.0, mask_shape="square")
+    assert out.shape == img.shape
+    assert torch.allclose(out[0][m[0] == 0], img[0][m[0] == 0], atol=1e-6)
+    with pytest.raises(Exception, match="found 2 face"):
+        run_node(h.nodes["HRInv_PasteFaces"], photo=img, faces=torch.cat([faces, faces[:1]]), alignment=al)
+    assert float((m[0] > 0.99).float().mean()) > 0.1
+
+
+def test_stylize_faces_node(h):
+    img = _couple()
+    ref = face_images(1, size=64, seed=5)
+    photo, faces, mask, al = run_node(h.nodes["HRInv_StylizeFaces"], photo=img, reference=ref, source=h.gs,
+                                      target=h.gt, vgg=h.vgg, steps=1, lso_steps=1, lambdas="paper", faces="all",
+                                      min_face=16, if_no_face="error", feather=0.1, color_match=0.0, seed=0)
+    assert photo.shape == img.shape and faces.shape == (2, 64, 64, 3) and mask.shape == (1, 397, 570)
+    assert "2 face" in repr(al)
