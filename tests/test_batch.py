@@ -280,7 +280,7 @@ def test_bad_items_are_recorded_and_the_job_goes_on(data, tmp_path):
     assert main(args) == 0
     rows = read_results(out)
     assert [r["status"] for r in rows] == ["ok", "error", "error", "error", "error"]
-    assert [r["error_type"] for r in rows[1:]] == ["ImageReadError"] * 3 + ["ValueError"]
+    assert [r["error_type"] for r in rows[1:]] == ["ImageReadError"] * 3 + ["InvalidSettingError"]
     assert "not an image" in rows[1]["error"] and "truncated" in rows[2]["error"]
     assert "missing.png" in rows[3]["error"] and "steps" in rows[4]["error"]
     assert all(r["outputs"] == {} for r in rows[1:]) and rows[4]["settings"] == {"steps": 0}

@@ -39,7 +39,7 @@ def test_cli_conventions_usage_errors_exit_2_library_errors_exit_1(tmp_path, cap
     with pytest.raises(SystemExit) as e:
         main(["render"])  # required arguments missing: argparse
     assert e.value.code == 2 and "usage:" in capsys.readouterr().err
-    assert main(["render", str(tmp_path / "nope.latent.safetensors"), "-g", "g.safetensors", "-o", "x.png"]) == 2
+    assert main(["render", str(tmp_path / "nope.latent.safetensors"), "-g", "g.safetensors", "-o", "x.png"]) == 1  # typed error: exit 1
     out, err = capsys.readouterr()
     assert "not found" in err and out == ""
     bad = tmp_path / "garbage.pkl"

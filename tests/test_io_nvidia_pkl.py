@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import fixture_path
+from conftest import fixture_path, shared_path
 from io_pickle_tools import Call, GlobalRef, dumps, persistent_obj, system_call
 from safetensors.torch import load_file
 

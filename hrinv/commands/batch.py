@@ -184,7 +184,7 @@ def _stylize_job(args):
     from ..pipeline import StylizeConfig
     from ._common import resolve_dtype
     from .align import parse_select
-    from .stylize import _rows
+    from ..lso import parse_rows
 
     mapping_lam = args.mapping_lam
     if mapping_lam is not None and mapping_lam not in ("first", "source", "target"):
@@ -194,7 +194,7 @@ def _stylize_job(args):
         width = height = int(width or height)  # pasted faces are square (as `hrinv stylize`)
     config = StylizeConfig(
         lam=args.lam, scheme=args.scheme, mapping_lam=mapping_lam, steps=int(args.steps),
-        reference_steps=args.reference_steps, lso_steps=max(0, int(args.lso_steps)), lso_rows=_rows(args.lso_rows),
+        reference_steps=args.reference_steps, lso_steps=max(0, int(args.lso_steps)), lso_rows=parse_rows(args.lso_rows),
         lso_reg=args.lso_reg, lso_lr=args.lso_lr, lso_noise=bool(args.lso_noise), seed=int(args.seed),
         width=width, height=height, fit=args.fit, tile=args.tile, select=parse_select(args.faces),
         min_face=float(args.min_face), padding=args.padding, detect_max_side=int(args.detect_max_side),
