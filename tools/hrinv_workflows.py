@@ -601,6 +601,8 @@ def substitute(graph: dict, files: dict, steps: int = 2, size: int = 64, lso_ste
             inp["size"] = size
         if node["class_type"] == "HRInv_StylizeFaces":
             inp["steps"], inp["lso_steps"] = steps, lso_steps
+        if node["class_type"] == "HRInv_Finetune":
+            inp["steps"], inp["invert_steps"], inp["batch_size"] = steps, steps, 1
     return g
 
 
