@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import fixture_path, shared_path
+from conftest import fixture_path
 from io_pickle_tools import Call, GlobalRef, dumps, persistent_obj, system_call
 from safetensors.torch import load_file
 
@@ -100,7 +100,7 @@ def test_fixture_malicious_pickles_are_refused(fname, pwned_markers):
 def test_fixture_persistent_pickle_with_hostile_source_never_runs_it(pwned_markers, caplog):
     """Its module_src runs a shell command under NVIDIA's loader; we never execute it. Its Generator record has no
     configuration, so loading fails with a format error, after warning that the stock loader would run the source."""
-    path = shared_path("fixtures", "malicious", "evil_persistent.pkl")
+    path = fixture_path("malicious", "evil_persistent.pkl")
     with caplog.at_level("WARNING"), pytest.raises(CheckpointFormatError, match="_init_kwargs"):
         load_generator(path)
     assert "would execute" in caplog.text
