@@ -181,24 +181,10 @@ def _invert_job(args):
 
 def _stylize_job(args):
     from ..batch import StylizeJob
-    from ..pipeline import StylizeConfig
     from ._common import resolve_dtype
-    from .align import parse_select
-    from ..lso import parse_rows
+    from .stylize import config_from_args
 
-    mapping_lam = args.mapping_lam
-    if mapping_lam is not None and mapping_lam not in ("first", "source", "target"):
-        mapping_lam = float(mapping_lam)
-    width, height = args.width, args.height
-    if args.align and args.paste and (width or height):
-        width = height = int(width or height)  # pasted faces are square (as `hrinv stylize`)
-    config = StylizeConfig(
-        lam=args.lam, scheme=args.scheme, mapping_lam=mapping_lam, steps=int(args.steps),
-        reference_steps=args.reference_steps, lso_steps=max(0, int(args.lso_steps)), lso_rows=parse_rows(args.lso_rows),
-        lso_reg=args.lso_reg, lso_lr=args.lso_lr, lso_noise=bool(args.lso_noise), seed=int(args.seed),
-        width=width, height=height, fit=args.fit, tile=args.tile, select=parse_select(args.faces),
-        min_face=float(args.min_face), padding=args.padding, detect_max_side=int(args.detect_max_side),
-        feather=float(args.feather), color_match=float(args.color_match))
+    config = config_from_args(args)
     if (args.target is None) == (not args.finetune_style):
         raise ValueError("give --target G_t, or --finetune-style IMG... to fine-tune G_t first (not both)")
     job = StylizeJob(args.source, args.target, args.vgg, config, dtype=resolve_dtype(args.dtype), align=args.align,

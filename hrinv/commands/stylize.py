@@ -121,6 +121,28 @@ class _StageProgress:
         self.current(step - self.start, self.steps, preview)
 
 
+def config_from_args(args):
+    """The :class:`hrinv.pipeline.StylizeConfig` of the stylize options (shared by ``hrinv stylize`` and
+    ``hrinv batch stylize``)."""
+    from ..lso import parse_rows
+    from ..pipeline import StylizeConfig
+    from .align import parse_select
+
+    mapping_lam = args.mapping_lam
+    if mapping_lam is not None and mapping_lam not in ("first", "source", "target"):
+        mapping_lam = float(mapping_lam)
+    width, height = args.width, args.height
+    if args.align and args.paste and (width or height):
+        width = height = int(width or height)  # pasted faces are square
+    return StylizeConfig(
+        lam=args.lam, scheme=args.scheme, mapping_lam=mapping_lam, steps=int(args.steps),
+        reference_steps=args.reference_steps, lso_steps=max(0, int(args.lso_steps)), lso_rows=parse_rows(args.lso_rows),
+        lso_reg=args.lso_reg, lso_lr=args.lso_lr, lso_noise=bool(args.lso_noise), seed=int(args.seed),
+        width=width, height=height, fit=args.fit, tile=args.tile, select=parse_select(args.faces),
+        min_face=float(args.min_face), padding=args.padding, detect_max_side=int(args.detect_max_side),
+        feather=float(args.feather), color_match=float(args.color_match))
+
+
 def run(args) -> int:
     import torch
 
@@ -128,10 +150,8 @@ def run(args) -> int:
     from ..imageio import read_image
     from ..io.checkpoints import load_generator, save_generator
     from ..losses import load_vgg16
-    from ..pipeline import StylizeConfig, stylize
+    from ..pipeline import stylize
     from ._common import load_image, output_dir, resolve_device, resolve_dtype, save_image, write_json
-    from ..lso import parse_rows
-    from .align import parse_select
 
     t_start = time.perf_counter()
     missing = [p for p in list(args.content) + list(args.reference) if not Path(p).is_file()]
@@ -139,19 +159,7 @@ def run(args) -> int:
         print(f"hrinv stylize: error: image file(s) not found: {', '.join(missing)}", file=sys.stderr)
         return 2
     try:
-        mapping_lam = args.mapping_lam
-        if mapping_lam is not None and mapping_lam not in ("first", "source", "target"):
-            mapping_lam = float(mapping_lam)
-        width, height = args.width, args.height
-        if args.align and args.paste and (width or height):
-            width = height = int(width or height)  # pasted faces are square
-        config = StylizeConfig(
-            lam=args.lam, scheme=args.scheme, mapping_lam=mapping_lam, steps=int(args.steps),
-            reference_steps=args.reference_steps, lso_steps=max(0, int(args.lso_steps)), lso_rows=parse_rows(args.lso_rows),
-            lso_reg=args.lso_reg, lso_lr=args.lso_lr, lso_noise=bool(args.lso_noise), seed=int(args.seed),
-            width=width, height=height, fit=args.fit, tile=args.tile, select=parse_select(args.faces),
-            min_face=float(args.min_face), padding=args.padding, detect_max_side=int(args.detect_max_side),
-            feather=float(args.feather), color_match=float(args.color_match))
+        config = config_from_args(args)
     except (ValueError, InvalidSettingError) as e:
         raise InvalidSettingError(str(e)) from None
     device, dtype = resolve_device(args.device), resolve_dtype(args.dtype)
@@ -161,7 +169,7 @@ def run(args) -> int:
     G_t = load_generator(args.target, device=device, dtype=dtype)
     from ..interpolate import lerp_generators
 
-    info = lerp_generators(G_s, G_t, config.lam, mapping_lam=mapping_lam).meta["lerp"]  # checks before the long part
+    info = lerp_generators(G_s, G_t, config.lam, mapping_lam=config.mapping_lam).meta["lerp"]  # checks before the long part
     _say(args, f"G_s {args.source} / G_t {args.target}: {G_s.img_resolution}px, {G_s.num_ws} ws; λ per block "
                f"{', '.join(f'{k}={v:g}' for k, v in info['lambda_per_block'].items())}; weight cosine "
                f"{info['relation']['median_cosine']:.3f}; device {device}")
