@@ -906,7 +906,7 @@ def finetune_target(source, style_paths, vgg, config, out, *, device=None, dtype
             net = load_vgg16(vgg, device=dev) if isinstance(vgg, (str, Path)) else vgg
             styles = torch.cat([load_image(p, G_s.img_resolution) for p in style_paths])  # [K, 3, R, R]
             G_t = finetune(G_s, styles, PerceptualLoss(net, layers=config.loss_layers), config, device=dev,
-                           dtype=dtype, callback=callback)
+                           dtype=dtype, callback=callback, distributed=False)  # rank 0 alone
             with atomic_write(path) as tmp:
                 save_generator(G_t, tmp, extra_meta={"finetune_styles": [str(p) for p in style_paths]})
         except Exception as e:  # let the other ranks stop too

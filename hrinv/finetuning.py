@@ -213,6 +213,26 @@ def tuned_parameter_names(G, config: FinetuneConfig | None = None) -> list[str]:
 # finetune()
 
 
+def _broadcast_tensor(t: torch.Tensor) -> torch.Tensor:
+    """Rank 0's ``t`` on every rank (through the CPU for gloo, on the device for nccl)."""
+    import torch.distributed as dist
+
+    on_cpu = dist.get_backend() == "gloo"
+    buf = t.detach().clone().contiguous()
+    buf = buf.cpu() if on_cpu else buf
+    dist.broadcast(buf, src=0)
+    return buf.to(t.device)
+
+
+def _mean_over_ranks(t: torch.Tensor) -> torch.Tensor:
+    import torch.distributed as dist
+
+    buf = t.detach().float().reshape(1).clone()
+    buf = buf.cpu() if dist.get_backend() == "gloo" else buf
+    dist.all_reduce(buf)
+    return buf[0] / dist.get_world_size()
+
+
 def _check_styles(style_images, res):
     if not isinstance(style_images, torch.Tensor) or style_images.ndim != 4 or style_images.shape[1] != 3:
         got = tuple(style_images.shape) if isinstance(style_images, torch.Tensor) else type(style_images).__name__
@@ -241,9 +261,22 @@ def _select_feats(feats, idx):
     return feats[idx]
 
 
+def _process_group(distributed: bool | None):
+    """(rank, world size) of the torchrun process group this call trains in, or None for a single process."""
+    import torch.distributed as dist
+
+    active = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    if distributed is None:
+        distributed = active
+    elif distributed and not active:
+        raise InvalidSettingError("finetune(distributed=True) needs an initialised torch.distributed process group "
+                                  "of several ranks (start the job with torchrun); pass distributed=None or False.")
+    return (dist.get_rank(), dist.get_world_size()) if distributed else None
+
+
 def finetune(G_s, style_images: torch.Tensor, loss, config: FinetuneConfig | None = None, *, device=None, dtype=None,
              callback: Callable | None = None, generator: torch.Generator | None = None,
-             w_stats: tuple[torch.Tensor, float] | None = None, style_latents=None):
+             w_stats: tuple[torch.Tensor, float] | None = None, style_latents=None, distributed: bool | None = None):
     """Fine-tune a copy of ``G_s`` so that it draws faces in the style of ``style_images`` (JoJoGAN's recipe).
 
     Args:
@@ -261,6 +294,14 @@ def finetune(G_s, style_images: torch.Tensor, loss, config: FinetuneConfig | Non
         w_stats: precomputed ``(w_avg, w_std)`` of G_s (:func:`hrinv.inversion.compute_w_stats`).
         style_latents: W+ codes of the references in G_s (a :class:`~hrinv.latent.Latent` or ``[K, num_ws, w_dim]``)
             to skip the inversion.
+        distributed: train with DistributedDataParallel over the ``torch.distributed`` process group (what
+            ``torchrun`` starts). ``None`` (default): when a group of several ranks is initialised; ``False``: this
+            process alone even inside such a group. Under DDP every rank calls ``finetune`` with the same
+            arguments; each step every rank draws the same *global* batch of ``batch_size x world_size`` codes
+            from the shared seed and trains on its own slice of ``batch_size`` (rank r: codes ``r·B .. r·B+B-1``),
+            gradients are averaged over the ranks, so every rank returns the same G_t, and that G_t equals a
+            single-process run with ``batch_size x world_size`` to float rounding. The references' codes and the
+            seed are taken from rank 0.
 
     Returns:
         G_t: a new generator with G_s's architecture, frozen and in eval mode, on ``device``. ``G_t.meta`` holds
@@ -282,12 +323,19 @@ def finetune(G_s, style_images: torch.Tensor, loss, config: FinetuneConfig | Non
     tuned = tuned_parameter_names(G_s, config)
     if getattr(G_s, "c_dim", 0):
         raise ShapeError(f"fine-tuning conditional generators (c_dim={G_s.c_dim}) is not supported")
+    group = _process_group(distributed)  # (rank, world) under torchrun, else None
     seed = config.seed
     if seed is None:
         g = generator if generator is not None else torch.Generator()
         if generator is None:
             g.seed()
         seed = int(torch.randint(0, 2**62, (1,), generator=g, device=g.device))
+    if group is not None:  # every rank must draw the same global batches: rank 0's seed
+        import torch.distributed as dist
+
+        box = [seed]
+        dist.broadcast_object_list(box, src=0)
+        seed = int(box[0])
     k = style_images.shape[0]
     total = (0 if style_latents is not None else config.invert_steps) + config.steps
     parent_fp = G_s.fingerprint()
@@ -318,6 +366,8 @@ def finetune(G_s, style_images: torch.Tensor, loss, config: FinetuneConfig | Non
             inv = invert(G_s, refs, loss_fn, inv_cfg, device=device, dtype=dtype, callback=inv_cb, w_stats=w_stats)
             ref_ws = inv.latent.ws.detach().clone().to(device=device, dtype=torch.float32)  # [K, num_ws, w_dim]
             ref_psnr = [float(x) for x in inv.metrics["psnr"]]
+        if group is not None:  # the ranks train from rank 0's codes (GPU inversions need not agree to the bit)
+            ref_ws = _broadcast_tensor(ref_ws)
         done0 = total - config.steps
 
         # 2. the private copy and what is trained.
@@ -336,19 +386,31 @@ def finetune(G_s, style_images: torch.Tensor, loss, config: FinetuneConfig | Non
         rng = torch.Generator().manual_seed((seed * 1_000_003 + 29) % 2**63)  # CPU draws: same on any device
         w_avg = Gc.mapping.w_avg.detach().float().to(device)
         opt = torch.optim.Adam(params, lr=config.lr, betas=tuple(config.betas))
+        synthesis = Gc.synthesis
+        rank, world = group or (0, 1)
+        if group is not None:
+            # DDP over the synthesis network: the same start on every rank (DDP broadcasts rank 0's weights),
+            # gradients of the tuned weights averaged over the ranks. Gc itself stays a plain module.
+            from torch.nn.parallel import DistributedDataParallel
+
+            synthesis = DistributedDataParallel(Gc.synthesis, broadcast_buffers=False,
+                                                device_ids=[device.index] if device.type == "cuda" else None)
         history: list[float] = []
         order: list[int] = []
         try:
             for step in range(config.steps):
-                idx_list = []
-                while len(idx_list) < config.batch_size:
+                idx_list = []  # the global batch: the same draws on every rank; rank r keeps its slice
+                while len(idx_list) < config.batch_size * world:
                     if not order:
                         order = torch.randperm(k, generator=rng).tolist()
                     idx_list.append(order.pop())
+                mine = slice(rank * config.batch_size, (rank + 1) * config.batch_size)
+                z = torch.randn(len(idx_list), Gc.z_dim, generator=rng)[mine]  # [B, z_dim]
+                mix = (torch.rand(len(idx_list), generator=rng) < config.mix_prob)[mine].to(device)  # [B]
+                idx_list = idx_list[mine]
                 idx = torch.tensor(idx_list, device=device)
                 b = len(idx_list)
-                z = torch.randn(b, Gc.z_dim, generator=rng).to(device=device, dtype=dtype)  # [B, z_dim]
-                mix = (torch.rand(b, generator=rng) < config.mix_prob).to(device)  # [B]
+                z = z.to(device=device, dtype=dtype)
                 with torch.no_grad():
                     w_rand = Gc.mapping(z, None).float()  # [B, num_ws, w_dim]
                     if config.truncation != 1:
@@ -356,7 +418,7 @@ def finetune(G_s, style_images: torch.Tensor, loss, config: FinetuneConfig | Non
                     w_in = ref_ws[idx]  # [B, num_ws, w_dim]
                     sel = (row_mask[None, :] & mix[:, None])[..., None]  # [B, num_ws, 1]
                     w_in = torch.where(sel, w_in + config.alpha * (w_rand - w_in), w_in)
-                img = Gc.synthesis(w_in.to(dtype), noise_mode="const", force_fp32=True).float()  # [B, 3, R, R]
+                img = synthesis(w_in.to(dtype), noise_mode="const", force_fp32=True).float()  # [B, 3, R, R]
                 pred = img.to(loss_dtype)
                 per = loss_fn(pred, _select_feats(tgt, idx)) if has_feats else loss_fn(pred, refs[idx])
                 per = per.float().reshape(b)
@@ -364,9 +426,12 @@ def finetune(G_s, style_images: torch.Tensor, loss, config: FinetuneConfig | Non
                     per = per + config.lambda_mse * (img - refs[idx]).square().flatten(1).mean(1)
                 for p in params:
                     p.grad = None
-                per.mean().backward()
+                per.mean().backward()  # under DDP: the gradient averaged over the ranks' slices
                 opt.step()
-                history.append(float(per.detach().mean()))
+                mean_loss = per.detach().mean()
+                if group is not None:
+                    mean_loss = _mean_over_ranks(mean_loss)
+                history.append(float(mean_loss))
                 if callback is not None:
                     done = step + 1
                     want = config.preview_every > 0 and (done % config.preview_every == 0 or done == config.steps)
@@ -394,6 +459,8 @@ def finetune(G_s, style_images: torch.Tensor, loss, config: FinetuneConfig | Non
         "loss_first": sum(head) / len(head), "loss_last": sum(tail) / len(tail),
         "reference_inversion_psnr": ref_psnr, "reference_psnr_in_G_t": fit, "seconds": seconds,
     }
+    if group is not None:
+        info["ranks"] = group[1]  # global batch = config.batch_size x ranks
     parent_meta = getattr(G_s, "meta", {}) or {}
     G_t.meta = {"source": None, "format": "hrinv.finetune", "parent_fingerprint": parent_fp,
                 "parent_source": parent_meta.get("source"), "finetune": info}

@@ -4,6 +4,10 @@ Fine-tunes a copy of G_s on 1-10 style references (JoJoGAN's recipe with the HRI
 docs/finetune.md) and writes G_t as our ``.safetensors`` (parent fingerprint and settings in its metadata), a JSON
 of the settings and figures next to it (``G_t.json``) and a preview sheet (``G_t.png``: references, their
 inversions in G_s, the same codes rendered by G_t).
+
+Under ``torchrun --nproc-per-node N -m hrinv finetune ...`` the ranks train one G_t with DistributedDataParallel:
+``--batch-size`` is per rank (a step sees ``batch_size x N`` codes, each rank its own slice of one global draw),
+gradients are averaged, rank 0 alone prints progress and writes the files (docs/finetune.md).
 """
 
 import argparse
@@ -35,7 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="explicit W+ rows to mix with random codes, comma-separated (default: auto)")
     parser.add_argument("--alpha", type=float, default=None,
                         help="how far mixed rows move to the random code (default 1 = replaced)")
-    parser.add_argument("--batch-size", type=int, default=None, help="training codes per step (default 4)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="training codes per step (default 4); under torchrun per rank (global = N x this)")
     parser.add_argument("--invert-steps", type=int, default=None,
                         help="inversion steps per reference into G_s (default 500)")
     parser.add_argument("--lambda-mse", type=float, default=None, help="weight of a pixel MSE term (default 0)")
@@ -95,13 +100,7 @@ class _Bar:
 
 
 def run(args) -> int:
-    import torch
-
-    from ..finetuning import finetune
-    from ..inversion import InversionConfig, compute_w_stats, invert
-    from ..io.checkpoints import load_generator, save_generator
-    from ..losses import PerceptualLoss, load_vgg16
-    from ._common import load_image, resolve_device, resolve_dtype, save_image, write_json
+    from ._common import resolve_device, resolve_dtype
 
     try:
         config = _config(args)
@@ -117,7 +116,31 @@ def run(args) -> int:
         print(f"hrinv finetune: error: --out must be a .safetensors file, got {out.name!r}")
         return 2
     out.parent.mkdir(parents=True, exist_ok=True)
-    device, dtype = resolve_device(args.device), resolve_dtype(args.dtype)
+    from ..distributed import in_torchrun, init_distributed
+
+    ctx = None
+    if in_torchrun():  # torchrun --nproc-per-node N -m hrinv finetune ...: DDP, rank 0 writes the files
+        ctx = init_distributed(args.device)
+        device = ctx.device
+        if not ctx.is_main:
+            args.quiet = True
+    else:
+        device = resolve_device(args.device)
+    try:
+        return _run(args, config, out, device, resolve_dtype(args.dtype), ctx)
+    finally:
+        if ctx is not None:
+            ctx.close()
+
+
+def _run(args, config, out, device, dtype, ctx) -> int:
+    import torch
+
+    from ..finetuning import finetune
+    from ..inversion import InversionConfig, compute_w_stats, invert
+    from ..io.checkpoints import load_generator, save_generator
+    from ..losses import PerceptualLoss, load_vgg16
+    from ._common import load_image, save_image, write_json
 
     G_s = load_generator(args.generator, device=device, dtype=dtype)
     vgg = load_vgg16(args.vgg, device=device)
@@ -136,8 +159,12 @@ def run(args) -> int:
     inv = invert(G_s, styles, loss, inv_cfg, device=device, dtype=dtype, w_stats=stats,
                  callback=_Bar(args.quiet, "invert refs"))
     G_t = finetune(G_s, styles, loss, config, device=device, dtype=dtype, callback=_Bar(args.quiet, "finetune"),
-                   w_stats=stats, style_latents=inv.latent.ws)
+                   w_stats=stats, style_latents=inv.latent.ws, distributed=ctx is not None)
     seconds = time.perf_counter() - t0
+    if ctx is not None:
+        _check_ranks_agree(G_t, ctx)
+        if not ctx.is_main:
+            return 0
     info = G_t.meta["finetune"]
     info["reference_inversion_psnr"] = [float(x) for x in inv.metrics["psnr"]]
     save_generator(G_t, out, extra_meta={"finetune_styles": [str(p) for p in args.style]})
@@ -162,3 +189,14 @@ def run(args) -> int:
         print(f"G_t -> {out} (loss {info['loss_first']:.4g} -> {info['loss_last']:.4g}, references in G_t "
               f"{', '.join(f'{x:.1f}' for x in info['reference_psnr_in_G_t'])} dB PSNR, {seconds:.1f}s)")
     return 0
+
+
+def _check_ranks_agree(G_t, ctx):
+    """Every rank must hold the same G_t after DDP training (a cheap checksum, compared over the ranks)."""
+    total = sum(float(p.detach().double().sum()) for p in G_t.synthesis.parameters())
+    lo, hi = -ctx.all_reduce_max(-total), ctx.all_reduce_max(total)
+    if hi - lo > 1e-9 * max(1.0, abs(hi)):
+        raise RuntimeError(f"finetune: the ranks' G_t differ after DDP training (checksums {lo} .. {hi}).")
+    if ctx.is_main:
+        print(f"{ctx.world_size} ranks trained the same G_t (checksum {total:.6g}; global batch "
+              f"{G_t.meta['finetune']['config']['batch_size']} x {ctx.world_size})")
