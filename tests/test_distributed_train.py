@@ -132,3 +132,43 @@ def test_finetune_under_torchrun_equals_one_process_with_the_union_batch(tmp_pat
     assert diff < 0.01 * moved, (diff, moved)
     assert float((wb - w1).abs().mean()) > 10 * diff  # another global batch is far away: the comparison can fail
     assert abs(G2.meta["finetune"]["loss_last"] - G1.meta["finetune"]["loss_last"]) < 1e-5
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# tools/train_face64.py (the bundled 64 px model's training script) under torchrun
+
+
+def test_train_face64_under_torchrun(tmp_path):
+    """2 gloo ranks train one student with DDP: every rank ends with the same weights (checked by the script), rank 0
+    alone writes the checkpoint and its metrics; a random-weight teacher and VGG stand in for the real ones."""
+    import importlib.util
+    import json
+
+    from safetensors.torch import save_file
+
+    from nodes_harness import random_vgg
+
+    spec = importlib.util.spec_from_file_location("train_face64", REPO / "tools" / "train_face64.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    gen = torch.Generator().manual_seed(0)
+    teacher = tool.DCGANGenerator()
+    with torch.no_grad():
+        for p in teacher.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
+    torch.save({"netG_state_dict": teacher.state_dict()}, tmp_path / "teacher.tar")
+    save_file({f"features.{k}": v.contiguous() for k, v in random_vgg().features.state_dict().items()},
+              str(tmp_path / "vgg.safetensors"))
+    out = tmp_path / "run"
+    r = _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+              str(REPO / "tools" / "train_face64.py"), "--out", str(out), "--teacher", str(tmp_path / "teacher.tar"),
+              "--vgg", str(tmp_path / "vgg.safetensors"), "--steps", "3", "--batch", "2", "--percep-batch", "1",
+              "--heldout", "8", "--log-every", "1", "--ckpt-every", "2"], _env())
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "2 ranks (DDP, gloo): global batch 2 x 2" in r.stdout
+    assert "2 ranks hold the same student" in r.stdout
+    assert r.stdout.count("checkpoint step 3") == 1 and r.stdout.count("checkpoint step 2") == 1  # rank 0 only
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["ranks"] == 2 and metrics["step"] == 3 and "x 2 processes" in metrics["hardware"]
+    G = load_generator(out / "stylegan2_face64.safetensors")
+    assert G.img_resolution == 64 and G.z_dim == 100

@@ -14,9 +14,16 @@ of CPU threads. Checkpoints every ``--ckpt-every`` steps (and at ``--time-limit`
 resumed with ``--resume``. At every checkpoint the EMA generator is written with ``mapping.w_avg`` set to the mean
 of ``mapping(z)`` over 10,000 z (what truncation and inversion use) and a metrics JSON beside it.
 
+Several processes (CPU, gloo): ``torchrun --nproc-per-node N tools/train_face64.py ...`` trains one student with
+DistributedDataParallel. ``--batch`` is per rank: every rank draws the same global batch of ``N x batch`` z from
+the seed and keeps its own slice, each rank draws its own noise maps, gradients are averaged, the perceptual weight
+is fixed from the ranks' mean L1 / perceptual loss at step 0, and rank 0 alone logs, evaluates and writes the
+checkpoints. Without torchrun nothing changes.
+
 Usage::
 
     python tools/train_face64.py --out runs/face64 --steps 3000 --batch 16          # train
+    torchrun --nproc-per-node 2 tools/train_face64.py --out runs/face64 --batch 8   # the same global batch, 2 ranks
     python tools/train_face64.py --out runs/face64 --measure 5                       # only time s/step
     python tools/train_face64.py --out runs/face64 --resume --steps 4000             # continue
     python tools/train_face64.py --evaluate runs/face64/stylegan2_face64.safetensors # held-out figures only
@@ -139,8 +146,11 @@ def save(G_ema, out, step, metrics, args, elapsed):
     w_std = set_w_avg(G)
     G.meta = {"name": "stylegan2_face64", "trained_by": "tools/train_face64.py", "teacher": "DCGAN 64x64 "
               "(PyPI gan-face-generate 1.1.1, trained on DigiFace-1M)", "step": step, "w_std": w_std}
+    ranks = int(os.environ.get("WORLD_SIZE", "1") or 1)
     extra = {"step": step, "seconds": round(elapsed, 1), "args": vars(args), "metrics": metrics,
-             "hardware": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} CPU threads",
+             **({"ranks": ranks} if ranks > 1 else {}),
+             "hardware": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} CPU threads"
+                         + (f" x {ranks} processes" if ranks > 1 else ""),
              "torch": torch.__version__}
     path = save_generator(G, Path(out) / "stylegan2_face64.safetensors", extra_meta=extra)
     with open(Path(out) / "metrics.json", "w", encoding="utf-8") as f:
@@ -173,10 +183,35 @@ def main(argv=None):
     p.add_argument("--resume", action="store_true")
     p.add_argument("--evaluate", default=None, help="only evaluate this generator file on the held-out z's")
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
+    from hrinv.distributed import in_torchrun, init_distributed
+
+    ctx = init_distributed("cpu") if in_torchrun() else None  # torchrun: DDP over gloo, one student on every rank
+    rank, world = (ctx.rank, ctx.world_size) if ctx is not None else (0, 1)
+    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, format="%(asctime)s %(message)s",
+                        stream=sys.stdout)
     torch.set_num_threads(args.threads)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+    try:
+        return _train(args, out, ctx, rank, world)
+    finally:
+        if ctx is not None:
+            ctx.close()
+
+
+def _mean_over_ranks(values, world):
+    """The ranks' mean of a few floats (identity in a single process)."""
+    if world == 1:
+        return values
+    import torch.distributed as dist
+
+    t = torch.tensor(values, dtype=torch.float64)
+    dist.all_reduce(t)
+    return (t / world).tolist()
+
+
+def _train(args, out, ctx, rank, world):
 
     T = load_teacher(args.teacher)
     loss = make_loss(args.vgg)
@@ -185,6 +220,8 @@ def main(argv=None):
     if args.evaluate:
         from hrinv.io.checkpoints import load_generator
 
+        if rank != 0:
+            return 0
         res = evaluate(load_generator(args.evaluate), T, loss, z_held)
         print(json.dumps(res, indent=1))
         return 0
@@ -193,8 +230,8 @@ def main(argv=None):
     G_ema = build_student(args.seed, args.rgb_init).eval().requires_grad_(False)
     G_ema.load_state_dict(G.state_dict())
     opt = torch.optim.Adam(G.parameters(), lr=args.lr, betas=(0.9, 0.99))
-    rng = torch.Generator().manual_seed(args.seed)
-    noise_rng = torch.Generator().manual_seed(args.seed + 1)
+    rng = torch.Generator().manual_seed(args.seed)  # the global batch's z: the same draws on every rank
+    noise_rng = torch.Generator().manual_seed(args.seed + 1 + 7919 * rank)  # each rank its own noise maps
     state_path = out / "train_state.pt"
     step, elapsed, w_perc, history, last_perc = 0, 0.0, None, [], float("nan")
     if args.resume and state_path.is_file():
@@ -203,7 +240,10 @@ def main(argv=None):
         G_ema.load_state_dict(st["G_ema"])
         opt.load_state_dict(st["opt"])
         rng.set_state(st["rng"])
-        noise_rng.set_state(st["noise_rng"])
+        if rank == 0:
+            noise_rng.set_state(st["noise_rng"])
+        else:  # only rank 0's noise stream is saved; the others restart theirs from the seed, rank and step
+            noise_rng.manual_seed(args.seed + 1 + 7919 * rank + 1_000_003 * int(st["step"]))
         step, elapsed, w_perc = int(st["step"]), float(st["elapsed"]), float(st["w_perc"])
         history = json.loads(st["history"])
         log.info("resumed at step %d (%.0f s so far)", step, elapsed)
@@ -212,6 +252,12 @@ def main(argv=None):
     log.info("student %s: %.2f M parameters; teacher DCGAN; batch %d (VGG on %d); %d steps",
              json.dumps(STUDENT["synthesis_kwargs"]["channels"]), sum(p.numel() for p in G.parameters()) / 1e6,
              args.batch, args.percep_batch, total)
+    model = G
+    if world > 1:  # every rank starts from rank 0's weights; gradients averaged over the ranks
+        from torch.nn.parallel import DistributedDataParallel
+
+        model = DistributedDataParallel(G, broadcast_buffers=False)
+        log.info("%d ranks (DDP, gloo): global batch %d x %d", world, args.batch, world)
     ema_params = [(pe, p) for pe, p in zip(G_ema.parameters(), G.parameters())]
     t_start = time.time() - elapsed
     t_window, step_window = time.time(), step
@@ -222,6 +268,9 @@ def main(argv=None):
         return args.lr * warm * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, s / max(1, args.steps)))))
 
     def checkpoint(final=False):
+        if rank != 0:  # rank 0 evaluates and writes; the others wait for it
+            ctx.barrier()
+            return
         el = time.time() - t_start
         metrics = evaluate(G_ema, T, loss, z_held if final else z_held[:32], batch=32)
         metrics["history"] = history
@@ -234,22 +283,25 @@ def main(argv=None):
                  metrics["perceptual_vs_T_zhat"], metrics["perceptual_unrelated_faces"], path)
         history.append({"step": step, "minutes": round(el / 60, 2), "psnr": round(metrics["psnr_vs_T_zhat"], 3),
                         "perceptual": round(metrics["perceptual_vs_T_zhat"], 5)})
+        if ctx is not None:
+            ctx.barrier()
 
     while step < total:
-        z = torch.randn(args.batch, 100, generator=rng)
+        z = torch.randn(args.batch * world, 100, generator=rng)[rank * args.batch:(rank + 1) * args.batch]
         with torch.no_grad():
             target = T(sphere(z))
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
-        img = G(z, noise_mode="random", generator=noise_rng, fused_modconv=False)  # unfused: 2x faster on CPU
+        img = model(z, noise_mode="random", generator=noise_rng, fused_modconv=False)  # unfused: 2x faster on CPU
         l1 = (img - target).abs().mean()
         loss_total = l1
         if args.percep_batch > 0 and args.percep_weight > 0 and step % args.percep_every == 0:
             k = args.percep_batch
             lp = loss(img[:k], target[:k]).mean()
             last_perc = float(lp.detach())
-            if w_perc is None:
-                w_perc = args.percep_weight * float(l1.detach()) / max(float(lp.detach()), 1e-12)
+            if w_perc is None:  # the same weight on every rank: from the ranks' mean losses
+                l1_0, lp_0 = _mean_over_ranks([float(l1.detach()), float(lp.detach())], world)
+                w_perc = args.percep_weight * l1_0 / max(lp_0, 1e-12)
                 log.info("perceptual weight fixed at %.4g (L1 %.4f, perceptual %.4f at step 0)", w_perc, float(l1),
                          float(lp))
             loss_total = l1 + w_perc * lp
@@ -272,14 +324,27 @@ def main(argv=None):
             continue
         if step % args.ckpt_every == 0 and step < total:
             checkpoint()
-        if stop_at is not None and time.time() > stop_at:
+        if stop_at is not None and (ctx.all_reduce_max(float(time.time() > stop_at)) > 0 if ctx is not None
+                                    else time.time() > stop_at):  # all ranks stop at the same step
             log.info("time limit of %.1f min reached at step %d", args.time_limit, step)
             break
     if args.measure:
-        print(f"{(time.time() - t_start) / total:.3f} s/step (incl. setup)")
+        if rank == 0:
+            print(f"{(time.time() - t_start) / total:.3f} s/step (incl. setup)")
         return 0
+    if ctx is not None:
+        _check_ranks_agree(G_ema, ctx)
     checkpoint(final=True)
     return 0
+
+
+def _check_ranks_agree(G, ctx):
+    """After DDP every rank must hold the same weights (a checksum over the ranks)."""
+    total = sum(float(p.detach().double().sum()) for p in G.parameters())
+    lo, hi = -ctx.all_reduce_max(-total), ctx.all_reduce_max(total)
+    if hi - lo > 1e-9 * max(1.0, abs(hi)):
+        raise RuntimeError(f"the ranks' students differ after DDP training (checksums {lo} .. {hi})")
+    log.info("%d ranks hold the same student (checksum %.6g)", ctx.world_size, total)
 
 
 if __name__ == "__main__":
