@@ -751,8 +751,10 @@ class StylizeJob:
       ``n.json``, ``n_inv.png``;
     - always ``n_reference_inv.png`` (the reference's inversion in G_t).
 
-    Every file is per item (unlike ``hrinv stylize``, which shares the content / reference inversions between
-    pairs), so items are independent and can run on any rank.
+    Each reference is inverted in G_t once per process (with the job's ``seed``, not the item's, so every item of a
+    reference uses the same code whichever rank runs it) and kept for the items that use it; the contents are
+    inverted per item with the item's seed. Every file is per item, so items are independent and can run on any
+    rank.
     """
 
     kind = "stylize"
@@ -767,7 +769,8 @@ class StylizeJob:
         self.paste = bool(paste) and self.align
         self.callback = callback
         self._G_s = self._G_t = self._vgg = None
-        self._refs = {}
+        self._refs = {}  # (path, reference inversion settings) -> (image [1, 3, res, res], Latent in G_t)
+        self.reference_inversions = 0  # how many times this process inverted a reference
         self.finetune = None  # (style paths, FinetuneConfig) of a finetune-then-stylise job (see finetune_target)
 
     @staticmethod
@@ -803,13 +806,27 @@ class StylizeJob:
         lerp_generators(self._G_s, self._G_t, self.config.lam, mapping_lam=self.config.mapping_lam)  # fail early
         self._vgg = load_vgg16(self.vgg_src, device=device) if isinstance(self.vgg_src, (str, Path)) else self.vgg_src
 
-    def _reference(self, path):
-        from .commands._common import load_image
+    _MAX_REFERENCES = 64  # cached reference codes per process (a code is num_ws x w_dim floats)
 
-        if path not in self._refs:
-            self._refs.clear()  # items are ordered content-major: keep one reference image at a time
-            self._refs[path] = load_image(path, self._G_s.img_resolution)  # [1, 3, res, res]
-        return self._refs[path]
+    def _reference(self, path, config, device):
+        """The reference image and its code in G_t, inverted once per (path, settings) in this process."""
+        import torch
+
+        from .commands._common import load_image
+        from .inversion import invert
+        from .losses import PerceptualLoss
+
+        ref_cfg = config.inversion_configs()[1]
+        key = (path, _dumps(ref_cfg.to_dict()))
+        if key not in self._refs:
+            img = load_image(path, self._G_s.img_resolution)  # [1, 3, res, res]
+            inv = invert(self._G_t, img.to(device), PerceptualLoss(self._vgg, layers="conv"), ref_cfg, device=device,
+                         dtype=self.dtype or torch.float32)
+            self.reference_inversions += 1
+            if len(self._refs) >= self._MAX_REFERENCES:
+                self._refs.pop(next(iter(self._refs)))
+            self._refs[key] = (img, inv.latent)
+        return self._refs[key]
 
     def process(self, item: BatchItem, writer: OutputWriter, device) -> dict:
         import dataclasses
@@ -822,14 +839,16 @@ class StylizeJob:
 
         over = coerce_settings(type(self.config), item.settings, f"item {item.name}")
         config = dataclasses.replace(self.config, **over, seed=item.seed)
-        ref = self._reference(item.reference)
+        # the reference with the job's seed (the same code for every item of that reference, on every rank)
+        ref, ref_latent = self._reference(item.reference, dataclasses.replace(self.config, **over), device)
         if self.align:
             content = read_image(item.input)  # [3, H, W] in [0, 1]
         else:
             content = load_image(item.input, self._G_s.img_resolution)  # [1, 3, res, res]
         t0 = time.perf_counter()
         res = stylize(content, ref, self._G_s, self._G_t, self._vgg, config=config, align=self.align,
-                      paste=self.paste, callback=self.callback, device=device, dtype=self.dtype or torch.float32)
+                      paste=self.paste, callback=self.callback, device=device, dtype=self.dtype or torch.float32,
+                      reference_latent=ref_latent)
         seconds = time.perf_counter() - t0
         n = item.name
         faces = res.faces.shape[1]

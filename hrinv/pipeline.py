@@ -206,9 +206,34 @@ def _square_batch(x: torch.Tensor, res: int, name: str) -> torch.Tensor:
     return x
 
 
+def _check_reference_latent(latent, G_t, r):
+    ws = getattr(latent, "ws", None)
+    if not isinstance(ws, torch.Tensor) or tuple(ws.shape) != (r, G_t.num_ws, G_t.w_dim):
+        got = tuple(ws.shape) if isinstance(ws, torch.Tensor) else type(latent).__name__
+        raise ShapeError(f"reference_latent must be a hrinv.Latent with one W+ code per reference in G_t, shape "
+                         f"[{r}, {G_t.num_ws}, {G_t.w_dim}]; got {got}. Pass the reference_latent of an earlier "
+                         f"result with the same references, or None to invert them.")
+    fp = getattr(latent, "generator_fingerprint", "")
+    if fp and hasattr(G_t, "fingerprint") and fp != G_t.fingerprint():
+        raise InvalidSettingError(f"reference_latent was found in another generator (fingerprint {fp}) than this G_t "
+                                  f"({G_t.fingerprint()}); invert the references in this G_t (reference_latent=None).")
+
+
+@torch.no_grad()
+def _render_reference(G_t, latent, ref_cfg, device, dtype):
+    """The references' codes rendered in G_t as :func:`hrinv.invert` renders its result (constant noise, clamped)."""
+    from . import perf
+
+    Gc = perf.frozen_on(G_t, device, dtype)
+    noise = None if latent.noise is None else {k: v.to(device=device, dtype=dtype) for k, v in latent.noise.items()}
+    img = Gc.synthesis(latent.ws.to(device=device, dtype=torch.float32).to(dtype), noise_mode="const", noise=noise,
+                       force_fp32=ref_cfg.force_fp32)
+    return img.float().clamp(-1, 1)
+
+
 def stylize(content, reference, G_s, G_t, vgg, *, config: StylizeConfig | None = None, align: bool = True,
             paste: bool = True, callback: Callable | None = None, on_stage: Callable | None = None, device=None,
-            dtype=None, alignment=None) -> StylizeResult:
+            dtype=None, alignment=None, reference_latent=None) -> StylizeResult:
     """Photo (or aligned faces) + reference style images -> stylised faces, pasted back into the photo.
 
     Args:
@@ -224,6 +249,10 @@ def stylize(content, reference, G_s, G_t, vgg, *, config: StylizeConfig | None =
         on_stage: ``on_stage(label, steps)`` when a stage starts (for progress text).
         device, dtype: where the networks run (default: G_s's device and dtype).
         alignment: a precomputed :class:`hrinv.FaceAlignment` of this photo (skips detection).
+        reference_latent: the references' codes in G_t (a :class:`hrinv.Latent` of batch R, e.g. the
+            ``reference_latent`` of an earlier result with the same references and settings): skips their inversion,
+            so a job that stylises many contents with the same references inverts them once. The result is then
+            the same as with the inversion run here (same seed and settings), bit for bit on a given device.
 
     Returns:
         :class:`StylizeResult`.
@@ -234,7 +263,7 @@ def stylize(content, reference, G_s, G_t, vgg, *, config: StylizeConfig | None =
     """
     from .face import align_faces, as_photo, paste_back
     from .interpolate import lerp_generators, lerp_latents
-    from .inversion import compute_w_stats, invert
+    from .inversion import compute_w_stats, invert, psnr
     from .losses import PerceptualLoss
     from .lso import local_style_optimize
     from .rendering import render
@@ -282,7 +311,10 @@ def stylize(content, reference, G_s, G_t, vgg, *, config: StylizeConfig | None =
     inv_cfg, ref_cfg = config.inversion_configs()
     lso_cfg = config.lso_config()
     n, r = contents.shape[0], references.shape[0]
-    total = inv_cfg.steps + ref_cfg.steps + (r * lso_cfg.steps if lso_cfg is not None else 0)
+    if reference_latent is not None:
+        _check_reference_latent(reference_latent, G_t, r)
+    ref_steps = 0 if reference_latent is not None else ref_cfg.steps
+    total = inv_cfg.steps + ref_steps + (r * lso_cfg.steps if lso_cfg is not None else 0)
     prog = _Progress(callback, on_stage, total)
 
     d_conv = PerceptualLoss(vgg, layers="conv")
@@ -291,8 +323,12 @@ def stylize(content, reference, G_s, G_t, vgg, *, config: StylizeConfig | None =
                    callback=prog.stage(f"invert {n} face(s) in G_s", inv_cfg.steps))
     timings["invert_content"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    inv_t = invert(G_t, references, d_conv, ref_cfg, device=device, dtype=dtype,
-                   callback=prog.stage(f"invert {r} reference(s) in G_t", ref_cfg.steps))
+    if reference_latent is None:
+        inv_t = invert(G_t, references, d_conv, ref_cfg, device=device, dtype=dtype,
+                       callback=prog.stage(f"invert {r} reference(s) in G_t", ref_cfg.steps))
+        ref_latent, ref_image = inv_t.latent, inv_t.image
+    else:
+        ref_latent, ref_image = reference_latent, _render_reference(G_t, reference_latent, ref_cfg, device, dtype)
     timings["invert_reference"] = time.perf_counter() - t0
 
     d_h = PerceptualLoss(vgg, layers="high") if lso_cfg is not None else None
@@ -301,7 +337,7 @@ def stylize(content, reference, G_s, G_t, vgg, *, config: StylizeConfig | None =
     faces, mixed_all, latents, lso_metrics = [], [], [], []
     timings["lso"] = 0.0
     for j in range(r):
-        w_m = lerp_latents(inv_s.latent, inv_t.latent[j], config.lam, generator=G_m, scheme=config.scheme)
+        w_m = lerp_latents(inv_s.latent, ref_latent[j], config.lam, generator=G_m, scheme=config.scheme)
         with torch.no_grad():
             mixed = render(G_m, w_m.ws.to(device), height, width, noise=w_m.noise, fit=config.fit, tile=config.tile)
         t0 = time.perf_counter()
@@ -334,7 +370,8 @@ def stylize(content, reference, G_s, G_t, vgg, *, config: StylizeConfig | None =
     timings["total"] = time.perf_counter() - t_start
     metrics = {
         "content_psnr": [float(v) for v in inv_s.latent.metrics["psnr"]],
-        "reference_psnr": [float(v) for v in inv_t.latent.metrics["psnr"]],
+        "reference_psnr": [float(v) for v in ref_latent.metrics["psnr"]] if "psnr" in (ref_latent.metrics or {})
+        else [float(v) for v in psnr(ref_image.float(), references.float().to(ref_image.device))],
         "lso": [{k: v for k, v in m.items() if k in ("d_h_before", "d_h_after", "w_opt_norm")} for m in lso_metrics],
         "lerp": G_m.meta.get("lerp"),
         "seconds": timings,
@@ -342,8 +379,10 @@ def stylize(content, reference, G_s, G_t, vgg, *, config: StylizeConfig | None =
     }
     cfg = config.to_dict()
     cfg["inversion_content"], cfg["inversion_reference"] = inv_cfg.to_dict(), ref_cfg.to_dict()
+    if reference_latent is not None:  # what the given codes were found with (their own settings when they say)
+        cfg["inversion_reference"] = (reference_latent.settings or {}).get("inversion", "given (reference_latent)")
     cfg["lso_config"] = lso_cfg.to_dict() if lso_cfg is not None else None
     return StylizeResult(faces=torch.stack(faces), mixed=torch.stack(mixed_all), content=contents.float().cpu(),
                          content_latent=inv_s.latent, content_image=inv_s.image.float().cpu(),
-                         reference_latent=inv_t.latent, reference_image=inv_t.image.float().cpu(), latents=latents,
+                         reference_latent=ref_latent, reference_image=ref_image.float().cpu(), latents=latents,
                          G_m=G_m, alignment=alignment, photo=out_photo, mask=out_mask, metrics=metrics, config=cfg)

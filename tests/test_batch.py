@@ -404,3 +404,42 @@ def test_finetune_then_stylize(data, tmp_path):
     assert (out / "generator_t.safetensors").stat().st_mtime_ns == stamp
     assert main(args[:args.index("--finetune-style")] + ["--target", str(data / "g.safetensors")]
                 + args[args.index("--vgg"):] + ["--finetune-style", str(style)]) == 2  # both: refused
+
+
+def test_stylize_job_inverts_each_reference_once(data, tmp_path, monkeypatch):
+    """3 contents x 1 reference: the reference is inverted once (with the job's seed) and reused; an item whose seed
+    is the job's seed gives exactly what one `hrinv.stylize` call (which inverts the reference itself) gives."""
+    import hrinv.inversion
+    from hrinv.batch import StylizeJob, run_batch
+    from hrinv.io.checkpoints import load_generator
+    from hrinv.latent import Latent
+    from hrinv.losses import load_vgg16
+    from hrinv.pipeline import StylizeConfig, stylize
+    from nodes_harness import tiny_generators
+
+    _, G_t = tiny_generators()
+    G_s = load_generator(data / "g.safetensors")
+    vgg = load_vgg16(data / "vgg.safetensors")
+    style = tmp_path / "style.png"
+    Image.open(data / "imgs" / "im5.png").save(style)
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("".join(json.dumps({"content": str(data / "imgs" / f"im{i}.png"), "reference": str(style),
+                                            "seed": 5}) + "\n" for i in (1, 2, 4)))
+    cfg = StylizeConfig(steps=2, lso_steps=1, lam=[0.2, 0.2, 0.2, 0.7, 0.7], seed=5)
+    job = StylizeJob(G_s, G_t, vgg, cfg, align=False)
+    real, calls = hrinv.inversion.invert, []
+    monkeypatch.setattr(hrinv.inversion, "invert", lambda G, t, *a, **k: calls.append(G) or real(G, t, *a, **k))
+    summary = run_batch(job, collect_items(manifest, base_seed=5, needs_reference=True), tmp_path / "out")
+    assert summary.ok == 3 and job.reference_inversions == 1
+    assert [G is G_t for G in calls] == [True, False, False, False]  # the reference once, then the 3 contents
+    monkeypatch.setattr(hrinv.inversion, "invert", real)
+
+    from hrinv.commands._common import load_image
+
+    direct = stylize(load_image(data / "imgs" / "im2.png", 64), load_image(style, 64), G_s, G_t, vgg, config=cfg,
+                     align=False, paste=False)
+    lat = Latent.load(tmp_path / "out" / "im2.latent.safetensors")
+    assert torch.equal(lat.ws, direct.latents[0].ws[0:1])
+    rec = json.loads((tmp_path / "out" / "im2.json").read_text())
+    assert rec["metrics"]["reference_psnr"] == direct.metrics["reference_psnr"][0]
+    assert rec["metrics"]["lso_d_h_after"] == direct.metrics["lso"][0]["d_h_after"][0]

@@ -184,13 +184,16 @@ def run(args) -> int:
     else:
         jobs = [(None, list(args.content), False)]
     saved_refs, no_face, G_saved = False, 0, False
+    ref_latent = None  # the references' codes in G_t: inverted with the first photo, reused for the others
     for photo_name, paths, aligned in jobs:
         progress = _StageProgress(args.quiet)
         if aligned:
             try:
                 content = read_image(paths[0])
                 res_ = stylize(content, references, G_s, G_t, vgg, config=config, align=True, paste=args.paste,
-                               callback=progress, on_stage=progress.on_stage, device=device, dtype=dtype)
+                               callback=progress, on_stage=progress.on_stage, device=device, dtype=dtype,
+                               reference_latent=ref_latent)
+                ref_latent = res_.reference_latent
             except NoFaceFoundError as e:
                 no_face += 1
                 print(f"hrinv stylize: {paths[0]}: no face: {e}")
