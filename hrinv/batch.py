@@ -63,8 +63,6 @@ TMP_TAG = ".hrinv-tmp"
 _CONTENT_KEYS = ("content", "input", "image", "path")
 _REFERENCE_KEYS = ("reference", "style")
 _NAME_KEYS = ("name",)
-# Test hook: exit (as if killed) in the middle of writing the outputs of the item after this many finished items.
-_CRASH_ENV = "HRINV_BATCH_TEST_CRASH_AFTER"
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -322,11 +320,10 @@ def _dumps(obj, indent=None) -> str:
 class OutputWriter:
     """Writes the outputs of one item atomically under the job folder; ``outputs`` maps role -> relative path."""
 
-    def __init__(self, out_dir: Path, item: BatchItem, crash_hook: Callable | None = None):
+    def __init__(self, out_dir: Path, item: BatchItem):
         self.out_dir = Path(out_dir)
         self.item = item
         self.outputs: dict[str, str] = {}
-        self._crash_hook = crash_hook
 
     def path(self, filename: str) -> Path:
         return self.out_dir / filename
@@ -336,8 +333,6 @@ class OutputWriter:
         final = self.path(filename)
         with atomic_write(final) as tmp:
             write(tmp)
-            if self._crash_hook is not None:
-                self._crash_hook(len(self.outputs))
         self.outputs[role] = filename
         return final
 
@@ -433,21 +428,6 @@ def _check_job(out: Path, describe: dict, overwrite: bool) -> None:
     _write_text_atomic(path, _dumps(describe, indent=2) + "\n")
 
 
-def _crash_hook_from_env():
-    value = os.environ.get(_CRASH_ENV)
-    if not value:
-        return None
-    return int(value)
-
-
-def _crash_hook(item):
-    def hook(n_written):
-        if n_written >= 1:  # one output is in place, the next one half-written: die like a SIGKILL
-            log.warning("test hook %s: exiting in the middle of item %s", _CRASH_ENV, item.name)
-            os._exit(75)
-    return hook
-
-
 def run_batch(job, items: list[BatchItem], out, *, ctx=None, callback: Callable | None = None,
               overwrite: bool = False, max_errors: int | None = None) -> BatchSummary:
     """Process ``items`` with ``job`` into the folder ``out``, resuming what an earlier run finished.
@@ -501,7 +481,6 @@ def run_batch(job, items: list[BatchItem], out, *, ctx=None, callback: Callable 
     if ctx.is_main and already:
         log.info("%d of %d item(s) already done; %d left", already, len(items), len(pending))
 
-    crash_after = _crash_hook_from_env()
     part_path = _state(out) / f"part-{ctx.rank:05d}-of-{ctx.world_size:05d}.jsonl"
     rows, n_ok, n_err = [], 0, 0
     if callback is not None:
@@ -510,7 +489,7 @@ def run_batch(job, items: list[BatchItem], out, *, ctx=None, callback: Callable 
         job.prepare(ctx.device)
     with open(part_path, "w", encoding="utf-8") as part:
         for k, item in enumerate(mine):
-            writer = OutputWriter(out, item, _crash_hook(item) if crash_after == k else None)
+            writer = OutputWriter(out, item)
             row = item.row()
             try:
                 metrics = job.process(item, writer, ctx.device)

@@ -240,7 +240,8 @@ def test_torchrun_two_cpu_processes_equal_one_process(data, reference_run, tmp_p
 
 def test_killed_run_resumes_with_only_what_is_left(data, reference_run, tmp_path, capsys):
     out = tmp_path / "resume"
-    crash = _run([sys.executable, "-m", "hrinv", *_args(data, out, "-q")], _env(HRINV_BATCH_TEST_CRASH_AFTER="3"))
+    crash = _run([sys.executable, str(REPO / "tests" / "batch_killed_midway.py"), "3", *_args(data, out, "-q")],
+                 _env())
     assert crash.returncode == 75, crash.stderr[-3000:]
     done = sorted(p.stem for p in (out / STATE_DIR / "done").iterdir())
     assert done == ["im0", "im1", "im2"] and not (out / RESULTS).exists()
