@@ -428,8 +428,25 @@ def _check_job(out: Path, describe: dict, overwrite: bool) -> None:
     _write_text_atomic(path, _dumps(describe, indent=2) + "\n")
 
 
+def _process_chunk(job, chunk, out, device):
+    """(writers, results) of a few items: ``job.process_many`` when the job batches items, else one by one; a
+    result is the item's metrics or the exception that made it a bad item."""
+    writers = [OutputWriter(out, item) for item in chunk]
+    if len(chunk) > 1 and hasattr(job, "process_many"):
+        return writers, job.process_many(chunk, writers, device)
+    results = []
+    for item, writer in zip(chunk, writers):
+        try:
+            results.append(job.process(item, writer, device))
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as e:  # a bad item: recorded by the caller
+            results.append(e)
+    return writers, results
+
+
 def run_batch(job, items: list[BatchItem], out, *, ctx=None, callback: Callable | None = None,
-              overwrite: bool = False, max_errors: int | None = None) -> BatchSummary:
+              overwrite: bool = False, max_errors: int | None = None, batch_size: int = 1) -> BatchSummary:
     """Process ``items`` with ``job`` into the folder ``out``, resuming what an earlier run finished.
 
     Args:
@@ -443,12 +460,17 @@ def run_batch(job, items: list[BatchItem], out, *, ctx=None, callback: Callable 
             before the first.
         overwrite: forget earlier results (a job with other settings may then reuse the folder).
         max_errors: stop this rank after so many bad items (default: never).
+        batch_size: items of this rank's share handed together to ``job.process_many(items, writers, device)``
+            (when the job has it; it returns each item's metrics or exception), e.g. several faces inverted in one
+            optimisation. 1 (default): ``job.process`` item by item.
 
     Returns:
         :class:`BatchSummary`; rank 0 also writes ``out/results.jsonl``.
     """
     from .distributed import DistContext
 
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise InvalidSettingError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     ctx = ctx or DistContext()
     out = Path(out)
     t0 = time.perf_counter()
@@ -488,27 +510,28 @@ def run_batch(job, items: list[BatchItem], out, *, ctx=None, callback: Callable 
     if mine:
         job.prepare(ctx.device)
     with open(part_path, "w", encoding="utf-8") as part:
-        for k, item in enumerate(mine):
-            writer = OutputWriter(out, item)
-            row = item.row()
-            try:
-                metrics = job.process(item, writer, ctx.device)
-                row.update(status="ok", error=None, error_type=None, outputs=dict(writer.outputs),
-                           metrics=metrics or {})
-                _write_text_atomic(_marker(out, item), _dumps(row) + "\n")  # the done marker, last
-                n_ok += 1
-            except (KeyboardInterrupt, SystemExit):
-                raise
-            except Exception as e:  # a bad item: record it and go on
-                log.debug("item %s failed:\n%s", item.name, traceback.format_exc())
-                log.warning("item %d (%s) failed: %s: %s", item.index, item.input, type(e).__name__, e)
-                row.update(status="error", error=str(e), error_type=type(e).__name__, outputs={}, metrics={})
-                n_err += 1
-            part.write(_dumps(row) + "\n")
-            part.flush()
-            rows.append(row)
-            if callback is not None:
-                callback(k + 1, len(mine), row)
+        for start in range(0, len(mine), batch_size):
+            chunk = mine[start:start + batch_size]
+            writers, results = _process_chunk(job, chunk, out, ctx.device)
+            for item, writer, result in zip(chunk, writers, results):
+                row = item.row()
+                if isinstance(result, BaseException):  # a bad item: record it and go on
+                    log.debug("item %s failed:\n%s", item.name,
+                              "".join(traceback.format_exception(type(result), result, result.__traceback__)))
+                    log.warning("item %d (%s) failed: %s: %s", item.index, item.input, type(result).__name__, result)
+                    row.update(status="error", error=str(result), error_type=type(result).__name__, outputs={},
+                               metrics={})
+                    n_err += 1
+                else:
+                    row.update(status="ok", error=None, error_type=None, outputs=dict(writer.outputs),
+                               metrics=result or {})
+                    _write_text_atomic(_marker(out, item), _dumps(row) + "\n")  # the done marker, last
+                    n_ok += 1
+                part.write(_dumps(row) + "\n")
+                part.flush()
+                rows.append(row)
+                if callback is not None:
+                    callback(len(rows), len(mine), row)
             if max_errors is not None and n_err >= max_errors:
                 log.error("stopping rank %d after %d bad item(s) (--max-errors)", ctx.rank, n_err)
                 break
@@ -657,46 +680,101 @@ class InvertJob:
         self._stats = compute_w_stats(self._G, self.config.w_avg_samples, self.config.w_stats_seed, device=device,
                                       dtype=dtype)
 
-    def process(self, item: BatchItem, writer: OutputWriter, device) -> dict:
+    def _load(self, item: BatchItem, device):
+        """(item, config, target [N, 3, H, W], output names, alignment or None) of one item; raises for a bad item."""
         import dataclasses
 
-        import torch
-
         from .commands._common import load_image
-        from .inversion import invert
 
         over = coerce_settings(type(self.config), item.settings, f"item {item.name}")
         config = dataclasses.replace(self.config, **over, seed=item.seed)
-        G = self._G
-        name = item.name
+        res = self._G.img_resolution
         if self.align is not None:
             from .face import align_faces
             from .imageio import read_image
 
-            al = align_faces(read_image(item.input), size=G.img_resolution, device=device, **self.align)
+            al = align_faces(read_image(item.input), size=res, device=device, **self.align)
             target = al.crops.float().cpu()  # [N, 3, res, res]
-            names = [f"{name}_{k}" for k in range(target.shape[0])]
-        else:
-            al = None
-            target = load_image(item.input, G.img_resolution, keep_aspect=self.keep_aspect)  # [1, 3, H, W]
-            names = [name]
-        t0 = time.perf_counter()
-        result = invert(G, target, self._vgg, config, device=device, dtype=self.dtype or torch.float32,
-                        w_stats=self._stats, callback=self.callback)  # face k uses seed + k
-        seconds = time.perf_counter() - t0
+            return item, config, target, [f"{item.name}_{k}" for k in range(target.shape[0])], al
+        target = load_image(item.input, res, keep_aspect=self.keep_aspect)  # [1, 3, H, W]
+        return item, config, target, [item.name], None
+
+    def process(self, item: BatchItem, writer: OutputWriter, device) -> dict:
+        result = self.process_many([item], [writer], device)[0]
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    def process_many(self, items, writers, device) -> list:
+        """Invert several items in one optimisation (a batch of independent problems, one seed per image) and write
+        each item's files. Items are grouped by their settings and target size (only equal ones share a batch).
+
+        Returns:
+            per item: its metrics dict, or the exception that made it a bad item.
+        """
+        import dataclasses
+
+        import torch
+
+        from .inversion import invert
+
+        results: list = [None] * len(items)
+        groups: dict = {}
+        for i, item in enumerate(items):
+            try:
+                loaded = self._load(item, device)
+            except Exception as e:  # a bad item: the others go on
+                results[i] = e
+                continue
+            config, target = loaded[1], loaded[2]
+            key = (_dumps(dataclasses.replace(config, seed=None).to_dict()), tuple(target.shape[1:]))
+            groups.setdefault(key, []).append((i, loaded))
+        for members in groups.values():
+            targets = torch.cat([m[2] for _, m in members])  # [sum N_i, 3, H, W]
+            seeds = [m[0].seed + k for _, m in members for k in range(m[2].shape[0])]  # face k of an item: seed + k
+            t0 = time.perf_counter()
+            try:
+                result = invert(self._G, targets, self._vgg, members[0][1][1], device=device,
+                                dtype=self.dtype or torch.float32, w_stats=self._stats, callback=self.callback,
+                                seeds=seeds)
+            except Exception as e:
+                for i, _ in members:
+                    results[i] = e
+                continue
+            seconds = time.perf_counter() - t0
+            start = 0
+            for i, loaded in members:
+                try:
+                    results[i] = self._write(loaded, writers[i], device, result, start, seconds, len(targets),
+                                             len(members))
+                except Exception as e:
+                    results[i] = e
+                start += loaded[2].shape[0]
+        return results
+
+    def _write(self, loaded, writer, device, result, start, seconds, images, items):
+        import copy
+
+        import torch
+
+        item, config, target, names, al = loaded
+        name = item.name
         if al is not None:
             doc = al.to_dict()
             doc["photo"] = item.input
             writer.save_json("alignment", f"{name}.alignment.json", doc)
         metrics = {"psnr": [], "loss": []}
+        seeds = [str(item.seed + k) for k in range(len(names))]
         for k, n in enumerate(names):
             role = "" if al is None else f"face{k}"
-            lat = result.latent[k]
-            lat.settings["source_image"] = item.input
+            lat = result.latent[start + k]
+            # this item's own settings and seeds (a batch of several items shares one settings dict)
+            lat.settings = {**copy.deepcopy(lat.settings), "inversion": config.to_dict(), "seeds": seeds,
+                            "source_image": item.input}
             lat.metrics = {m: v for m, v in lat.metrics.items() if m != "seconds"}  # timings only in the JSON
             if al is not None:
                 writer.save_image(f"{role}_aligned", f"{n}_aligned.png", target[k])
-            writer.save_image(role or "image", f"{n}.png", result.image[k])
+            writer.save_image(role or "image", f"{n}.png", result.image[start + k])
             writer.save_latent(f"{role}_latent" if role else "latent", f"{n}.latent.safetensors", lat)
             if self.save_target and al is None:
                 writer.save_image("target", f"{n}_target.png", target[k])
@@ -705,9 +783,11 @@ class InvertJob:
                       "vgg": _src_name(self.vgg_src), "generator_fingerprint": lat.generator_fingerprint,
                       "device": str(device), "dtype": str(self.dtype or torch.float32), "batch_size": len(names),
                       "seed": item.seed + k, "settings": lat.settings,
-                      "metrics": {**m, "seconds": seconds, "seconds_per_image": seconds / len(names),
+                      "metrics": {**m, "seconds": seconds, "seconds_per_image": seconds / images,
                                   "steps_run": result.metrics["steps_run"],
                                   "stopped_early": result.metrics["stopped_early"]}}
+            if items > 1:
+                record["inverted_with_items"] = items  # --batch-size: items optimised together
             if al is not None:
                 record["face"], record["alignment"] = k, f"{name}.alignment.json"
             writer.save_json(f"{role}_record" if role else "record", f"{n}.json", record)

@@ -15,7 +15,7 @@ The user's generator is never modified: a frozen deep copy is optimised through.
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -328,7 +328,7 @@ def _with_memory_plan(loss, config: InversionConfig, device, size, batch):
 def invert(G, target: torch.Tensor, loss=None, config: InversionConfig | None = None, *, device=None, dtype=None,
            mask: torch.Tensor | None = None, callback: Callable | None = None,
            generator: torch.Generator | None = None, w_stats: tuple[torch.Tensor, float] | None = None,
-           init_latent: Latent | None = None) -> InversionResult:
+           init_latent: Latent | None = None, seeds: Sequence[int] | None = None) -> InversionResult:
     """Invert ``target`` into ``G``'s W+ (+ noise) space (paper Eq. 1; Eq. 5 with ``noise_maps=False``).
 
     Args:
@@ -345,6 +345,9 @@ def invert(G, target: torch.Tensor, loss=None, config: InversionConfig | None = 
         generator: ``torch.Generator`` that draws the per-sample seeds when ``config.seed`` is None.
         w_stats: precomputed ``(w_avg, w_std)`` from :func:`compute_w_stats` (skips 10000 mapping samples).
         init_latent: start from this latent instead of w̄ (its noise maps too, when it has them).
+        seeds: one seed per sample (instead of ``config.seed + i``): a batch of independent problems that
+            reproduces single runs with these seeds (to float rounding; see docs/robustness.md), e.g. the items of a
+            batch job.
 
     Returns:
         :class:`InversionResult`.
@@ -378,7 +381,13 @@ def invert(G, target: torch.Tensor, loss=None, config: InversionConfig | None = 
             w_stats = compute_w_stats(Gc, config.w_avg_samples, config.w_stats_seed, device=device, dtype=dtype)
         w_avg = w_stats[0].detach().clone().to(device=device, dtype=torch.float32)  # [w_dim]
         w_std = float(w_stats[1])
-        seeds = sample_seeds(b, config.seed, generator)
+        if seeds is not None:
+            seeds = [int(x) for x in seeds]
+            if len(seeds) != b or any(x < 0 for x in seeds):
+                raise InvalidSettingError(f"invert(seeds=...) needs one seed >= 0 per target image ({b}), got "
+                                          f"{len(seeds)}: {seeds[:8]}")
+        else:
+            seeds = sample_seeds(b, config.seed, generator)
         init_gens = make_generators([(s * 1_000_003 + 17) % 2**63 for s in seeds])
         variables = _init_variables(Gc, config, b, w_avg, seeds, init_gens, device, init_latent)
         noise_names = [k[len("noise."):] for k in variables if k.startswith("noise.")]

@@ -444,3 +444,45 @@ def test_stylize_job_inverts_each_reference_once(data, tmp_path, monkeypatch):
     rec = json.loads((tmp_path / "out" / "im2.json").read_text())
     assert rec["metrics"]["reference_psnr"] == direct.metrics["reference_psnr"][0]
     assert rec["metrics"]["lso_d_h_after"] == direct.metrics["lso"][0]["d_h_after"][0]
+
+
+def test_batch_size_inverts_several_items_together(data, reference_run, tmp_path, monkeypatch):
+    """--batch-size 4: the items go through `invert` four at a time, each with its own seed; a bad item in a batch is
+    recorded and the others complete; an item with its own settings gets its own optimisation; every item's files
+    equal the one-item-at-a-time run to float rounding (docs/batch.md: independent problems, batch-size dependent
+    kernels), with the same settings and seeds in its files."""
+    import hrinv.inversion
+    from hrinv.latent import Latent
+
+    real, sizes = hrinv.inversion.invert, []
+    monkeypatch.setattr(hrinv.inversion, "invert",
+                        lambda G, t, *a, **k: sizes.append((t.shape[0], k.get("seeds"))) or real(G, t, *a, **k))
+    manifest = tmp_path / "m.jsonl"
+    rows = [{"content": str(data / "imgs" / f"im{i}.png")} for i in range(N_ITEMS)]
+    rows.insert(2, {"content": str(tmp_path / "missing.png")})
+    rows.append({"content": str(data / "imgs" / "im1.png"), "name": "im1_one_step", "steps": 1})
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "b4"
+    args = _args(data, out, "--threads", "1", "-q", "--batch-size", "4")
+    args[args.index("--input") + 1] = str(manifest)
+    assert main(args) == 0
+    table = read_results(out)
+    assert [r["status"] for r in table] == ["ok", "ok", "error"] + ["ok"] * (N_ITEMS - 1)
+    # chunks of 4 items: [im0, im1, missing, im2] -> 3 images; [im3..im6]; [im7, im1_one_step] -> 1 + 1 (own steps)
+    assert [n for n, _ in sizes] == [3, 4, 1, 1], sizes
+    assert sizes[0][1] == [item_seed(5, n) for n in ("im0", "im1", "im2")]
+    single = {r["name"]: r for r in read_results(reference_run)}
+    for r in table:
+        if r["status"] != "ok" or r["name"] not in single:
+            continue
+        a = json.loads((reference_run / f"{r['name']}.json").read_text())
+        b = json.loads((out / f"{r['name']}.json").read_text())
+        assert b["settings"] == a["settings"] and b["seed"] == a["seed"] == r["seed"]
+        assert abs(b["metrics"]["psnr"] - a["metrics"]["psnr"]) < 1e-3  # dB
+        la, lb = Latent.load(reference_run / f"{r['name']}.latent.safetensors"), Latent.load(out / r["outputs"]["latent"])
+        assert float((la.ws - lb.ws).abs().max()) < 1e-3  # 2 Adam steps of lr 0.1: rounding, not another code
+        ia = np.asarray(Image.open(reference_run / f"{r['name']}.png"), dtype=np.int16)
+        ib = np.asarray(Image.open(out / r["outputs"]["image"]), dtype=np.int16)
+        assert np.abs(ia - ib).max() <= 1  # 8-bit PNGs: at most one level apart
+    assert json.loads((out / "im1_one_step.json").read_text())["settings"]["inversion"]["steps"] == 1
+    assert json.loads((out / "im3.json").read_text())["inverted_with_items"] == 4
