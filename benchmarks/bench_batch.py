@@ -1,6 +1,7 @@
 """Throughput of `hrinv batch invert`: items per minute with 1 process vs N processes under torchrun.
 
     python benchmarks/bench_batch.py [--items 8] [--steps 10] [--nproc 2] [--device cpu] [--with-threads]
+                                     [--batch-size 4]
 
 Builds a seeded tiny 64 px generator, a random VGG16 and small pictures in a temporary folder (nothing downloaded),
 then runs the same job with `python -m hrinv batch invert` (1 process, 1 thread) and with `torchrun --standalone
@@ -11,6 +12,9 @@ on a shared machine the ratio says as much about the neighbours as about the cod
 
 On GPUs, use --device cuda with a real generator: each rank then owns one GPU and the items are independent, so
 throughput scales with the number of GPUs until the file system or the CPU-side image decoding becomes the limit.
+
+``--batch-size B`` adds 1 process, 1 thread with ``hrinv batch invert --batch-size B`` (B items per optimisation)
+next to the 1-item-at-a-time run.
 """
 
 import argparse
@@ -64,6 +68,9 @@ def main():
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--nproc", type=int, default=2)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--batch-size", type=int, default=0,
+                    help="also run 1 process, 1 thread inverting this many items together (--batch-size)")
+    ap.add_argument("--no-torchrun", action="store_true", help="skip the torchrun run")
     ap.add_argument("--with-threads", action="store_true",
                     help="also run 1 process with --nproc threads (intra-op parallelism instead of more processes)")
     args = ap.parse_args()
@@ -84,6 +91,12 @@ def main():
              [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(args.nproc),
               "-m", "hrinv", *base, "--out", str(d / "oN")], {"OMP_NUM_THREADS": "1"}),
         ]
+        if args.no_torchrun:
+            runs.pop()
+        if args.batch_size > 1:
+            runs.append((f"1 process, 1 thread, batch {args.batch_size}",
+                         [sys.executable, "-m", "hrinv", *base, "--out", str(d / "oB"), "--threads", "1",
+                          "--batch-size", str(args.batch_size)], {"OMP_NUM_THREADS": "1"}))
         if args.with_threads:
             runs.append((f"1 process, {args.nproc} threads", [sys.executable, "-m", "hrinv", *base, "--out",
                                                              str(d / "oT"), "--threads", str(args.nproc)], {}))
