@@ -75,6 +75,16 @@ class DistContext:
         dist.broadcast_object_list(box, src=src, group=self._cpu_group)
         return box[0]
 
+    def gather_object(self, obj, dst: int = 0):
+        """``[obj of rank 0, obj of rank 1, ...]`` on rank ``dst``, None on the others (``[obj]`` in one process)."""
+        if not self.active:
+            return [obj]
+        import torch.distributed as dist
+
+        out = [None] * self.world_size if self.rank == dst else None
+        dist.gather_object(obj, out, dst=dst, group=self._cpu_group)
+        return out
+
     def all_reduce_max(self, value: float) -> float:
         """The largest ``value`` over the ranks (used to agree on an error)."""
         if not self.active:

@@ -102,3 +102,34 @@ def test_nothing_to_evaluate(tmp_path):
         evaluate_results(tmp_path / RESULTS)
     with pytest.raises(DatasetLayoutError, match="not found"):
         evaluate_results(tmp_path / "nope.jsonl")
+
+
+def test_evaluate_under_torchrun_equals_one_process(job, vgg, tmp_path):
+    """2 gloo ranks, each its share of the faces (3 + 2), rank 0 gathers: the same per-item PSNR (exact), perceptual
+    distance and ID retrieval as one process (embeddings in other batch sizes: equal to float rounding)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root, _ = job
+    repo = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR",
+                                                               "MASTER_PORT", "LOCAL_WORLD_SIZE")}
+    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(repo))  # the script in tests/ finds nodes_harness beside it
+    out = tmp_path / "report.json"
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                        str(repo / "tests" / "evaluate_ranks.py"), str(root / RESULTS), str(out)], cwd=repo, env=env,
+                       capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    two = json.loads(out.read_text())
+    one = evaluate_results(root / RESULTS, vgg=vgg, embedder=tiny_face_embedder())
+    assert [p["index"] for p in two["per_item"]] == [p["index"] for p in one["per_item"]] == [0, 1, 2, 3, 4]
+    assert [p["psnr"] for p in two["per_item"]] == [p["psnr"] for p in one["per_item"]]
+    assert [p["perceptual"] for p in two["per_item"]] == pytest.approx([p["perceptual"] for p in one["per_item"]],
+                                                                      rel=1e-5)
+    assert [p["id_hit"] for p in two["per_item"]] == [p["id_hit"] for p in one["per_item"]]
+    assert [p["id_true_distance"] for p in two["per_item"]] == pytest.approx(
+        [p["id_true_distance"] for p in one["per_item"]], rel=1e-4, abs=1e-6)
+    a, b = two["summary"]["id_retrieval"], one["summary"]["id_retrieval"]
+    assert a["top1"] == b["top1"] and a["num_content"] == b["num_content"] == 5

@@ -2,7 +2,8 @@
 
 PSNR always; the perceptual distance (our d_conv) with ``--vgg``; ID retrieval with ``--network``. Writes
 ``evaluation.json`` (summary + one record per item) and ``evaluation.md`` (Markdown table) next to the table, or at
-``--out PREFIX`` (``PREFIX.json`` / ``PREFIX.md``).
+``--out PREFIX`` (``PREFIX.json`` / ``PREFIX.md``). Under ``torchrun --nproc-per-node N -m hrinv evaluate ...`` each
+rank measures and embeds its share of the faces and rank 0 gathers them and writes the files.
 """
 
 import json
@@ -31,11 +32,28 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
-    from ..batch import atomic_write
-    from ..metrics.evaluate import evaluate_results, markdown_table
+    from ..distributed import in_torchrun, init_distributed
     from ._common import resolve_device
 
-    device = resolve_device(args.device)
+    ctx = None
+    if in_torchrun():  # torchrun -m hrinv evaluate ...: each rank its share of the faces, rank 0 writes
+        ctx = init_distributed(args.device)
+        device = ctx.device
+        if not ctx.is_main:
+            args.quiet = True
+    else:
+        device = resolve_device(args.device)
+    try:
+        return _run(args, device, ctx)
+    finally:
+        if ctx is not None:
+            ctx.close()
+
+
+def _run(args, device, ctx) -> int:
+    from ..batch import atomic_write
+    from ..metrics.evaluate import evaluate_results, markdown_table
+
     vgg = emb = None
     if args.vgg:
         from ..losses import load_vgg16
@@ -53,7 +71,9 @@ def run(args) -> int:
         bar = _StepBar("evaluate", False)
 
     report = evaluate_results(args.results, vgg=vgg, embedder=emb, device=device, threshold=args.threshold,
-                              progress=bar)
+                              progress=bar, ctx=ctx)
+    if report is None:  # a rank other than 0 under torchrun
+        return 0
     root = Path(args.results)
     root = root if root.is_dir() else root.parent
     prefix = Path(args.out) if args.out else root / "evaluation"

@@ -77,7 +77,8 @@ def _stats(values):
             "min": float(t.min()), "max": float(t.max()), "count": len(v)}
 
 
-def evaluate_results(results, *, vgg=None, embedder=None, device=None, threshold=None, progress=None) -> dict:
+def evaluate_results(results, *, vgg=None, embedder=None, device=None, threshold=None, progress=None,
+                     ctx=None) -> dict | None:
     """PSNR, perceptual distance and ID retrieval over a batch job.
 
     Args:
@@ -86,10 +87,14 @@ def evaluate_results(results, *, vgg=None, embedder=None, device=None, threshold
         embedder: a :class:`hrinv.faceid.FaceEmbedder` for ID retrieval; None skips it.
         device: where the VGG runs (default: the VGG's device).
         threshold: ID-retrieval squared-distance threshold (default: the embedder's).
-        progress: ``callback(done, total)`` per item.
+        progress: ``callback(done, total)`` per item (of this rank).
+        ctx: a :class:`hrinv.distributed.DistContext` (torchrun): every rank computes the metrics and embeddings of
+            its share of the pairs (pairs ``rank, rank + N, ...``), rank 0 gathers them and computes the summary and
+            ID retrieval over the whole set. Every rank must call with the same arguments.
 
     Returns:
-        JSON-able dict: ``summary`` (``psnr``, ``perceptual`` stats; ``id_retrieval``), ``per_item`` rows, counts.
+        JSON-able dict: ``summary`` (``psnr``, ``perceptual`` stats; ``id_retrieval``), ``per_item`` rows, counts;
+        None on ranks other than 0.
 
     Raises:
         DatasetLayoutError: no table, or no successful item.
@@ -110,52 +115,81 @@ def evaluate_results(results, *, vgg=None, embedder=None, device=None, threshold
         if device is None:
             device = next(vgg.parameters()).device
         loss = PerceptualLoss(vgg.to(device), layers="conv")
-    per_item, out_emb, content_emb, content_index, pending = [], [], [], {}, []
+    from ..distributed import DistContext, shard
 
-    def flush():  # embed a chunk of (output, input-or-None) pairs; keeps at most `chunk` images in memory
+    ctx = ctx or DistContext()
+    pairs = [p for r in ok for p in _pairs(r, root)]
+    first_of: dict = {}  # identity -> index of its first pair: that pair's input is the identity's content face
+    for k, p in enumerate(pairs):
+        first_of.setdefault(p[3], k)
+    items, out_emb, content_emb, pending = {}, {}, {}, []
+
+    def flush():  # embed a chunk of (pair, output, input-or-None); keeps at most `chunk` images in memory
         if embedder is None or not pending:
             return
-        outs = embedder.embed([o for o, _ in pending]).cpu()
-        out_emb.append(outs)
-        firsts = [i for _, i in pending if i is not None]
-        if firsts:
-            content_emb.append(embedder.embed(firsts).cpu())
+        outs = embedder.embed([o for _, o, _ in pending]).cpu()
+        firsts = [(k, i) for k, _, i in pending if i is not None]
+        firsts_emb = embedder.embed([i for _, i in firsts]).cpu() if firsts else None
+        for j, (k, _, _) in enumerate(pending):
+            out_emb[k] = outs[j]
+        for j, (k, _) in enumerate(firsts):
+            content_emb[k] = firsts_emb[j]
         pending.clear()
 
-    pairs = [p for r in ok for p in _pairs(r, root)]
-    for k, (r, out_path, in_path, ident) in enumerate(pairs):
-        out, inp = _load_pair(out_path, in_path)
-        mse = float(((out - inp) ** 2).mean())
-        psnr = 10.0 * math.log10(1.0 / mse) if mse > 0 else float("inf")
-        item = {"index": r.get("index"), "name": r.get("name"), "input": str(in_path), "output": str(out_path),
-                "identity": ident, "psnr": psnr, "perceptual": None}
-        if loss is not None:
-            with torch.no_grad():
-                a = (out[None] * 2 - 1).to(device)
-                b = (inp[None] * 2 - 1).to(device)
-                item["perceptual"] = float(loss(a, loss.target(b))[0])
-        per_item.append(item)
-        if embedder is not None:
-            first = ident not in content_index
-            if first:
-                content_index[ident] = len(content_index)
-            pending.append((out, inp if first else None))
-            if len(pending) >= 16:
-                flush()
-        if progress is not None:
-            progress(k + 1, len(pairs))
+    mine = shard(range(len(pairs)), ctx.rank, ctx.world_size)
+    error = None
+    try:
+        for n, k in enumerate(mine):
+            r, out_path, in_path, ident = pairs[k]
+            out, inp = _load_pair(out_path, in_path)
+            mse = float(((out - inp) ** 2).mean())
+            psnr = 10.0 * math.log10(1.0 / mse) if mse > 0 else float("inf")
+            item = {"index": r.get("index"), "name": r.get("name"), "input": str(in_path), "output": str(out_path),
+                    "identity": ident, "psnr": psnr, "perceptual": None}
+            if loss is not None:
+                with torch.no_grad():
+                    a = (out[None] * 2 - 1).to(device)
+                    b = (inp[None] * 2 - 1).to(device)
+                    item["perceptual"] = float(loss(a, loss.target(b))[0])
+            items[k] = item
+            if embedder is not None:
+                pending.append((k, out, inp if first_of[ident] == k else None))
+                if len(pending) >= 16:
+                    flush()
+            if progress is not None:
+                progress(n + 1, len(mine))
+        flush()
+    except Exception as e:
+        if not ctx.active:
+            raise
+        error = f"rank {ctx.rank}: {type(e).__name__}: {e}"
+    if ctx.active:  # rank 0 gathers every rank's share; an error on any rank stops all of them
+        parts = ctx.gather_object((items, out_emb, content_emb, error))
+        if ctx.is_main:
+            error = next((p[3] for p in parts if p[3] is not None), None)
+            for it, oe, ce, _ in parts:
+                items.update(it)
+                out_emb.update(oe)
+                content_emb.update(ce)
+        error = ctx.broadcast_object(error)
+        if error is not None:
+            raise DatasetLayoutError(f"evaluate failed on {error}")
+        if not ctx.is_main:
+            return None
+    per_item = [items[k] for k in range(len(pairs))]
 
     summary = {"psnr": _stats([p["psnr"] for p in per_item]),
                "perceptual": _stats([p["perceptual"] for p in per_item]) if loss is not None else None,
                "id_retrieval": None}
-    flush()
     if embedder is not None:
         from .id_retrieval import id_retrieval
 
-        contents = list(content_index)
+        contents = sorted(first_of, key=first_of.get)  # identities in order of first appearance
+        content_index = {ident: j for j, ident in enumerate(contents)}
         labels = [content_index[p["identity"]] for p in per_item]
-        res = id_retrieval(torch.cat(content_emb), torch.cat(out_emb), labels, embedder=embedder, threshold=threshold,
-                           content_names=contents, stylized_names=[p["output"] for p in per_item])
+        res = id_retrieval(torch.stack([content_emb[first_of[c]] for c in contents]),
+                           torch.stack([out_emb[k] for k in range(len(pairs))]), labels, embedder=embedder,
+                           threshold=threshold, content_names=contents, stylized_names=[p["output"] for p in per_item])
         d = res.to_dict(per_image=False)
         d.pop("per_content", None)
         summary["id_retrieval"] = d
