@@ -844,8 +844,11 @@ class StylizeJob:
     def describe(self) -> dict:
         cfg = self.config.to_dict()
         cfg.pop("seed", None)
+        # "reference_seed": the references are inverted once, with the job's seed. Folders of older versions
+        # inverted each item's reference with the item's seed; resuming one is refused as "other settings".
         return {"kind": self.kind, "source": _src_name(self.source_src), "target": _src_name(self.target_src),
                 "vgg": _src_name(self.vgg_src), "stylize": cfg, "align": self.align, "paste": self.paste,
+                "reference_seed": "job",
                 "dtype": str(self.dtype) if self.dtype is not None else None,
                 "finetune": None if not self.finetune else
                 {"styles": [str(p) for p in self.finetune[0]], "config": _asdict(self.finetune[1])}}
