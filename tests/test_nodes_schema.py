@@ -89,6 +89,8 @@ def test_model_folders_merge_with_extra_model_paths(tmp_path):
         assert [f for f in glue.list_files("hrinv_stylegan") if not f.startswith("bundled/")] == ["extra.pkl"]
         msg = glue.not_found_message("hrinv_stylegan", "ffhq.pkl", "Generator checkpoint")
         assert yaml_dir in msg and "(does not exist)" in msg and "extra.pkl" in msg
+        assert "python -m hrinv download ffhq.pkl --comfyui" in msg           # says how to fetch it, fetches nothing
+        assert "hrinv download" not in glue.not_found_message("hrinv_stylegan", "mine.pkl", "Generator checkpoint")
 
 
 def test_stubs_are_removed_after_use(tmp_path):
