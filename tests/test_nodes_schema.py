@@ -15,6 +15,7 @@ EXPECTED = {"HRInv_LoadStyleINRGAN", "HRInv_Invert", "HRInv_LerpGenerators", "HR
             "HRInv_LoadLatent", "HRInv_LoadVGG16", "HRInv_LoadFaceEmbedder"}
 EXPECTED |= {"HRInv_Finetune"}  # issue 9 (own line: branches merge cleanly)
 EXPECTED |= {"HRInv_AlignFaces", "HRInv_PasteFaces", "HRInv_StylizeFaces"}  # issue 8
+EXPECTED |= {"HRInv_LoadDemoImage"}  # issue 9: bundled demo pictures
 CORE_TYPES = {"IMAGE", "MASK", "INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 
 
