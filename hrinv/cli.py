@@ -26,6 +26,7 @@ COMMANDS = {
     "align": "align",
     "finetune": "finetune",
     "demo": "demo",
+    "download": "download",
 }
 
 # One-line help shown by `hrinv --help` without importing the modules.
@@ -41,6 +42,7 @@ _SUMMARY = {
     "align": "detect faces in photos and align them like FFHQ (DIR/<stem>_<k>.png + DIR/<stem>.json transforms)",
     "finetune": "fine-tune a target generator G_t from 1-10 style images (JoJoGAN recipe, HRInversion loss)",
     "demo": "stylise a face offline with the bundled models: DIR/stylized.png + DIR/comparison.png",
+    "download": "fetch real model weights on request (--list): progress, sha256 check, resume, ComfyUI models folder",
 }
 
 

@@ -80,6 +80,7 @@ _comfy.register_model_folders()
 _MODULES = ("loaders", "invert", "interpolate", "local_style", "render", "metrics", "latents")
 _MODULES += ("finetune",)  # issue 9: few-shot G_t (kept on its own line so branches merge cleanly)
 _MODULES += ("faces",)  # issue 8: faces in photos
+_MODULES += ("demo",)  # issue 9: the bundled demo pictures (template with no setup)
 
 
 def node_list() -> list:

@@ -124,9 +124,15 @@ def not_found_message(key: str, name: str, what: str) -> str:
     found = list_files(key)
     where = "\n".join(f"  - {p}{'' if os.path.isdir(p) else '  (does not exist)'}" for p in folders)
     have = ", ".join(found[:12]) + (" ..." if len(found) > 12 else "") if found else "none"
+    from hrinv.download import MODELS
+
+    fetch = ""
+    if name in MODELS and MODELS[name].url:        # a file `hrinv download` knows: say how to fetch it (never here)
+        fetch = (f"\nTo fetch it: python -m hrinv download {name} --comfyui {os.path.dirname(folder_paths.models_dir)}"
+                 f" (run in the node pack's folder).")
     return (f"{what} {name!r} was not found. Looked in:\n{where}\nFiles found there ({', '.join(_extensions(key))}): "
             f"{have}.\nPut the file in one of these folders (or add a folder for '{key}' in extra_model_paths.yaml), "
-            f"then press R in the editor to refresh the list.")
+            f"then press R in the editor to refresh the list.{fetch}")
 
 
 def resolve(key: str, name: str, what: str) -> str:

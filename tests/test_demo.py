@@ -87,3 +87,13 @@ def test_demo_config_defaults_fit_the_bundled_generator():
     lam = block_lambdas(parse_lambda(DemoConfig().lam), G.synthesis.block_resolutions)
     assert list(lam) == G.synthesis.block_resolutions and max(lam.values()) <= 1
     assert torch.isfinite(G.mapping.w_avg).all()
+
+
+def test_demo_threads_option_is_checked_and_restored(tmp_path, capsys):
+    from hrinv import cli
+
+    before = torch.get_num_threads()
+    assert cli.main(["demo", "--out", str(tmp_path), "--threads", "0"]) == 2
+    assert "--threads" in capsys.readouterr().out
+    assert cli.main(["demo", "--out", str(tmp_path), "--threads", "1", "--photo", str(tmp_path / "nope.jpg")]) == 2
+    assert torch.get_num_threads() == before                   # the process setting is given back

@@ -15,6 +15,7 @@ EXPECTED = {"HRInv_LoadStyleINRGAN", "HRInv_Invert", "HRInv_LerpGenerators", "HR
             "HRInv_LoadLatent", "HRInv_LoadVGG16", "HRInv_LoadFaceEmbedder"}
 EXPECTED |= {"HRInv_Finetune"}  # issue 9 (own line: branches merge cleanly)
 EXPECTED |= {"HRInv_AlignFaces", "HRInv_PasteFaces", "HRInv_StylizeFaces"}  # issue 8
+EXPECTED |= {"HRInv_LoadDemoImage"}  # issue 9: bundled demo pictures
 CORE_TYPES = {"IMAGE", "MASK", "INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 
 
@@ -89,6 +90,8 @@ def test_model_folders_merge_with_extra_model_paths(tmp_path):
         assert [f for f in glue.list_files("hrinv_stylegan") if not f.startswith("bundled/")] == ["extra.pkl"]
         msg = glue.not_found_message("hrinv_stylegan", "ffhq.pkl", "Generator checkpoint")
         assert yaml_dir in msg and "(does not exist)" in msg and "extra.pkl" in msg
+        assert "python -m hrinv download ffhq.pkl --comfyui" in msg           # says how to fetch it, fetches nothing
+        assert "hrinv download" not in glue.not_found_message("hrinv_stylegan", "mine.pkl", "Generator checkpoint")
 
 
 def test_stubs_are_removed_after_use(tmp_path):

@@ -218,6 +218,36 @@ def wf_finetune_face():
     return g
 
 
+# The models and pictures that ship with the pack (hrinv/bundled): the loaders list them as "bundled/<file>".
+BUNDLED_G_S = "bundled/stylegan2_face64.safetensors"
+BUNDLED_G_T = "bundled/stylegan2_face64_demo_style.safetensors"
+BUNDLED_VGG = "bundled/vgg16_caffe_conv_fp16.safetensors"
+# λ of the bundled 64 px pair (hrinv demo's default): the paper's coarse/fine split moved down to b32/b64.
+BUNDLED_LAMBDAS = "0.2, 0.2, 0.2, 0.7, 0.7"
+# Step counts of the out-of-the-box template: a few minutes on a CPU (see docs/bundled.md for the timing).
+BUNDLED_STEPS, BUNDLED_LSO_STEPS = 150, 30
+
+
+def wf_demo_bundled():
+    """Runs as shipped: the bundled G_s, G_t (fine-tuned on the demo style), VGG16 and face detector, the bundled
+    demo photo and style picture. No downloads, no editing."""
+    g = {}
+    g["1"] = _node("HRInv_LoadStyleINRGAN", "Source G_s (bundled 64 px face model)", ckpt_name=BUNDLED_G_S,
+                   inr_head="from checkpoint", which="G_ema", dtype="float32")
+    g["2"] = _node("HRInv_LoadStyleINRGAN", "Target G_t (bundled, demo style)", ckpt_name=BUNDLED_G_T,
+                   inr_head="from checkpoint", which="G_ema", dtype="float32")
+    g["3"] = _node("HRInv_LoadVGG16", "VGG16 (bundled, perceptual loss)", vgg_name=BUNDLED_VGG)
+    g["10"] = _node("HRInv_LoadDemoImage", "Demo photo (public domain)", image="demo_photo.png")
+    g["11"] = _node("HRInv_LoadDemoImage", "Demo style reference", image="demo_style.png")
+    g["12"] = _node("HRInv_StylizeFaces", "Stylise every face (align, invert, mix, LSO, paste back)",
+                    photo=["10", 0], reference=["11", 0], source=["1", 0], target=["2", 0], vgg=["3", 0],
+                    steps=BUNDLED_STEPS, lso_steps=BUNDLED_LSO_STEPS, lambdas=BUNDLED_LAMBDAS, faces="all",
+                    min_face=32, if_no_face="use whole image", feather=0.1, color_match=0.0, seed=0)
+    g["13"] = _node("SaveImage", "Stylised photo", images=["12", 0], filename_prefix="hrinv/demo_stylised_photo")
+    g["14"] = _node("SaveImage", "Stylised face", images=["12", 1], filename_prefix="hrinv/demo_stylised_face")
+    return g
+
+
 # name (API file, id) -> (title: the template card's title and file name, function building the API graph)
 WORKFLOW_SPECS = {
     "hrinv_invert_face": ("Invert a face photo into StyleGAN2", wf_invert_face),
@@ -226,7 +256,10 @@ WORKFLOW_SPECS = {
     "hrinv_id_retrieval": ("Identity check - ID retrieval score", wf_id_retrieval),
     "hrinv_finetune_face": ("Fine-tune a style from one picture and stylise a face", wf_finetune_face),
     "hrinv_stylize_photo": ("Stylise every face in a photo and paste them back", wf_stylize_photo),
+    "hrinv_demo_bundled": ("Stylise the demo photo - bundled models, no downloads", wf_demo_bundled),
 }
+# Templates that name only bundled files: they run as shipped (the others name the user's real models).
+RUNS_AS_SHIPPED = ("hrinv_demo_bundled",)
 # A line under the title in the thumbnail (the 0.3.64 template browser has no other place for a description).
 DESCRIPTIONS = {
     "hrinv_invert_face": "Find the W+ code and noise maps that reproduce a face (Eq. 1); save the reconstruction "
@@ -241,6 +274,8 @@ DESCRIPTIONS = {
                            "render a face in that style.",
     "hrinv_stylize_photo": "Find every face in a photo, align it, stylise it (invert, mix, LSO) and paste it back "
                            "into the photo; also saves the faces and shows the replaced area.",
+    "hrinv_demo_bundled": "Runs as shipped, on a CPU in minutes: the bundled 64 px models stylise the bundled "
+                          "public-domain photo in the bundled demo style.",
 }
 
 

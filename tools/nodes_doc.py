@@ -16,6 +16,7 @@ ORDER = ["HRInv_LoadStyleINRGAN", "HRInv_LoadVGG16", "HRInv_LoadFaceEmbedder", "
          "HRInv_SaveLatent", "HRInv_LoadLatent"]
 ORDER += ["HRInv_Finetune"]  # issue 9 (own line: branches merge cleanly)
 ORDER += ["HRInv_AlignFaces", "HRInv_PasteFaces", "HRInv_StylizeFaces"]  # faces in photos (issue 8)
+ORDER += ["HRInv_LoadDemoImage"]  # the bundled demo pictures (issue 9)
 BEGIN, END = "<!-- nodes:begin -->", "<!-- nodes:end -->"
 
 
