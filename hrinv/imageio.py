@@ -21,6 +21,7 @@ float in one pass (15 bytes of RAM per pixel at peak, down from 32: benchmarks/b
 import logging
 import re
 import struct
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +43,11 @@ MAX_IMAGE_PIXELS = 160_000_000
 
 def _uint8_to_tensor(img):
     """8-bit PIL image or array (``RGB`` or ``L``) -> float ``[3, H, W]`` in [0, 1], with one float allocation."""
-    arr = torch.from_numpy(np.asarray(img))  # [H, W, 3] or [H, W] uint8
+    a = np.asarray(img)  # [H, W, 3] or [H, W] uint8; read-only when it is a view of PIL's buffer
+    with warnings.catch_warnings():
+        # torch warns that a read-only array gives a tensor that must not be written; it is only read from here.
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        arr = torch.from_numpy(a)
     if arr.ndim == 2:
         arr = arr[None].expand(3, -1, -1)  # [3, H, W] view
     else:
