@@ -8,7 +8,7 @@ Precision (``precision=`` of :class:`~hrinv.inversion.InversionConfig` / ``LSOCo
 * ``"fp32"``: everything in float32 (the reference; the default).
 * ``"bf16"``: the generator and the VGG loss run under ``torch.autocast(dtype=torch.bfloat16)`` (convolutions and
   matmuls in bf16, reductions and the optimised variables in fp32). On CPUs with AVX512-BF16 / AMX this is about
-  2x faster; elsewhere it is emulated and slower (a warning says so).
+  2x faster; elsewhere it is emulated and far slower (about 90x measured on an AVX2-only CPU; a warning says so).
 * ``"fp16"``: float16 autocast with gradient scaling (:class:`GradScaleGuard`); meant for CUDA GPUs.
 * ``"auto"``: bf16 on a CUDA GPU that supports it, else fp16 on CUDA; fp32 on the CPU (see :func:`resolve_precision`
   for why the CPU stays fp32).
@@ -83,7 +83,8 @@ def resolve_precision(precision: str, device) -> torch.dtype:
         return torch.float32
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[p]
     if dtype == torch.bfloat16 and dev.type == "cpu" and not cpu_supports_bf16():
-        log.warning("precision='bf16' on a CPU without AVX512-BF16/AMX: it is emulated and usually slower than fp32")
+        log.warning("precision='bf16' on a CPU without AVX512-BF16/AMX: it is emulated and far slower than fp32 "
+                    "(about 90x on an AVX2-only CPU, docs/performance.md); use 'fp32' or 'auto' on this machine")
     return dtype
 
 
