@@ -254,8 +254,10 @@ _VGG_BYTES_PER_PX = 4 * (2 * 64 * 2 + 64 / 4 + (2 * 128 * 2 + 128 / 4) / 4 + (3 
                          + (3 * 512 * 2 + 512 / 4) / 64 + (3 * 512 * 2) / 256 + 3)
 _VGG_CKPT_BYTES_PER_PX = 4 * (64 * 3 + 128 / 4 + 256 / 16 + 512 / 64 + 512 / 256 + 3)
 # Generator synthesis with grads, per output pixel per sample (the last two blocks dominate: 32 / 64 channels, about
-# ten saved activations each; counted, not yet measured, for a config-f generator).
-_GEN_BYTES_PER_PX = 4 * (32 * 10 + 64 * 10 / 4 + 12)
+# ten saved activations each), times 1.4: calibrated on measured CPU peaks of one config-f 1024^2 inversion step
+# (benchmarks/bench_memory.py: 4.89 GiB without memory saving, 3.76 GiB with VGG checkpointing; the count alone gave
+# 4.16 / 2.91 GiB, and both gaps are the same 0.75-0.85 GiB on the generator side: its frozen copy, Adam, scratch).
+_GEN_BYTES_PER_PX = 4 * (32 * 10 + 64 * 10 / 4 + 12) * 1.4
 
 
 class MemoryPlan:

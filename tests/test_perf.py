@@ -281,12 +281,12 @@ def test_memory_plan_picks_modes_from_free_memory():
     gib = 2 ** 30
     big = perf.plan_memory(1024, 1024, 1, free_bytes=64 * gib)
     assert not big.checkpoint and big.tile is None  # plenty: fastest mode
-    mid = perf.plan_memory(1024, 1024, 1, free_bytes=int(4.5 * gib))
-    small = perf.plan_memory(1024, 1024, 1, free_bytes=int(3.2 * gib))
+    mid = perf.plan_memory(1024, 1024, 1, free_bytes=5 * gib)
+    small = perf.plan_memory(1024, 1024, 1, free_bytes=4 * gib)
     assert mid.checkpoint and mid.tile is None and small.tile == 256
     assert small.estimate <= small.budget
     ten_mp = perf.plan_memory(2736, 3648, 1, free_bytes=24 * gib)  # 10 MP, non-square
-    print("1024^2 @64/6/1.5 GiB:", big, mid, small, "\n10 MP @ 24 GiB:", ten_mp)
+    print("1024^2 @64/5/4 GiB:", big, mid, small, "\n10 MP @ 24 GiB:", ten_mp)
     assert ten_mp.estimate <= ten_mp.budget and (ten_mp.tile or ten_mp.checkpoint)
     assert perf.plan_memory(1024, 1024, free_bytes=64 * gib, mode="tile").tile == 512  # override
     with pytest.raises(InvalidSettingError):
