@@ -15,6 +15,7 @@ fp16 VGG + in-graph loss scaling), ``bf16-cl`` (bf16 + channels_last inputs), ``
 
     PYTHONPATH=. python benchmarks/gpu_suite.py --ref /path/to/stylegan2-ada-pytorch               # the full check
     PYTHONPATH=. python benchmarks/gpu_suite.py --ref /work/ref --device cpu --size 64 --steps 2 --batch 1  # dry run
+    PYTHONPATH=. python benchmarks/gpu_suite.py --ref /work/ref --device cpu --quick      # smoke test, about a minute
 """
 
 import argparse
@@ -60,7 +61,16 @@ def main(argv=None):
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--variants", nargs="+", default=["fp32", "bf16", "fp16", "bf16-cl", "bf16-compile"])
     ap.add_argument("--ref-cuda-ops", action="store_true")
+    ap.add_argument("--quick", action="store_true",
+                    help="smoke test that the script works (e.g. with --device cpu): 64^2, 2 steps after 1 warm-up, "
+                         "batch 1, variants fp32 (+ bf16 where the CPU has native bf16); figures meaningless")
     args = ap.parse_args(argv)
+    if args.quick:
+        from hrinv import perf
+
+        args.size, args.steps, args.warmup, args.batch = 64, 2, 1, [1]
+        cpu = torch.device(args.device).type == "cpu"
+        args.variants = ["fp32"] + (["bf16"] if not cpu or perf.cpu_supports_bf16() else [])
     if not args.ref:
         print("SKIPPED: no --ref PATH (a stylegan2-ada-pytorch checkout outside this repository).")
         return 0

@@ -8,7 +8,7 @@ Precision (``precision=`` of :class:`~hrinv.inversion.InversionConfig` / ``LSOCo
 * ``"fp32"``: everything in float32 (the reference; the default).
 * ``"bf16"``: the generator and the VGG loss run under ``torch.autocast(dtype=torch.bfloat16)`` (convolutions and
   matmuls in bf16, reductions and the optimised variables in fp32). On CPUs with AVX512-BF16 / AMX this is about
-  2x faster; elsewhere it is emulated and slower (a warning says so).
+  2x faster; elsewhere it is emulated and far slower (about 90x measured on an AVX2-only CPU; a warning says so).
 * ``"fp16"``: float16 autocast with gradient scaling (:class:`GradScaleGuard`); meant for CUDA GPUs.
 * ``"auto"``: bf16 on a CUDA GPU that supports it, else fp16 on CUDA; fp32 on the CPU (see :func:`resolve_precision`
   for why the CPU stays fp32).
@@ -83,7 +83,8 @@ def resolve_precision(precision: str, device) -> torch.dtype:
         return torch.float32
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[p]
     if dtype == torch.bfloat16 and dev.type == "cpu" and not cpu_supports_bf16():
-        log.warning("precision='bf16' on a CPU without AVX512-BF16/AMX: it is emulated and usually slower than fp32")
+        log.warning("precision='bf16' on a CPU without AVX512-BF16/AMX: it is emulated and far slower than fp32 "
+                    "(about 90x on an AVX2-only CPU, docs/performance.md); use 'fp32' or 'auto' on this machine")
     return dtype
 
 
@@ -253,8 +254,10 @@ _VGG_BYTES_PER_PX = 4 * (2 * 64 * 2 + 64 / 4 + (2 * 128 * 2 + 128 / 4) / 4 + (3 
                          + (3 * 512 * 2 + 512 / 4) / 64 + (3 * 512 * 2) / 256 + 3)
 _VGG_CKPT_BYTES_PER_PX = 4 * (64 * 3 + 128 / 4 + 256 / 16 + 512 / 64 + 512 / 256 + 3)
 # Generator synthesis with grads, per output pixel per sample (the last two blocks dominate: 32 / 64 channels, about
-# ten saved activations each; counted, not yet measured, for a config-f generator).
-_GEN_BYTES_PER_PX = 4 * (32 * 10 + 64 * 10 / 4 + 12)
+# ten saved activations each), times 1.4: calibrated on measured CPU peaks of one config-f 1024^2 inversion step
+# (benchmarks/bench_memory.py: 4.89 GiB without memory saving, 3.76 GiB with VGG checkpointing; the count alone gave
+# 4.16 / 2.91 GiB, and both gaps are the same 0.75-0.85 GiB on the generator side: its frozen copy, Adam, scratch).
+_GEN_BYTES_PER_PX = 4 * (32 * 10 + 64 * 10 / 4 + 12) * 1.4
 
 
 class MemoryPlan:

@@ -137,6 +137,31 @@ def test_conv2d_resample_up_and_down_equal_resample_then_conv(k):
                                F.conv2d(x, w.flip([2, 3]), padding=p))
 
 
+@pytest.mark.parametrize("k,flip_weight,size", [(3, False, (8, 8)), (3, True, (7, 5)), (5, False, (6, 6))])
+def test_polyphase_up_convolution_equals_the_transposed_convolution(monkeypatch, k, flip_weight, size):
+    """The stride-2 up-sampling convolution in polyphase form (four regular convolutions interleaved into the padded
+    buffer of the FIR filter) gives the transposed-convolution path's values and gradients (float64, to 1e-10)."""
+    x = _rand(2, 3, *size).requires_grad_(True)
+    w = _rand(4, 3, k, k, seed=5).requires_grad_(True)
+    f = ops.setup_filter([1, 3, 3, 1], dtype=D)
+    g = _rand(2, 4, 2 * size[0], 2 * size[1], seed=6)
+    calls = []
+    real = ops._conv_transpose2x_polyphase
+    monkeypatch.setattr(ops, "_conv_transpose2x_polyphase", lambda *a: calls.append(1) or real(*a))
+    results, results32 = [], []
+    for threshold in (0, 10 ** 9):  # polyphase on every size, then never
+        monkeypatch.setattr(ops, "POLYPHASE_MIN_PIXELS", threshold)
+        y = ops.conv2d_resample(x, w, f=f, up=2, padding=k // 2, flip_weight=flip_weight)
+        results.append((y, *torch.autograd.grad((y * g).sum(), (x, w))))
+        results32.append(ops.conv2d_resample(x.detach().float(), w.detach().float(), f=f.float(), up=2,
+                                             padding=k // 2, flip_weight=flip_weight))
+    assert len(calls) == 2  # the polyphase path ran (in float64 and float32), then did not
+    assert results[0][0].shape == (2, 4, 2 * size[0], 2 * size[1])
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(results32[0], results32[1], rtol=1e-5, atol=1e-5)
+
+
 def _modconv_per_sample(x, weight, styles, demodulate, up, f, noise):
     """Each sample with its own weight: scale input channels by the style, normalise each output filter."""
     outs = []

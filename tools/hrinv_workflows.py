@@ -81,7 +81,7 @@ def _loaders(g, source=True, target=True, vgg=True, face=False):
 def _invert(gen, image, title, steps=1000, noise_maps=True, seed=0):
     return _node("HRInv_Invert", title, generator=gen, image=image, vgg=["3", 0], steps=steps, latent_space="W+",
                  noise_maps=noise_maps, lambda_mse=0.0, seed=seed, lr=0.1, loss_layers="conv",
-                 downsample=0, noise_regularize=0.0, fit="crop & resize")
+                 downsample=0, noise_regularize=0.0, fit="crop & resize", precision="fp32")
 
 
 def _lerp_g(title="Mix generators (Eq. 6)"):
