@@ -13,6 +13,10 @@ from hrinv.errors import CheckpointCorruptError, WeightsNotFoundError
 from conftest import shared_path
 
 BUNDLE_LIMIT_MIB = 40
+# measured on the bundled G_s with its INR head (stylegan2_face64.md): PSNR vs its own 64 px output of a 128 px
+# render averaged over 2 x 2 pixels, and of 2x super-resolution from 32 px maps
+HEAD_128_POOLED_DB = 53.1
+HEAD_SR2X_DB = 45.7
 
 
 @pytest.fixture
@@ -144,6 +148,48 @@ def test_bundled_generators_load_and_are_a_lerp_compatible_pair():
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # no "does not look fine-tuned" warning
             lerp_generators(G_s, G_t, 0.5)
+
+
+@pytest.mark.skipif(not _generators(), reason="no bundled generator in this checkout")
+def test_bundled_generators_carry_an_inr_head_and_render_at_any_size():
+    """Both bundled generators carry the INR head fitted by tools/fit_bundled_inr.py (G_t shares G_s's), render at a
+    size that is not 64 px through it, reproduce their own 64 px output, and stay a lerp-compatible pair."""
+    import torch.nn.functional as F
+
+    from hrinv.generator.inr import psnr
+    from hrinv.interpolate import lerp_generators
+    from hrinv.io.checkpoints import load_generator
+    from hrinv.rendering import render
+
+    G_s = load_generator(bundled.path("stylegan2_face64.safetensors"))
+    G_t = load_generator(bundled.path("stylegan2_face64_demo_style.safetensors"))
+    assert G_s.inr is not None and G_t.inr is not None
+    assert G_s.inr.fit_info["steps"] > 0  # a fitted head, not a fresh (bicubic-only) one
+    for a, b in zip(G_s.inr.state_dict().values(), G_t.inr.state_dict().values()):
+        assert torch.equal(a, b)  # G_t shares G_s's head (its card says why)
+    z = torch.randn(6, 100, generator=torch.Generator().manual_seed(11))
+    with torch.no_grad():
+        ws = G_s.mapping(z)
+        out = render(G_s, ws, 96, 128)  # height 96, width 128: through the head (mode auto)
+        assert out.shape == (6, 3, 96, 128) and torch.isfinite(out).all()
+        x, native = G_s.synthesis.forward_features(ws, noise_mode="const")
+        at64 = G_s.synthesis(ws, noise_mode="const", shape=(64, 64))
+        up = G_s.synthesis(ws, noise_mode="const", shape=(128, 128))
+        # 2x super-resolution from 32 px maps: the head must predict the generator's own 64 px pixels
+        xs = F.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False, antialias=True)
+        imgs = F.interpolate(native, size=(32, 32), mode="bicubic", align_corners=False, antialias=True)
+        sr = G_s.inr(xs, imgs, (64, 64))
+        bic = F.interpolate(imgs, size=(64, 64), mode="bicubic", align_corners=False)
+    p64, p128, p_sr, p_bic = (float(psnr(a, native).mean()) for a in (at64, F.avg_pool2d(up, 2), sr, bic))
+    print(f"bundled G_s head: 64 px {p64:.1f} dB, 128 px pooled {p128:.2f} dB, 2x SR head {p_sr:.2f} dB vs bicubic "
+          f"{p_bic:.2f} dB")
+    # thresholds: the figures of G_s's card (fp16 file, measured on other z) minus a margin
+    assert p64 > 100  # exact by construction (residual gated to 0 at pixel centres): ~200 dB
+    assert p128 > HEAD_128_POOLED_DB - 1.5
+    assert p_sr > HEAD_SR2X_DB - 1.5 and p_sr > p_bic - 0.3
+    G_m = lerp_generators(G_s, G_t, 0.5)
+    assert G_m.inr is not None
+    assert render(G_m, ws[:1], 128, 128).shape == (1, 3, 128, 128)
 
 
 def test_comfy_loader_lists_show_the_bundled_models(tmp_path):
