@@ -154,6 +154,15 @@ def vgg_random():
 
 
 @pytest.fixture(scope="session")
+def dlib_random_dat(tmp_path_factory):
+    """dlib's face network in its ``.dat`` format with seeded random weights, under the real file's name (see
+    ``tests/dlib_dat.py``): for tests of the format, the architecture and the plumbing, not of learned identity."""
+    from dlib_dat import write_random_dlib_dat
+
+    return write_random_dlib_dat(tmp_path_factory.mktemp("dlib") / "dlib_face_recognition_resnet_model_v1.dat")
+
+
+@pytest.fixture(scope="session")
 def tiny_gens():
     """``(G_s, G_t)`` from :func:`tiny_generators` (seed 0); do not modify them in a test."""
     return tiny_generators(0)
