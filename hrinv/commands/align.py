@@ -13,7 +13,7 @@ from pathlib import Path
 
 HELP = "detect faces in photos and align each one like FFHQ (DIR/<stem>_<k>.png + DIR/<stem>.json with the transforms)"
 
-log = logging.getLogger("HRInv")
+log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
