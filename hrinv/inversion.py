@@ -456,9 +456,9 @@ def _fit_to_generator(Gc, target, mask, non_square):
         raise ShapeError(f"non_square='inr' needs a generator with an INR head (G.inr is None); target is "
                          f"{h}x{w}, generator renders {res}x{res}")
     if max(h, w) != res:
-        raise ShapeError(f"target is {h}x{w} but the generator renders {res}x{res} and has no INR head: resize "
-                         f"the image so its longer side is {res} (non-square targets are then padded and "
-                         f"masked), e.g. `hrinv invert --keep-aspect`")
+        raise ShapeError(f"target is {h}x{w} px but the generator renders {res}x{res} px and has no INR head: "
+                         f"resize the image to {res}x{res} (crop or stretch it), or keep its aspect ratio and scale it "
+                         f"so its longer side is {res} px (the rest is then padded and left out of the loss)")
     target, pad_mask, pads = pad_to_square(target)  # [B, 3, res, res], [B, 1, res, res]
     mask = pad_mask if mask is None else pad_to_square(mask, mode="constant")[0] * pad_mask
     return target, mask, None, pads

@@ -64,8 +64,9 @@ def _cfg():
 def test_demo_refuses_a_missing_photo(tmp_path, capsys):
     from hrinv import cli
 
-    assert cli.main(["demo", "--out", str(tmp_path), "--photo", str(tmp_path / "nope.jpg")]) == 2
-    assert "not found" in capsys.readouterr().out
+    assert cli.main(["demo", "--out", str(tmp_path), "--photo", str(tmp_path / "nope.jpg")]) == 1
+    out, err = capsys.readouterr()
+    assert "not found" in err and out == ""
 
 
 def test_demo_reports_a_photo_without_a_face(tmp_path, capsys):

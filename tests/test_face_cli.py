@@ -19,7 +19,7 @@ def test_align_no_face_is_a_clear_message(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "noise.png: no face" in err and "min_size" in err
     assert list((tmp_path / "o").iterdir()) == []
-    assert main(["align", str(tmp_path / "missing.png"), "--out", str(tmp_path / "o")]) == 2
+    assert main(["align", str(tmp_path / "missing.png"), "--out", str(tmp_path / "o")]) == 1
     assert main(["align", str(tmp_path / "noise.png"), "--out", str(tmp_path / "o"), "--faces", "some"]) == 2
 
 

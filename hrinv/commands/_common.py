@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import InvalidSettingError, ShapeError
+from ..errors import ImageReadError, InvalidSettingError, ShapeError
 
 __all__ = [
     "Progress",
@@ -22,6 +22,7 @@ __all__ = [
     "fit_image",
     "load_image",
     "output_dir",
+    "require_files",
     "resolve_device",
     "resolve_dtype",
     "save_image",
@@ -117,6 +118,16 @@ def fit_image(img, size: int, keep_aspect: bool = False):
     left, top = (w - s) // 2, (h - s) // 2
     img = img.crop((left, top, left + s, top + s))
     return img if s == size else img.resize((size, size), Image.LANCZOS)
+
+
+def require_files(paths, what: str = "image") -> None:
+    """Raise :class:`ImageReadError` naming every input in ``paths`` (``None`` entries skipped) that is not a file.
+
+    A missing input is a library error like any other: ``hrinv`` prints it on stderr and exits with 1 (exit 2 stays
+    for what argparse itself refuses)."""
+    missing = [str(p) for p in paths if p is not None and not Path(p).is_file()]
+    if missing:
+        raise ImageReadError(f"{what} file(s) not found: {', '.join(missing)}. Check the path(s).")
 
 
 def output_dir(path) -> Path:

@@ -8,6 +8,7 @@ inversions in G_s, the same codes rendered by G_t).
 
 import argparse
 import logging
+import sys
 import time
 from pathlib import Path
 
@@ -101,20 +102,17 @@ def run(args) -> int:
     from ..inversion import InversionConfig, compute_w_stats, invert
     from ..io.checkpoints import load_generator, save_generator
     from ..losses import PerceptualLoss, load_vgg16
-    from ._common import load_image, resolve_device, resolve_dtype, save_image, write_json
+    from ._common import load_image, require_files, resolve_device, resolve_dtype, save_image, write_json
 
     try:
         config = _config(args)
     except ValueError as e:
-        print(f"hrinv finetune: error: {e}")
+        print(f"hrinv finetune: error: {e}", file=sys.stderr)
         return 2
-    missing = [p for p in args.style if not Path(p).is_file()]
-    if missing:
-        print(f"hrinv finetune: error: style image file(s) not found: {', '.join(missing)}")
-        return 2
+    require_files(args.style, "style image")
     out = Path(args.out)
     if out.suffix.lower() != ".safetensors":
-        print(f"hrinv finetune: error: --out must be a .safetensors file, got {out.name!r}")
+        print(f"hrinv finetune: error: --out must be a .safetensors file, got {out.name!r}", file=sys.stderr)
         return 2
     out.parent.mkdir(parents=True, exist_ok=True)
     device, dtype = resolve_device(args.device), resolve_dtype(args.dtype)
