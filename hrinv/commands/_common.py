@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .._files import atomic_write, json_default
 from ..errors import ImageReadError, InvalidSettingError, ShapeError
 
 __all__ = [
@@ -218,19 +219,10 @@ def save_image(img: torch.Tensor, path) -> Path:
 
 
 def write_json(path, obj) -> Path:
-    """Write ``obj`` as indented JSON (tuples/paths/numpy scalars converted)."""
-    def default(o):
-        if isinstance(o, (np.generic,)):
-            return o.item()
-        if isinstance(o, (Path, torch.device, torch.dtype)):
-            return str(o)
-        if isinstance(o, (set, tuple)):
-            return list(o)
-        raise TypeError(f"{type(o).__name__} is not JSON serialisable")
-
+    """Write ``obj`` as indented JSON (tuples/paths/numpy scalars converted), all or nothing."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=2, default=default) + "\n")
+    with atomic_write(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, default=json_default) + "\n", encoding="utf-8")
     return path
 
 
