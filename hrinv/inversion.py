@@ -36,6 +36,7 @@ from .optim import (
     randn_per_sample,
     sample_seeds,
     setting_error,
+    settings_dict,
 )
 
 __all__ = [
@@ -159,11 +160,7 @@ class InversionConfig:
 
     def to_dict(self) -> dict:
         """JSON-able dict (stored in the latent's settings)."""
-        d = dataclasses.asdict(self)
-        d["betas"] = list(self.betas)
-        if isinstance(self.loss_layers, dict):
-            d["loss_layers"] = {str(k): float(v) for k, v in self.loss_layers.items()}
-        return d
+        return settings_dict(self)
 
     @classmethod
     def preset(cls, name: str, **overrides) -> "InversionConfig":

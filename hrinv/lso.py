@@ -36,7 +36,7 @@ from .errors import InvalidSettingError, ShapeError
 from .lambdas import row_blocks
 from .latent import Latent
 from .optim import (check_loop_settings, frozen, grad_context, make_generators, normalize_noise_maps_, optimize,
-                    prepare_loss, randn_per_sample, sample_seeds, setting_error)
+                    prepare_loss, randn_per_sample, sample_seeds, setting_error, settings_dict)
 
 __all__ = ["LSOConfig", "LSOResult", "local_style_optimize", "parse_rows", "resolve_rows"]
 
@@ -108,8 +108,7 @@ class LSOConfig:
 
     def to_dict(self) -> dict:
         """JSON-able dict (stored in the latent's settings)."""
-        d = dataclasses.asdict(self)
-        d["betas"] = list(self.betas)
+        d = settings_dict(self)
         if not isinstance(self.rows, (str, int)):
             d["rows"] = [int(r) for r in self.rows]
         return d
