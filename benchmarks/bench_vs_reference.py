@@ -23,7 +23,6 @@ average next to the table.
 """
 
 import argparse
-import contextlib
 import importlib
 import os
 import statistics

@@ -1,4 +1,4 @@
-"""The GPU check of issue 13 in one script: N-step (default 1000) 1024^2 W+ (+noise) inversions, time and peak VRAM,
+"""The GPU check in one script: N-step (default 1000) 1024^2 W+ (+noise) inversions, time and peak VRAM,
 ours in each precision against NVIDIA stylegan2-ada-pytorch's generator in the same loop, batch 1 and 8.
 
 UNMEASURED so far: written and dry-run on the CPU (``--device cpu --size 64 --steps 2``), never run on a GPU.

@@ -10,17 +10,17 @@ __version__ = "0.1.0"
 
 # name -> module that defines it. Resolved on first attribute access (PEP 562).
 _LAZY = {
-    # generator (issue 2)
+    # generator
     "Generator": "hrinv.generator.stylegan2",
     "INRHead": "hrinv.generator.inr",
     "load_generator": "hrinv.io.checkpoints",
     "save_generator": "hrinv.io.checkpoints",
     "fit_inr_head": "hrinv.generator.inr",
     "render": "hrinv.rendering",
-    # perceptual loss (issue 3)
+    # perceptual loss
     "load_vgg16": "hrinv.losses.vgg",
     "PerceptualLoss": "hrinv.losses.perceptual",
-    # inversion, interpolation, LSO (issue 3)
+    # inversion, interpolation, LSO
     "invert": "hrinv.inversion",
     "InversionConfig": "hrinv.inversion",
     "Latent": "hrinv.latent",
@@ -28,28 +28,28 @@ _LAZY = {
     "lerp_latents": "hrinv.interpolate",
     "local_style_optimize": "hrinv.lso",
     "LSOConfig": "hrinv.lso",
-    # identity metric (issue 4)
+    # identity metric
     "load_face_embedder": "hrinv.faceid",
     "id_retrieval": "hrinv.metrics.id_retrieval",
-    # faces in photos: detection, FFHQ alignment, paste-back (issue 8)
+    # faces in photos: detection, FFHQ alignment, paste-back
     "detect_faces": "hrinv.face",
     "align_faces": "hrinv.face",
     "paste_back": "hrinv.face",
     "FaceAlignment": "hrinv.face",
     "FaceDetection": "hrinv.face",
     "FaceTransform": "hrinv.face",
-    # the whole pipeline, photo in, photo out (issue 8)
+    # the whole pipeline, photo in, photo out
     "stylize": "hrinv.pipeline",
     "StylizeConfig": "hrinv.pipeline",
     "StylizeResult": "hrinv.pipeline",
-    # dataset-scale jobs (issue 12)
+    # dataset-scale jobs
     "run_batch": "hrinv.batch",
     "collect_items": "hrinv.batch",
     "InvertJob": "hrinv.batch",
     "StylizeJob": "hrinv.batch",
     "init_distributed": "hrinv.distributed",
     "evaluate_results": "hrinv.metrics.evaluate",
-    # few-shot fine-tuning (issue 9; module finetuning.py so hrinv.finetune stays the function)
+    # few-shot fine-tuning (module finetuning.py, so hrinv.finetune stays the function)
     "finetune": "hrinv.finetuning",
     "FinetuneConfig": "hrinv.finetuning",
 }

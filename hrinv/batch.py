@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from ._files import TMP_TAG, atomic_write, json_default
 from .errors import DatasetLayoutError, HRInvError, InvalidSettingError
 
 __all__ = [
@@ -59,7 +60,6 @@ log = logging.getLogger(__name__)
 
 STATE_DIR = ".hrinv-batch"
 RESULTS = "results.jsonl"
-TMP_TAG = ".hrinv-tmp"
 _CONTENT_KEYS = ("content", "input", "image", "path")
 _REFERENCE_KEYS = ("reference", "style")
 _NAME_KEYS = ("name",)
@@ -267,54 +267,13 @@ def coerce_settings(cls, settings: dict, where: str = "settings") -> dict:
 # Atomic files
 
 
-def _tmp_path(final: Path) -> Path:
-    # Same folder (so os.replace is a rename on one file system), same extension (PIL/safetensors pick formats by it).
-    return final.with_name(f".{final.stem}{TMP_TAG}-{os.getpid()}{final.suffix}")
-
-
-@contextlib.contextmanager
-def atomic_write(final):
-    """``with atomic_write(path) as tmp: write(tmp)``: the data lands at ``path`` complete or not at all.
-
-    ``tmp`` is a hidden file in the same folder; on success it is flushed to disk and renamed over ``path``; on an
-    exception it is removed.
-    """
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_path(final)
-    try:
-        yield tmp
-        if not tmp.is_file():
-            raise FileNotFoundError(f"atomic_write: nothing was written to {tmp}")
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-
-
 def _write_text_atomic(path: Path, text: str) -> None:
     with atomic_write(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
 
 
-def _json_default(o):
-    import numpy as np
-    import torch
-
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, (Path, torch.device, torch.dtype)):
-        return str(o)
-    if isinstance(o, (set, tuple)):
-        return list(o)
-    raise TypeError(f"{type(o).__name__} is not JSON serialisable")
-
-
 def _dumps(obj, indent=None) -> str:
-    return json.dumps(obj, indent=indent, default=_json_default, allow_nan=True)
+    return json.dumps(obj, indent=indent, default=json_default, allow_nan=True)
 
 
 class OutputWriter:

@@ -23,13 +23,13 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
 from .errors import InvalidSettingError, ShapeError
-from .optim import grad_context
+from .optim import grad_context, settings_dict
 
 __all__ = ["FinetuneConfig", "finetune", "mixed_rows", "tuned_parameter_names"]
 
@@ -144,11 +144,7 @@ class FinetuneConfig:
 
     def to_dict(self) -> dict:
         """JSON-able dict (stored in G_t's metadata)."""
-        d = dataclasses.asdict(self)
-        d["betas"] = list(self.betas)
-        if isinstance(self.loss_layers, dict):
-            d["loss_layers"] = {str(k): float(v) for k, v in self.loss_layers.items()}
-        return d
+        return settings_dict(self)
 
 
 # ----------------------------------------------------------------------------------------------------------------------

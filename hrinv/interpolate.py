@@ -397,7 +397,9 @@ def lerp_latents(w_s, w_t, lam: LambdaSpec = "paper", *, num_ws: int | None = No
     a = ws_s if ws_s.ndim == 3 else ws_s[None]                                     # [B, N, D]
     b = ws_t if ws_t.ndim == 3 else ws_t[None]                                     # [B, N, D]
     if a.shape[0] != b.shape[0] and 1 not in (a.shape[0], b.shape[0]):
-        raise ShapeError(f"batch sizes {a.shape[0]} and {b.shape[0]} do not broadcast (use equal sizes or 1).")
+        raise ShapeError(f"w_s holds {a.shape[0]} codes but w_t holds {b.shape[0]}: they pair up one to one, or one "
+                         f"side holds a single code used for all. Invert the same number of images for both, or "
+                         f"pass a single code on one side.")
     n = a.shape[1]
     if num_ws is not None and int(num_ws) != n:
         raise ShapeError(f"num_ws={num_ws} but the codes have {n} rows.")

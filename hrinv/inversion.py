@@ -36,6 +36,7 @@ from .optim import (
     randn_per_sample,
     sample_seeds,
     setting_error,
+    settings_dict,
 )
 
 __all__ = [
@@ -159,11 +160,7 @@ class InversionConfig:
 
     def to_dict(self) -> dict:
         """JSON-able dict (stored in the latent's settings)."""
-        d = dataclasses.asdict(self)
-        d["betas"] = list(self.betas)
-        if isinstance(self.loss_layers, dict):
-            d["loss_layers"] = {str(k): float(v) for k, v in self.loss_layers.items()}
-        return d
+        return settings_dict(self)
 
     @classmethod
     def preset(cls, name: str, **overrides) -> "InversionConfig":
@@ -417,10 +414,10 @@ def invert(G, target: torch.Tensor, loss=None, config: InversionConfig | None = 
                 total = objective(img, v)
             return amp.guard.exit(total), img
 
-        cb = callback
-        if callback is not None and pads is not None:
-            def cb(step, total, preview):
-                callback(step, total, None if preview is None else crop_from_square(preview, pads))
+        def _cropped_progress(step, total, preview):
+            callback(step, total, None if preview is None else crop_from_square(preview, pads))
+
+        cb = _cropped_progress if callback is not None and pads is not None else callback
 
         early = EarlyStopping(config.early_stop_patience, config.early_stop_min_rel, config.noise_ramp) \
             if config.early_stop_patience else None
@@ -465,9 +462,9 @@ def _fit_to_generator(Gc, target, mask, non_square):
         raise ShapeError(f"non_square='inr' needs a generator with an INR head (G.inr is None); target is "
                          f"{h}x{w}, generator renders {res}x{res}")
     if max(h, w) != res:
-        raise ShapeError(f"target is {h}x{w} but the generator renders {res}x{res} and has no INR head: resize "
-                         f"the image so its longer side is {res} (non-square targets are then padded and "
-                         f"masked), e.g. `hrinv invert --keep-aspect`")
+        raise ShapeError(f"target is {h}x{w} px but the generator renders {res}x{res} px and has no INR head: "
+                         f"resize the image to {res}x{res} (crop or stretch it), or keep its aspect ratio and scale it "
+                         f"so its longer side is {res} px (the rest is then padded and left out of the loss)")
     target, pad_mask, pads = pad_to_square(target)  # [B, 3, res, res], [B, 1, res, res]
     mask = pad_mask if mask is None else pad_to_square(mask, mode="constant")[0] * pad_mask
     return target, mask, None, pads

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ._files import atomic_write, json_default
 from .errors import (
     HRInvError,
     IncompatibleGeneratorsError,
@@ -208,8 +209,8 @@ class Latent:
         meta = {"format": LATENT_FORMAT, "version": _VERSION, "generator_fingerprint": self.generator_fingerprint,
                 "settings": self.settings, "metrics": self.metrics,
                 "noise_layers": None if self.noise is None else list(self.noise)}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_file(tensors, str(path), metadata={"hrinv": json.dumps(meta, default=_json_default)})
+        with atomic_write(path) as tmp:
+            save_file(tensors, str(tmp), metadata={"hrinv": json.dumps(meta, default=json_default)})
         return path
 
     @classmethod
@@ -357,18 +358,6 @@ class Latent:
 
 def _is_per_sample(value, batch: int) -> bool:
     return isinstance(value, list) and len(value) == batch
-
-
-def _json_default(obj):
-    if isinstance(obj, (np.generic,)):
-        return obj.item()
-    if isinstance(obj, torch.Tensor) and obj.numel() == 1:
-        return obj.item()
-    if isinstance(obj, (Path, torch.device, torch.dtype)):
-        return str(obj)
-    if isinstance(obj, (tuple, set)):
-        return list(obj)
-    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
 
 
 # No latent array is anywhere near this (1000 samples of 18 x 512 float32 is 37 MB).

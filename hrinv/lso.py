@@ -36,7 +36,7 @@ from .errors import InvalidSettingError, ShapeError
 from .lambdas import row_blocks
 from .latent import Latent
 from .optim import (check_loop_settings, frozen, grad_context, make_generators, normalize_noise_maps_, optimize,
-                    prepare_loss, randn_per_sample, sample_seeds, setting_error)
+                    prepare_loss, randn_per_sample, sample_seeds, setting_error, settings_dict)
 
 __all__ = ["LSOConfig", "LSOResult", "local_style_optimize", "parse_rows", "resolve_rows"]
 
@@ -108,8 +108,7 @@ class LSOConfig:
 
     def to_dict(self) -> dict:
         """JSON-able dict (stored in the latent's settings)."""
-        d = dataclasses.asdict(self)
-        d["betas"] = list(self.betas)
+        d = settings_dict(self)
         if not isinstance(self.rows, (str, int)):
             d["rows"] = [int(r) for r in self.rows]
         return d
@@ -232,7 +231,9 @@ def _check_inputs(G_m, ws_in, content):
         raise ShapeError(f"content values must be in [-1, 1] (StyleGAN convention), got [{lo:.3g}, {hi:.3g}].")
     batch = max(ws_in.shape[0], content.shape[0])
     if {ws_in.shape[0], content.shape[0]} - {1, batch}:
-        raise ShapeError(f"w_m batch {ws_in.shape[0]} and content batch {content.shape[0]} do not broadcast.")
+        raise ShapeError(f"w_m holds {ws_in.shape[0]} codes but content holds {content.shape[0]} images: they pair up "
+                         f"one to one, or one side holds a single item used for all. Pass as many content images as "
+                         f"codes (the images the codes were inverted from), or a single code or a single image.")
     h, w = content.shape[-2:]
     res = G_m.img_resolution
     if (h, w) == (res, res):

@@ -28,6 +28,7 @@ import copy
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
+import dataclasses
 from dataclasses import dataclass, field
 
 import torch
@@ -51,6 +52,7 @@ __all__ = [
     "randn_per_sample",
     "sample_seeds",
     "setting_error",
+    "settings_dict",
     "thaw",
 ]
 
@@ -218,6 +220,18 @@ def prepare_loss(loss, device, *, layers="conv", who: str = "the optimisation") 
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Settings
+
+
+def settings_dict(config) -> dict:
+    """JSON-able dict of an optimisation config dataclass (stored with what it produced): tuples become lists and a
+    ``{tap: weight}`` ``loss_layers`` gets string keys."""
+    d = dataclasses.asdict(config)
+    for k, v in d.items():
+        if isinstance(v, tuple):
+            d[k] = list(v)
+    if isinstance(d.get("loss_layers"), dict):
+        d["loss_layers"] = {str(k): float(v) for k, v in d["loss_layers"].items()}
+    return d
 
 
 def setting_error(config, name: str, want: str) -> InvalidSettingError:

@@ -12,7 +12,7 @@ import logging
 import sys
 from pathlib import Path
 
-log = logging.getLogger("HRInv")
+log = logging.getLogger(__name__)
 
 
 def _ensure_hrinv() -> None:
@@ -78,9 +78,9 @@ from . import _comfy
 _comfy.register_model_folders()
 
 _MODULES = ("loaders", "invert", "interpolate", "local_style", "render", "metrics", "latents")
-_MODULES += ("finetune",)  # issue 9: few-shot G_t (kept on its own line so branches merge cleanly)
-_MODULES += ("faces",)  # issue 8: faces in photos
-_MODULES += ("demo",)  # issue 9: the bundled demo pictures (template with no setup)
+_MODULES += ("finetune",)  # few-shot G_t (kept on its own line so branches merge cleanly)
+_MODULES += ("faces",)  # faces in photos
+_MODULES += ("demo",)  # the bundled demo pictures (template with no setup)
 
 
 def node_list() -> list:

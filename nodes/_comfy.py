@@ -25,7 +25,7 @@ import comfy.utils
 import folder_paths
 import torch
 
-log = logging.getLogger("HRInv")
+log = logging.getLogger(__name__)
 
 # key -> (default sub-folder of ComfyUI/models, accepted extensions). Keys follow the folders where users keep these files.
 MODEL_FOLDERS: dict[str, tuple[str, set[str]]] = {
@@ -252,15 +252,6 @@ def device_copy(module: torch.nn.Module, device: torch.device) -> torch.nn.Modul
         return module
     with torch.inference_mode(False):
         return copy.deepcopy(module).to(device)
-
-
-def grad_context():
-    """``inference_mode(False)`` + ``enable_grad()``: optimisation inside a node (the host runs nodes under
-    ``torch.inference_mode()``, where autograd is off and tensors cannot be saved for backward)."""
-    stack = contextlib.ExitStack()
-    stack.enter_context(torch.inference_mode(False))
-    stack.enter_context(torch.enable_grad())
-    return stack
 
 
 def no_inference_mode():

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from . import _comfy
 
-log = logging.getLogger("HRInv")
+log = logging.getLogger(__name__)
 
 CATEGORY = "HRInversion"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from . import _comfy
-from ._common import (CATEGORY, NodeError, check_batches, check_generator_renders_enough, check_image_size,
+from ._common import (CATEGORY, check_batches, check_generator_renders_enough, check_image_size,
                       check_latent_fits, describe_generator, fit_to_resolution, guarded, to_comfy, to_lib)
 from .invert import VGG_BYTES_PER_PIXEL, preview_every, w_stats
 from .types import GENERATOR, LATENT, VGG, LatentHandle

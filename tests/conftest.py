@@ -154,6 +154,36 @@ def vgg_random():
 
 
 @pytest.fixture(scope="session")
+def two_face_photo(tmp_path_factory):
+    """A photo with two real faces, named ``couple.jpg``: the team's id-photo from ``../shared`` when present, else a
+    composite made from the head of the package's public-domain demo portrait (``hrinv/bundled/demo_photo.png``) and a
+    smaller mirrored copy of it, on a grey 1140x794 canvas. Detection, alignment and paste-back plumbing tests use it; tests of
+    landmark accuracy or identity use the real photos only."""
+    real = SHARED / "data" / "faces" / "id-photos" / "couple.jpg"
+    if real.is_file():
+        return real
+    from PIL import Image, ImageOps
+
+    with Image.open(REPO / "hrinv" / "bundled" / "demo_photo.png") as im:
+        head = im.convert("RGB").crop((94, 0, 354, 260))  # the 512 px portrait's head and shoulders
+    canvas = Image.new("RGB", (1140, 794), (128, 128, 128))
+    canvas.paste(head.resize((560, 560)), (30, 120))
+    canvas.paste(ImageOps.mirror(head).resize((440, 440)), (650, 200))
+    path = tmp_path_factory.mktemp("photos") / "couple.jpg"
+    canvas.save(path, quality=95)
+    return path
+
+
+@pytest.fixture(scope="session")
+def dlib_random_dat(tmp_path_factory):
+    """dlib's face network in its ``.dat`` format with seeded random weights, under the real file's name (see
+    ``tests/dlib_dat.py``): for tests of the format, the architecture and the plumbing, not of learned identity."""
+    from dlib_dat import write_random_dlib_dat
+
+    return write_random_dlib_dat(tmp_path_factory.mktemp("dlib") / "dlib_face_recognition_resnet_model_v1.dat")
+
+
+@pytest.fixture(scope="session")
 def tiny_gens():
     """``(G_s, G_t)`` from :func:`tiny_generators` (seed 0); do not modify them in a test."""
     return tiny_generators(0)

@@ -25,17 +25,29 @@ def test_module_entry_point_runs():
     assert r.returncode == 0 and r.stdout.startswith("hrinv ")
 
 
-def test_console_script_installed_when_pip_installed():
+def test_console_script_entry_point():
+    """The ``hrinv`` script pyproject.toml declares points at a callable that runs; when the package is pip-installed
+    the script on PATH runs too."""
+    import importlib
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()  # tomllib needs Python 3.11
+    scripts = text.split("[project.scripts]", 1)[1].split("\n[", 1)[0]
+    module, _, func = re.search(r'^hrinv\s*=\s*"([^"]+)"', scripts, re.M).group(1).partition(":")
+    entry = getattr(importlib.import_module(module), func)
+    with pytest.raises(SystemExit) as e:
+        entry(["--version"])
+    assert e.value.code == 0
     exe = shutil.which("hrinv")
-    if exe is None:
-        pytest.skip("the `hrinv` command is not on PATH (package not pip-installed in this environment)")
-    r = subprocess.run([exe, "--version"], capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
+    if exe is not None:  # pip-installed here: the generated script works as well
+        r = subprocess.run([exe, "--version"], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
 
 
 def test_cli_conventions_usage_errors_exit_2_library_errors_exit_1(tmp_path, capsys):
-    """Usage errors (argparse, missing inputs) -> stderr, exit 2; library errors -> one stderr line, exit 1, no
-    traceback; stdout stays clean for results."""
+    """Usage errors (what argparse refuses) -> stderr, exit 2; library errors (a missing or unreadable input too) ->
+    one stderr line, exit 1, no traceback; stdout stays clean for results."""
     with pytest.raises(SystemExit) as e:
         main(["render"])  # required arguments missing: argparse
     assert e.value.code == 2 and "usage:" in capsys.readouterr().err
@@ -47,6 +59,37 @@ def test_cli_conventions_usage_errors_exit_2_library_errors_exit_1(tmp_path, cap
     assert main(["convert", str(bad), str(tmp_path / "out.safetensors")]) == 1
     out, err = capsys.readouterr()
     assert err.startswith("hrinv convert: error: ") and "Traceback" not in err and out == ""
+
+
+def _missing_input_cases(n):
+    """Every command, called with an input file (or folder) that does not exist; whatever else it needs is missing
+    too, so the input must be the first thing checked."""
+    return {
+        "convert": ["convert", f"{n}.pkl", f"{n}.safetensors"],
+        "fit-inr": ["fit-inr", f"{n}.pkl", f"{n}.safetensors"],
+        "invert": ["invert", f"{n}.png", "--generator", f"{n}.pkl", "--vgg", f"{n}.pth", "--out", f"{n}_out"],
+        "stylize": ["stylize", "--content", f"{n}.png", "--reference", f"{n}.png", "--source", f"{n}.pkl",
+                    "--target", f"{n}.pkl", "--vgg", f"{n}.pth", "--out", f"{n}_out"],
+        "render": ["render", f"{n}.safetensors", "--generator", f"{n}.pkl", "--out", f"{n}.png"],
+        "id-retrieval": ["id-retrieval", f"{n}_folder"],
+        "batch": ["batch", "invert", "-i", f"{n}_folder", "--generator", f"{n}.pkl", "--vgg", f"{n}.pth",
+                  "--out", f"{n}_out"],
+        "evaluate": ["evaluate", f"{n}.jsonl"],
+        "align": ["align", f"{n}.jpg", "--out", f"{n}_out"],
+        "finetune": ["finetune", "--generator", f"{n}.pkl", "--style", f"{n}.png", "--vgg", f"{n}.pth",
+                     "--out", f"{n}.safetensors"],
+        "demo": ["demo", "--photo", f"{n}.jpg", "--out", f"{n}_out"],
+    }
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_missing_input_is_a_library_error_on_stderr(command, tmp_path, capsys):
+    argv = _missing_input_cases(str(tmp_path / "missing"))[command]
+    assert main(argv) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith(f"hrinv {command}: error: ") and "missing" in err, (out, err)
+    assert "not found" in err or "does not exist" in err, err
+    assert "Traceback" not in err and not (tmp_path / "missing_out").exists()  # nothing written before the check
 
 
 def test_progress_is_a_tqdm_bar_on_stderr():

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import shared_path
+from conftest import save_random_vgg_file
 from hrinv.cli import main
 from hrinv.generator.stylegan2 import Generator
 from hrinv.io.checkpoints import save_generator
@@ -43,7 +43,8 @@ def workdir(tmp_path_factory):
 
 
 def test_stylize_then_render(workdir, capsys):
-    vgg = shared_path("weights", "vgg16_imagenet_caffe.safetensors")
+    vgg = workdir / "vgg16_random.safetensors"  # the plumbing, not the quality: a random-weight VGG16 will do
+    save_random_vgg_file(vgg)
     out = workdir / "out"
     rc = main(["stylize", "--content", str(workdir / "face.png"), "--reference", str(workdir / "toon.png"),
                "--source", str(workdir / "gs.safetensors"), "--target", str(workdir / "gt.safetensors"),
@@ -82,4 +83,4 @@ def test_stylize_refuses_unrelated_architectures(workdir, tmp_path, capsys):
     assert "img_resolution" in capsys.readouterr().err
     rc = main(["stylize", "--content", str(workdir / "nope.png"), "--reference", str(workdir / "toon.png"),
                "--source", "a", "--target", "b", "--vgg", "c", "--out", str(tmp_path / "o")])
-    assert rc == 2
+    assert rc == 1 and "nope.png" in capsys.readouterr().err

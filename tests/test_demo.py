@@ -64,8 +64,9 @@ def _cfg():
 def test_demo_refuses_a_missing_photo(tmp_path, capsys):
     from hrinv import cli
 
-    assert cli.main(["demo", "--out", str(tmp_path), "--photo", str(tmp_path / "nope.jpg")]) == 2
-    assert "not found" in capsys.readouterr().out
+    assert cli.main(["demo", "--out", str(tmp_path), "--photo", str(tmp_path / "nope.jpg")]) == 1
+    out, err = capsys.readouterr()
+    assert "not found" in err and out == ""
 
 
 def test_demo_reports_a_photo_without_a_face(tmp_path, capsys):
@@ -75,7 +76,8 @@ def test_demo_reports_a_photo_without_a_face(tmp_path, capsys):
     Image.fromarray(np.full((128, 128, 3), 120, np.uint8)).save(p)
     assert cli.main(["demo", "--out", str(tmp_path / "o"), "--photo", str(p), "--steps", "2", "--lso-steps", "0",
                      "--quiet"]) == 1
-    assert "face" in capsys.readouterr().out.lower()
+    out, err = capsys.readouterr()
+    assert "no face" in err.lower() and err.startswith("hrinv demo: error: ") and out == ""
 
 
 def test_demo_config_defaults_fit_the_bundled_generator():

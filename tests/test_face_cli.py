@@ -1,4 +1,5 @@
-"""`hrinv align`, and `hrinv invert` / `hrinv stylize` with their default alignment (real photos from ../shared)."""
+"""`hrinv align`, and `hrinv invert` / `hrinv stylize` with their default alignment, on a photo with two real faces
+(the ``two_face_photo`` fixture) and a random-weight VGG16: these test the plumbing, not the quality."""
 
 import json
 
@@ -7,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import shared_path
+from conftest import save_random_vgg_file
 from hrinv.cli import main
 
 
@@ -19,12 +20,12 @@ def test_align_no_face_is_a_clear_message(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "noise.png: no face" in err and "min_size" in err
     assert list((tmp_path / "o").iterdir()) == []
-    assert main(["align", str(tmp_path / "missing.png"), "--out", str(tmp_path / "o")]) == 2
+    assert main(["align", str(tmp_path / "missing.png"), "--out", str(tmp_path / "o")]) == 1
     assert main(["align", str(tmp_path / "noise.png"), "--out", str(tmp_path / "o"), "--faces", "some"]) == 2
 
 
-def test_align_writes_the_contract_files(tmp_path, capsys):
-    couple = shared_path("data", "faces", "id-photos", "couple.jpg")
+def test_align_writes_the_contract_files(tmp_path, capsys, two_face_photo):
+    couple = two_face_photo
     out = tmp_path / "al"
     rc = main(["align", str(couple), "--out", str(out), "--size", "128", "--device", "cpu"])
     assert rc == 0
@@ -46,12 +47,13 @@ def test_align_writes_the_contract_files(tmp_path, capsys):
     assert "2 face(s)" in capsys.readouterr().out
 
 
-def test_stylize_cli_aligns_and_pastes_back_by_default(tmp_path):
+def test_stylize_cli_aligns_and_pastes_back_by_default(tmp_path, two_face_photo):
     from hrinv.io.checkpoints import save_generator
     from nodes_harness import tiny_generators
 
-    photo_src = shared_path("data", "faces", "id-photos", "couple.jpg")
-    vgg = shared_path("weights", "vgg16_imagenet_caffe.safetensors")
+    photo_src = two_face_photo
+    vgg = tmp_path / "vgg16_random.safetensors"
+    save_random_vgg_file(vgg)
     with Image.open(photo_src) as im:
         im.convert("RGB").resize((570, 397)).save(tmp_path / "two.jpg")  # small copy: fast test
     G_s, G_t = tiny_generators()
@@ -75,12 +77,13 @@ def test_stylize_cli_aligns_and_pastes_back_by_default(tmp_path):
     assert mask.max() == 255 and mask.min() == 0
 
 
-def test_invert_cli_aligns_by_default(tmp_path):
+def test_invert_cli_aligns_by_default(tmp_path, two_face_photo):
     from hrinv.io.checkpoints import save_generator
     from nodes_harness import tiny_generators
 
-    vgg = shared_path("weights", "vgg16_imagenet_caffe.safetensors")
-    with Image.open(shared_path("data", "faces", "id-photos", "couple.jpg")) as im:
+    vgg = tmp_path / "vgg16_random.safetensors"
+    save_random_vgg_file(vgg)
+    with Image.open(two_face_photo) as im:
         im.convert("RGB").resize((570, 397)).save(tmp_path / "two.jpg")
     G_s, _ = tiny_generators()
     save_generator(G_s, tmp_path / "g.safetensors")

@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-from conftest import shared_path
 from nodes_harness import face_images, random_vgg, run_node, stubbed_pack, tiny_generators
 
 
@@ -52,18 +51,18 @@ def test_wrong_photo_count_is_refused(h):
         run_node(h.nodes["HRInv_PasteFaces"], photo=torch.cat([img, img]), faces=faces, alignment=al)
 
 
-def _couple(size=(570, 397)):
+def _couple(path, size=(570, 397)):
     from PIL import Image
 
     from hrinv.imageio import pil_to_tensor
 
-    with Image.open(shared_path("data", "faces", "id-photos", "couple.jpg")) as im:
+    with Image.open(path) as im:
         t = pil_to_tensor(im.convert("RGB").resize(size))
     return t.permute(1, 2, 0)[None]  # IMAGE [1, H, W, 3]
 
 
-def test_align_and_paste_two_faces(h):
-    img = _couple()
+def test_align_and_paste_two_faces(h, two_face_photo):
+    img = _couple(two_face_photo)
     faces, al, mask = _align(h, img)
     assert faces.shape == (2, 64, 64, 3) and mask.shape == (2, 64, 64)
     one, al1, _ = _align(h, img, faces="index", face_index=1)
@@ -77,8 +76,8 @@ def test_align_and_paste_two_faces(h):
     assert float((m[0] > 0.99).float().mean()) > 0.1
 
 
-def test_stylize_faces_node(h):
-    img = _couple()
+def test_stylize_faces_node(h, two_face_photo):
+    img = _couple(two_face_photo)
     ref = face_images(1, size=64, seed=5)
     photo, faces, mask, al = run_node(h.nodes["HRInv_StylizeFaces"], photo=img, reference=ref, source=h.gs,
                                       target=h.gt, vgg=h.vgg, steps=1, lso_steps=1, lambdas="paper", faces="all",

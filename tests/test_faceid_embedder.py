@@ -1,4 +1,7 @@
-"""FaceEmbedder with the dlib network: input forms, preprocessing on aligned faces, errors."""
+"""FaceEmbedder with the dlib network: input forms, preprocessing on aligned faces, errors.
+
+Plumbing tests (input forms, errors, precision) use dlib's network with seeded random weights (``tests/dlib_dat.py``);
+the tests that compare with dlib's own descriptors need the real file in ``../shared``."""
 
 import numpy as np
 import pytest
@@ -12,7 +15,13 @@ from hrinv.imageio import read_image
 
 
 @pytest.fixture(scope="module")
-def emb():
+def emb(dlib_random_dat):
+    """Found by name in a folder, as users load it; random weights."""
+    return load_face_embedder("dlib", search_dirs=[dlib_random_dat.parent])
+
+
+@pytest.fixture(scope="module")
+def emb_real():
     dat = shared_path("weights", "dlib_face_recognition_resnet_model_v1.dat")
     return load_face_embedder("dlib", search_dirs=[dat.parent])
 
@@ -23,8 +32,9 @@ def test_describes_itself(emb):
     assert d["weights"].endswith(".dat") and "150x150" in d["preprocess_description"]
 
 
-def test_aligned_faces_land_on_dlib_chips(emb):
+def test_aligned_faces_land_on_dlib_chips(emb_real):
     """The 'dlib' crop of a CelebA-HQ-aligned image gives almost dlib's own descriptor (from its detected chip)."""
+    emb = emb_real
     z = np.load(fixture_path("dlib_face", "chips_and_descriptors.npz"), allow_pickle=False)
     ref = torch.nn.functional.normalize(torch.from_numpy(z["descriptors"]), dim=1)  # [12, 128]
     imgs = [read_image(shared_path("data", "faces", "celebahq", str(n))) for n in z["names"][:6]]
@@ -35,7 +45,8 @@ def test_aligned_faces_land_on_dlib_chips(emb):
     torch.testing.assert_close(e.norm(dim=1), torch.ones(6), atol=1e-5, rtol=0)
 
 
-def test_chip_mode_and_raw_descriptors(emb):
+def test_chip_mode_and_raw_descriptors(emb_real):
+    emb = emb_real
     z = np.load(fixture_path("dlib_face", "chips_and_descriptors.npz"), allow_pickle=False)
     chips = torch.from_numpy(z["chips"][:2]).permute(0, 3, 1, 2)  # uint8 [2, 3, 150, 150]
     chip_emb = load_face_embedder(emb.meta["path"], preprocess="chip")

@@ -226,7 +226,7 @@ def test_cli_finetune_writes_generator_json_and_sheet(tmp_path, capsys):
 
     rc = main(["finetune", "--generator", str(tmp_path / "gs.safetensors"), "--style", str(tmp_path / "nope.png"),
                "--vgg", str(tmp_path / "vgg.safetensors"), "--out", str(out)])
-    assert rc == 2 and "not found" in capsys.readouterr().out
+    assert rc == 1 and "not found" in capsys.readouterr().err
     rc = main(["finetune", "--generator", str(tmp_path / "gs.safetensors"), "--style", str(tmp_path / "a.png"),
                "--vgg", str(tmp_path / "vgg.safetensors"), "--out", str(out), "--mix-rows", "1,x"])
-    assert rc == 2 and "--mix-rows" in capsys.readouterr().out
+    assert rc == 2 and "--mix-rows" in capsys.readouterr().err

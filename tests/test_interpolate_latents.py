@@ -66,8 +66,9 @@ def test_lerp_tensor_endpoints_rows_and_batches():
 def test_lerp_refuses_mismatched_layouts():
     with pytest.raises(ShapeError):
         lerp_latents(torch.zeros(1, 10, 16), torch.zeros(1, 8, 16), 0.5)
-    with pytest.raises(ShapeError):
+    with pytest.raises(ShapeError, match="w_s holds 2 codes but w_t holds 3") as e:
         lerp_latents(torch.zeros(2, 10, 16), torch.zeros(3, 10, 16), 0.5)
+    assert "Invert the same number of images for both" in str(e.value)
     with pytest.raises(ShapeError):
         lerp_latents(torch.zeros(1, 10, 16), torch.zeros(1, 10, 16), 0.5, num_ws=18)
 

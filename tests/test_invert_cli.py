@@ -67,7 +67,7 @@ def test_cli_invert_writes_png_latent_json(paths, tmp_path, capsys):
 def test_cli_invert_errors(paths, tmp_path, capsys):
     rc = main(["invert", str(tmp_path / "missing.jpg"), "--generator", str(paths["gen"]), "--vgg", str(paths["vgg"]),
                "--out", str(tmp_path)])
-    assert rc == 2 and "not found" in capsys.readouterr().err
+    assert rc == 1 and "not found" in capsys.readouterr().err
     rc = main(["invert", str(paths["face"]), "--generator", str(paths["gen"]), "--vgg", str(paths["vgg"]),
                "--steps", "0", "--out", str(tmp_path)])
     assert rc == 1 and "steps" in capsys.readouterr().err  # a typed error, on stderr, exit 1

@@ -186,8 +186,10 @@ def test_non_square_target_is_padded_and_masked(G, stats):
                  callback=lambda s, t, p: seen.append(None if p is None else tuple(p.shape)))
     assert res.image.shape == (1, 3, 32, 24) and seen[-1] == (1, 3, 32, 24)
     assert res.latent.settings["pads"] == [4, 4, 0, 0] and res.latent.settings["target_size"] == [32, 24]
-    with pytest.raises(ShapeError, match="longer side"):
+    with pytest.raises(ShapeError, match="longer side is 32 px") as e:
         invert(G, torch.zeros(1, 3, 20, 24), mse, InversionConfig(steps=1), w_stats=stats)
+    assert "20x24 px" in str(e.value) and "renders 32x32 px" in str(e.value)
+    assert "hrinv" not in str(e.value) and "--" not in str(e.value)  # no CLI words: node users read it too
     with pytest.raises(ShapeError, match="INR"):
         invert(G, target, mse, InversionConfig(steps=1, non_square="inr"), w_stats=stats)
 

@@ -95,8 +95,12 @@ def test_non_square_and_minimum_size(vgg):
     loss = PerceptualLoss(vgg, "conv")
     img = _smooth(33, 90, 7)
     assert loss(img, loss.target(img)).shape == (1,)
-    with pytest.raises(ShapeError, match="> 32"):
+    with pytest.raises(ShapeError, match="more than 32 px") as e:
         loss.target(_smooth(32, 90, 7))
+    assert "got 32x90 px" in str(e.value) and "upscale or pad the image" in str(e.value)
+    with pytest.raises(ShapeError, match="more than 32 px") as e:  # the generator's render is the limit
+        loss(_smooth(32, 32, 7), loss.target(_smooth(33, 33, 7)))
+    assert "got 32x32 px" in str(e.value) and "use a generator that renders more than 32 px" in str(e.value)
     with pytest.raises(ShapeError, match=r"\[B, 3, H, W\]"):
         loss.target(torch.zeros(1, 64, 64, 3))
     with pytest.raises(ShapeError, match="differs from the target size"):

@@ -143,6 +143,9 @@ def test_bad_inputs(setup):
         local_style_optimize(G, w_m, content[..., :16, :16], pixel_loss, LSOConfig(**FAST))
     with pytest.raises(ShapeError):
         local_style_optimize(G, w_m, content * 10, pixel_loss, LSOConfig(**FAST))
+    with pytest.raises(ShapeError, match="w_m holds 2 codes but content holds 3 images") as e:
+        local_style_optimize(G, w_m, content[:1].expand(3, -1, -1, -1), pixel_loss, LSOConfig(**FAST))
+    assert "Pass as many content images as codes" in str(e.value)
     with pytest.raises(InvalidSettingError):
         LSOConfig(steps=0)
     with pytest.raises(InvalidSettingError):

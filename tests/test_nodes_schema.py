@@ -153,14 +153,15 @@ def test_pack_says_which_copy_it_loaded(tmp_path, caplog):
 
     saved = list(getattr(hrinv, "_comfy_pack_dirs", []))
     try:
-        with caplog.at_level(logging.INFO, logger="HRInv"), stubbed_pack(tmp_path):
+        with caplog.at_level(logging.INFO), stubbed_pack(tmp_path):
             pass
-        line = [r.getMessage() for r in caplog.records if "nodes from" in r.getMessage()]
-        assert line and f"nodes from {REPO / 'nodes'}, hrinv from {REPO / 'hrinv'}" in line[-1]
+        recs = [r for r in caplog.records if "nodes from" in r.getMessage()]
+        assert recs and f"nodes from {REPO / 'nodes'}, hrinv from {REPO / 'hrinv'}" in recs[-1].getMessage()
+        assert recs[-1].name.endswith(".nodes"), recs[-1].name  # a module-named logger (the package's __name__)
         assert not [r for r in caplog.records if r.levelno >= logging.WARNING and "another copy" in r.getMessage()]
         caplog.clear()
         hrinv._comfy_pack_dirs = [Path("/somewhere/else/custom_nodes/hrinversion/nodes")]
-        with caplog.at_level(logging.INFO, logger="HRInv"), stubbed_pack(tmp_path):
+        with caplog.at_level(logging.INFO), stubbed_pack(tmp_path):
             pass
         warn = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
         assert any("another copy of this pack was already loaded from /somewhere/else" in m for m in warn), warn

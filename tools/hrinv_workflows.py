@@ -199,7 +199,7 @@ def wf_id_retrieval():
 
 
 def wf_finetune_face():
-    """Issue 9: one style image + a face -> G_t fine-tuned from G_s on the fly, then the paper pipeline."""
+    """One style image + a face -> G_t fine-tuned from G_s on the fly, then the paper pipeline."""
     g = {}
     _loaders(g, target=False)
     g["10"] = _node("LoadImage", "Content face x_s", image=CONTENT_IMAGE)

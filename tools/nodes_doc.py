@@ -14,9 +14,9 @@ DOC = REPO / "docs" / "nodes.md"
 ORDER = ["HRInv_LoadStyleINRGAN", "HRInv_LoadVGG16", "HRInv_LoadFaceEmbedder", "HRInv_Invert", "HRInv_LerpGenerators",
          "HRInv_LerpLatents", "HRInv_LocalStyleOptimize", "HRInv_RenderAnyResolution", "HRInv_IDRetrievalScore",
          "HRInv_SaveLatent", "HRInv_LoadLatent"]
-ORDER += ["HRInv_Finetune"]  # issue 9 (own line: branches merge cleanly)
-ORDER += ["HRInv_AlignFaces", "HRInv_PasteFaces", "HRInv_StylizeFaces"]  # faces in photos (issue 8)
-ORDER += ["HRInv_LoadDemoImage"]  # the bundled demo pictures (issue 9)
+ORDER += ["HRInv_Finetune"]  # few-shot G_t (own line: branches merge cleanly)
+ORDER += ["HRInv_AlignFaces", "HRInv_PasteFaces", "HRInv_StylizeFaces"]  # faces in photos
+ORDER += ["HRInv_LoadDemoImage"]  # the bundled demo pictures
 BEGIN, END = "<!-- nodes:begin -->", "<!-- nodes:end -->"
 
 

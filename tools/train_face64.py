@@ -40,7 +40,6 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("HRINV_SHARED", REPO.parent / "shared"))

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import InvalidSettingError, ShapeError
+from .._files import atomic_write, json_default
+from ..errors import ImageReadError, InvalidSettingError, ShapeError
 
 __all__ = [
     "Progress",
@@ -22,6 +23,7 @@ __all__ = [
     "fit_image",
     "load_image",
     "output_dir",
+    "require_files",
     "resolve_device",
     "resolve_dtype",
     "save_image",
@@ -119,6 +121,16 @@ def fit_image(img, size: int, keep_aspect: bool = False):
     return img if s == size else img.resize((size, size), Image.LANCZOS)
 
 
+def require_files(paths, what: str = "image") -> None:
+    """Raise :class:`ImageReadError` naming every input in ``paths`` (``None`` entries skipped) that is not a file.
+
+    A missing input is a library error like any other: ``hrinv`` prints it on stderr and exits with 1 (exit 2 stays
+    for what argparse itself refuses)."""
+    missing = [str(p) for p in paths if p is not None and not Path(p).is_file()]
+    if missing:
+        raise ImageReadError(f"{what} file(s) not found: {', '.join(missing)}. Check the path(s).")
+
+
 def output_dir(path) -> Path:
     """Create the output folder ``path`` (and its parents); a typed error when a file is in the way."""
     path = Path(path)
@@ -207,19 +219,10 @@ def save_image(img: torch.Tensor, path) -> Path:
 
 
 def write_json(path, obj) -> Path:
-    """Write ``obj`` as indented JSON (tuples/paths/numpy scalars converted)."""
-    def default(o):
-        if isinstance(o, (np.generic,)):
-            return o.item()
-        if isinstance(o, (Path, torch.device, torch.dtype)):
-            return str(o)
-        if isinstance(o, (set, tuple)):
-            return list(o)
-        raise TypeError(f"{type(o).__name__} is not JSON serialisable")
-
+    """Write ``obj`` as indented JSON (tuples/paths/numpy scalars converted), all or nothing."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=2, default=default) + "\n")
+    with atomic_write(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, default=json_default) + "\n", encoding="utf-8")
     return path
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 HELP = "detect faces in photos and align each one like FFHQ (DIR/<stem>_<k>.png + DIR/<stem>.json with the transforms)"
 
-log = logging.getLogger("HRInv")
+log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -62,7 +62,7 @@ def align_photo(path, size, args, device):
 
 def run(args) -> int:
     from ..errors import NoFaceFoundError
-    from ._common import resolve_device, save_image
+    from ._common import require_files, resolve_device, save_image
 
     try:
         parse_select(args.faces)
@@ -72,10 +72,7 @@ def run(args) -> int:
     if args.size < 8:
         print(f"hrinv align: error: --size must be at least 8, got {args.size}", file=sys.stderr)
         return 2
-    missing = [p for p in args.photos if not Path(p).is_file()]
-    if missing:
-        print(f"hrinv align: error: photo file(s) not found: {', '.join(missing)}", file=sys.stderr)
-        return 2
+    require_files(args.photos, "photo")
     device = resolve_device(args.device)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

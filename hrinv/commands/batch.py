@@ -230,16 +230,14 @@ def _run_job(args):
         print(f"hrinv batch {args.job}: error: {e}", file=sys.stderr)
         return 2
     # One INFO line per inverted image would drown the progress bar; --verbose (hrinv -v batch ...) keeps them.
-    loggers = [logging.getLogger(n) for n in ("hrinv", "HRInv")]  # module loggers and the older shared one
-    levels = [lg.level for lg in loggers]
+    logger = logging.getLogger("hrinv")  # the parent of every module logger in the library
+    level = logger.level
     if not getattr(args, "verbose", False):
-        for lg in loggers:
-            lg.setLevel(logging.WARNING)
+        logger.setLevel(logging.WARNING)
     try:
         return _run(args, job)
     finally:
-        for lg, level in zip(loggers, levels):
-            lg.setLevel(level)
+        logger.setLevel(level)
 
 
 def _run(args, job):

@@ -9,6 +9,7 @@ by :func:`hrinv.demo.run_demo`.
 """
 
 import argparse
+import sys
 import time
 
 HELP = "stylise the bundled demo photo (or --photo) offline with the bundled models: DIR/stylized.png + comparison.png"
@@ -76,7 +77,7 @@ def run(args) -> int:
     import torch
 
     if args.threads is not None and args.threads < 1:
-        print(f"hrinv demo: error: --threads must be 1 or more, got {args.threads}")
+        print(f"hrinv demo: error: --threads must be 1 or more, got {args.threads}", file=sys.stderr)
         return 2
     threads = torch.get_num_threads()
     if args.threads:
@@ -88,20 +89,15 @@ def run(args) -> int:
 
 
 def _run(args) -> int:
-    from pathlib import Path
-
     from ..demo import DemoConfig, run_demo
     from ..errors import HRInvError
-    from ._common import resolve_device
+    from ._common import require_files, resolve_device
 
-    for what, p in (("--photo", args.photo), ("--style", args.style)):
-        if p is not None and not Path(p).is_file():
-            print(f"hrinv demo: error: {what} file not found: {p}")
-            return 2
+    require_files([args.photo, args.style], "--photo or --style image")
     try:
         device = resolve_device(args.device)
     except ValueError as e:
-        print(f"hrinv demo: error: {e}")
+        print(f"hrinv demo: error: {e}", file=sys.stderr)
         return 2
     cfg = DemoConfig(steps=args.steps, lso_steps=args.lso_steps, finetune_steps=args.finetune_steps, lam=args.lam,
                      face_size=args.face_size, seed=args.seed)
@@ -112,7 +108,7 @@ def _run(args) -> int:
                        on_stage=bars.on_stage)
     except HRInvError as e:
         bars.close()
-        print(f"hrinv demo: error: {e}")
+        print(f"hrinv demo: error: {e}", file=sys.stderr)
         return 1
     bars.close()
     if not args.quiet:

@@ -12,6 +12,7 @@ gradients are averaged, rank 0 alone prints progress and writes the files (docs/
 
 import argparse
 import logging
+import sys
 import time
 from pathlib import Path
 
@@ -100,20 +101,17 @@ class _Bar:
 
 
 def run(args) -> int:
-    from ._common import resolve_device, resolve_dtype
+    from ._common import require_files, resolve_device, resolve_dtype
 
     try:
         config = _config(args)
     except ValueError as e:
-        print(f"hrinv finetune: error: {e}")
+        print(f"hrinv finetune: error: {e}", file=sys.stderr)
         return 2
-    missing = [p for p in args.style if not Path(p).is_file()]
-    if missing:
-        print(f"hrinv finetune: error: style image file(s) not found: {', '.join(missing)}")
-        return 2
+    require_files(args.style, "style image")
     out = Path(args.out)
     if out.suffix.lower() != ".safetensors":
-        print(f"hrinv finetune: error: --out must be a .safetensors file, got {out.name!r}")
+        print(f"hrinv finetune: error: --out must be a .safetensors file, got {out.name!r}", file=sys.stderr)
         return 2
     out.parent.mkdir(parents=True, exist_ok=True)
     from ..distributed import in_torchrun, init_distributed

@@ -98,7 +98,8 @@ def run(args) -> int:
     from ..io.checkpoints import load_generator
     from ..losses import load_vgg16
     from ..errors import InvalidSettingError
-    from ._common import Progress, load_image, output_dir, resolve_device, resolve_dtype, save_image, write_json
+    from ._common import (Progress, load_image, output_dir, require_files, resolve_device, resolve_dtype, save_image,
+                          write_json)
 
     try:
         config = _config(args)
@@ -106,12 +107,9 @@ def run(args) -> int:
         raise InvalidSettingError(str(e)) from None
     if args.batch_size < 1:
         raise InvalidSettingError(f"--batch-size must be >= 1, got {args.batch_size}")
+    require_files(args.images, "image")
     device, dtype = resolve_device(args.device), resolve_dtype(args.dtype)
     out = output_dir(args.out)
-    missing = [p for p in args.images if not Path(p).is_file()]
-    if missing:
-        print(f"hrinv invert: error: image file(s) not found: {', '.join(missing)}", file=sys.stderr)
-        return 2
 
     G = load_generator(args.generator, device=device, dtype=dtype)
     vgg = load_vgg16(args.vgg, device=device)
@@ -133,7 +131,7 @@ def run(args) -> int:
                 _, al = align_photo(p, res, args, device)
             except NoFaceFoundError as e:
                 no_face += 1
-                print(f"hrinv invert: {p}: no face: {e}")
+                print(f"hrinv invert: {p}: no face: {e}", file=sys.stderr)
                 continue
             doc = al.to_dict()
             doc["photo"] = str(p)

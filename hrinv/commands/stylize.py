@@ -151,13 +151,10 @@ def run(args) -> int:
     from ..io.checkpoints import load_generator, save_generator
     from ..losses import load_vgg16
     from ..pipeline import stylize
-    from ._common import load_image, output_dir, resolve_device, resolve_dtype, save_image, write_json
+    from ._common import load_image, output_dir, require_files, resolve_device, resolve_dtype, save_image, write_json
 
     t_start = time.perf_counter()
-    missing = [p for p in list(args.content) + list(args.reference) if not Path(p).is_file()]
-    if missing:
-        print(f"hrinv stylize: error: image file(s) not found: {', '.join(missing)}", file=sys.stderr)
-        return 2
+    require_files(list(args.content) + list(args.reference), "image")
     try:
         config = config_from_args(args)
     except (ValueError, InvalidSettingError) as e:
@@ -196,7 +193,7 @@ def run(args) -> int:
                 ref_latent = res_.reference_latent
             except NoFaceFoundError as e:
                 no_face += 1
-                print(f"hrinv stylize: {paths[0]}: no face: {e}")
+                print(f"hrinv stylize: {paths[0]}: no face: {e}", file=sys.stderr)
                 continue
             face_names = [f"{photo_name}_{k}" for k in range(res_.content.shape[0])]
             doc = res_.alignment.to_dict()

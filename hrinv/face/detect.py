@@ -164,7 +164,6 @@ _LANDMARK_CENTRE = (0.5, 0.58)
 def _refine(net, photo, det: FaceDetection, device, factor) -> FaceDetection:
     """Re-detect the landmarks of one face on an upright FFHQ crop of it (see ``refine`` of :func:`detect_faces`)."""
     from .align import FaceTransform, ffhq_quad, warp_face
-    from .mtcnn import run_mtcnn
 
     S = _REFINE_SIZE
     t0 = FaceTransform(quad=ffhq_quad(det.landmarks), photo_size=tuple(photo.shape[-2:]))

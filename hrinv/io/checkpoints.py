@@ -19,7 +19,6 @@ with a message listing what differs).
 
 import json
 import logging
-import os
 import re
 import struct
 import zipfile
@@ -27,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from .._files import atomic_write
 from ..errors import CheckpointCorruptError, CheckpointFormatError, HRInvError, WeightsNotFoundError
 from .nvidia_pkl import WHICH, plain_config, read_nvidia_pickle
 from .rosinality import (
@@ -582,13 +582,8 @@ def save_generator(G, path, *, extra_meta=None):
         info["w_avg"] = G.meta["w_avg"]
     if extra_meta:
         info["extra"] = json.loads(json.dumps(extra_meta, default=str))
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+    with atomic_write(path) as tmp:
         save_file(tensors, str(tmp), metadata={"hrinv": json.dumps(info)})
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 

@@ -25,7 +25,7 @@ global in the file                                          what we use instead
 ``_reconstruct``, ``numpy.ndarray``
 ==========================================================  ===========================================================
 
-Hardening against hostile files (issue 11):
+Hardening against hostile files:
 
 * ``EXT1/EXT2/EXT4`` opcodes are refused by a pre-scan (:func:`prescan_pickle`, ``pickletools.genops`` over a reader
   that never returns more than the file holds): ``_pickle`` would serve them from ``copyreg``'s extension cache

@@ -227,8 +227,12 @@ class PerceptualLoss(nn.Module):
         if not img.is_floating_point():
             raise ShapeError(f"{name}: expected a floating-point image in [-1, 1], got dtype {img.dtype}")
         if min(img.shape[-2:]) <= 32:
-            raise ShapeError(f"{name}: the shortest image side must be > 32 px (VGG16 pools 4-5 times before the "
-                             f"deepest tap), got {tuple(img.shape[-2:])}. Upscale or pad the image.")
+            h, w = img.shape[-2:]
+            fix = ("the generated image is the limit: use a generator that renders more than 32 px (or one with an "
+                   "INR head, rendering at the target's size)" if name == "pred" else
+                   "upscale or pad the image so its shorter side is more than 32 px")
+            raise ShapeError(f"{name}: the VGG16 loss needs images whose shorter side is more than 32 px (it pools 4-5 "
+                             f"times before its deepest tap), got {h}x{w} px; {fix}.")
 
     def _network_input(self, img):
         x = self.vgg.preprocess(img)  # [B, 3, H, W]

@@ -34,7 +34,6 @@ from hrinv.errors import (
     CheckpointCorruptError,
     CheckpointFormatError,
     InvalidSettingError,
-    UnsafeCheckpointError,
     WeightsNotFoundError,
 )
 
@@ -261,7 +260,7 @@ def _read_file(path: Path) -> tuple[dict, dict]:
     if suffix in (".pth", ".pt", ".bin", ".ckpt"):
         from ..io.safe_unpickle import torch_load_safe
 
-        # weights only, typed errors for every failure, stride-0 views and zip bombs refused (issue 11)
+        # weights only, typed errors for every failure, stride-0 views and zip bombs refused
         obj = torch_load_safe(str(path), what=f"{path} (expected a plain VGG16 state dict)")
         for _ in range(2):  # unwrap {"state_dict": {...}} style containers
             if isinstance(obj, dict) and not any(isinstance(v, torch.Tensor) for v in obj.values()):
