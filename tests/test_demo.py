@@ -96,6 +96,6 @@ def test_demo_threads_option_is_checked_and_restored(tmp_path, capsys):
 
     before = torch.get_num_threads()
     assert cli.main(["demo", "--out", str(tmp_path), "--threads", "0"]) == 2
-    assert "--threads" in capsys.readouterr().out
-    assert cli.main(["demo", "--out", str(tmp_path), "--threads", "1", "--photo", str(tmp_path / "nope.jpg")]) == 2
+    assert "--threads" in capsys.readouterr().err
+    assert cli.main(["demo", "--out", str(tmp_path), "--threads", "1", "--photo", str(tmp_path / "nope.jpg")]) == 1  # missing file
     assert torch.get_num_threads() == before                   # the process setting is given back
