@@ -5,6 +5,7 @@ PIL, RGB, centre-crop to a square of the shorter side, LANCZOS resize to the gen
 instead scales the longer side to the resolution and keeps the aspect ratio (the library pads and masks it).
 """
 
+import contextlib
 import json
 import math
 import sys
@@ -67,6 +68,25 @@ def resolve_device(name: str = "auto") -> torch.device:
     if dev.type not in ("cpu", "cuda", "mps"):
         raise InvalidSettingError(f"--device {name}: only cpu, cuda[:N] and mps are supported")
     return dev
+
+
+@contextlib.contextmanager
+def device_or_torchrun(args):
+    """``(device, ctx)`` for a command that also runs under ``torchrun``: there, this rank's process group and device
+    (``ctx`` is closed on exit, and ranks other than 0 are made quiet); otherwise ``resolve_device(args.device)`` and
+    ``None``."""
+    from ..distributed import in_torchrun, init_distributed
+
+    if not in_torchrun():
+        yield resolve_device(args.device), None
+        return
+    ctx = init_distributed(args.device)
+    if not ctx.is_main and hasattr(args, "quiet"):
+        args.quiet = True
+    try:
+        yield ctx.device, ctx
+    finally:
+        ctx.close()
 
 
 def resolve_dtype(name: str = "fp32") -> torch.dtype:

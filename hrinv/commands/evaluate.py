@@ -32,22 +32,10 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
-    from ..distributed import in_torchrun, init_distributed
-    from ._common import resolve_device
+    from ._common import device_or_torchrun
 
-    ctx = None
-    if in_torchrun():  # torchrun -m hrinv evaluate ...: each rank its share of the faces, rank 0 writes
-        ctx = init_distributed(args.device)
-        device = ctx.device
-        if not ctx.is_main:
-            args.quiet = True
-    else:
-        device = resolve_device(args.device)
-    try:
+    with device_or_torchrun(args) as (device, ctx):  # under torchrun: each rank its share of the faces, rank 0 writes
         return _run(args, device, ctx)
-    finally:
-        if ctx is not None:
-            ctx.close()
 
 
 def _run(args, device, ctx) -> int:

@@ -101,7 +101,7 @@ class _Bar:
 
 
 def run(args) -> int:
-    from ._common import require_files, resolve_device, resolve_dtype
+    from ._common import device_or_torchrun, require_files, resolve_dtype
 
     try:
         config = _config(args)
@@ -114,21 +114,8 @@ def run(args) -> int:
         print(f"hrinv finetune: error: --out must be a .safetensors file, got {out.name!r}", file=sys.stderr)
         return 2
     out.parent.mkdir(parents=True, exist_ok=True)
-    from ..distributed import in_torchrun, init_distributed
-
-    ctx = None
-    if in_torchrun():  # torchrun --nproc-per-node N -m hrinv finetune ...: DDP, rank 0 writes the files
-        ctx = init_distributed(args.device)
-        device = ctx.device
-        if not ctx.is_main:
-            args.quiet = True
-    else:
-        device = resolve_device(args.device)
-    try:
+    with device_or_torchrun(args) as (device, ctx):  # under torchrun: DDP, rank 0 writes the files
         return _run(args, config, out, device, resolve_dtype(args.dtype), ctx)
-    finally:
-        if ctx is not None:
-            ctx.close()
 
 
 def _run(args, config, out, device, dtype, ctx) -> int:

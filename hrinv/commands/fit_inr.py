@@ -30,7 +30,7 @@ def add_arguments(parser):
 def run(args):
     from .._checks import check_number, check_seed
     from ..errors import InvalidSettingError
-    from ._common import resolve_device
+    from ._common import device_or_torchrun
 
     dst = Path(args.dst)
     if dst.suffix.lower() != ".safetensors":
@@ -47,22 +47,8 @@ def run(args):
     check_number(args.max_scale, "--max-scale", low=1)
     if not dst.parent.is_dir():
         raise InvalidSettingError(f"the destination folder {dst.parent} does not exist; create it first")
-    from ..distributed import in_torchrun, init_distributed
-
-    ctx = None
-    if in_torchrun():  # torchrun --nproc-per-node N -m hrinv fit-inr ...: DDP, rank 0 writes DST
-        ctx = init_distributed(args.device)
-        device = ctx.device
-    else:
-        try:
-            device = resolve_device(args.device)
-        except ValueError as e:
-            raise InvalidSettingError(str(e)) from None
-    try:
+    with device_or_torchrun(args) as (device, ctx):  # under torchrun: DDP, rank 0 writes DST
         return _fit(args, device, dst, ctx)
-    finally:
-        if ctx is not None:
-            ctx.close()
 
 
 def _fit(args, device, dst, ctx):
