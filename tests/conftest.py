@@ -187,3 +187,13 @@ def dlib_random_dat(tmp_path_factory):
 def tiny_gens():
     """``(G_s, G_t)`` from :func:`tiny_generators` (seed 0); do not modify them in a test."""
     return tiny_generators(0)
+
+
+@pytest.fixture(scope="module")
+def one_cpu_thread():
+    """One CPU thread for a test module (``pytestmark = pytest.mark.usefixtures("one_cpu_thread")``): the same float
+    reductions as each torchrun rank, and tiny convolutions run faster than with oversubscribed threads."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

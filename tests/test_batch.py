@@ -4,8 +4,6 @@ bit; a killed run resumes with only what is left; bad items end up in the table 
 Tiny seeded generator + random VGG (tests/nodes_harness.py), 2 optimisation steps, 64 px pictures written here."""
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -20,40 +18,11 @@ from hrinv.batch import (RESULTS, STATE_DIR, TMP_TAG, BatchItem, atomic_write, c
 from hrinv.cli import main
 from hrinv.distributed import DistContext, init_distributed, rank_device, shard
 from hrinv.errors import DatasetLayoutError, InvalidSettingError
+from proc_tools import child_env, run_group
 
 REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")  # like each torchrun rank: equal float reductions
 N_ITEMS = 8
-
-
-def _run(cmd, env, timeout=240):
-    """Run ``cmd`` in its own process group; on a timeout kill the whole group (torchrun's workers too)."""
-    import signal
-
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        raise
-    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
-
-
-def _env(**extra):
-    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR",
-                                                               "MASTER_PORT", "LOCAL_WORLD_SIZE")}
-    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(REPO), **extra)
-    return env
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One CPU thread in this process, like each torchrun rank (equal float reductions, and faster on shared CPUs)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
@@ -228,7 +197,7 @@ def test_torchrun_two_cpu_processes_equal_one_process(data, reference_run, tmp_p
     out = tmp_path / "two"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
            "-m", "hrinv", *_args(data, out)]
-    r = _run(cmd, _env())
+    r = run_group(cmd, child_env())
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "2 process(es)" in r.stderr and f"{N_ITEMS} ok, 0 error(s)" in r.stderr
     rows = read_results(out)
@@ -240,8 +209,8 @@ def test_torchrun_two_cpu_processes_equal_one_process(data, reference_run, tmp_p
 
 def test_killed_run_resumes_with_only_what_is_left(data, reference_run, tmp_path, capsys):
     out = tmp_path / "resume"
-    crash = _run([sys.executable, str(REPO / "tests" / "batch_killed_midway.py"), "3", *_args(data, out, "-q")],
-                 _env())
+    crash = run_group([sys.executable, str(REPO / "tests" / "batch_killed_midway.py"), "3", *_args(data, out, "-q")],
+                 child_env())
     assert crash.returncode == 75, crash.stderr[-3000:]
     done = sorted(p.stem for p in (out / STATE_DIR / "done").iterdir())
     assert done == ["im0", "im1", "im2"] and not (out / RESULTS).exists()

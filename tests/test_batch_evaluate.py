@@ -6,7 +6,6 @@ import math
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from hrinv.batch import RESULTS
@@ -16,13 +15,7 @@ from hrinv.metrics.evaluate import evaluate_results, markdown_table
 from nodes_harness import face_images, random_vgg, tiny_face_embedder
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One CPU thread: these tiny convolutions run several times faster than with oversubscribed threads."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")  # tiny convolutions: faster without thread overhead
 
 
 @pytest.fixture(scope="module")
@@ -107,20 +100,14 @@ def test_nothing_to_evaluate(tmp_path):
 def test_evaluate_under_torchrun_equals_one_process(job, vgg, tmp_path):
     """2 gloo ranks, each its share of the faces (3 + 2), rank 0 gathers: the same per-item PSNR (exact), perceptual
     distance and ID retrieval as one process (embeddings in other batch sizes: equal to float rounding)."""
-    import os
-    import subprocess
     import sys
-    from pathlib import Path
+
+    from proc_tools import REPO, child_env, run_group
 
     root, _ = job
-    repo = Path(__file__).resolve().parents[1]
-    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR",
-                                                               "MASTER_PORT", "LOCAL_WORLD_SIZE")}
-    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(repo))  # the script in tests/ finds nodes_harness beside it
     out = tmp_path / "report.json"
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                        str(repo / "tests" / "evaluate_ranks.py"), str(root / RESULTS), str(out)], cwd=repo, env=env,
-                       capture_output=True, text=True, timeout=240)
+    r = run_group([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                   str(REPO / "tests" / "evaluate_ranks.py"), str(root / RESULTS), str(out)], child_env())
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     two = json.loads(out.read_text())
     one = evaluate_results(root / RESULTS, vgg=vgg, embedder=tiny_face_embedder())

@@ -1,8 +1,6 @@
 """Training under torchrun: `hrinv fit-inr` with 2 CPU processes (gloo) trains one head with DDP (every rank ends
 with the same weights; rank 0 writes the file); without torchrun nothing changes (same seed -> same head)."""
 
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -10,31 +8,10 @@ import torch
 
 from hrinv.cli import main
 from hrinv.io.checkpoints import load_generator, save_generator
+from proc_tools import child_env, run_group
 
 REPO = Path(__file__).resolve().parents[1]
 ARGS = ["--steps", "3", "--batch", "2", "--points", "256", "--device", "cpu", "--seed", "3"]
-
-
-def _run(cmd, env, timeout=240):
-    """Run ``cmd`` in its own process group; on a timeout kill the whole group (torchrun's workers too)."""
-    import signal
-
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        raise
-    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
-
-
-def _env():
-    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR",
-                                                               "MASTER_PORT", "LOCAL_WORLD_SIZE")}
-    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
-    return env
 
 
 def test_fit_inr_under_torchrun_uses_ddp(tmp_path):
@@ -44,8 +21,8 @@ def test_fit_inr_under_torchrun_uses_ddp(tmp_path):
     src = tmp_path / "g.safetensors"
     save_generator(G, src)
     dst2 = tmp_path / "ddp.safetensors"
-    r = _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-              "-m", "hrinv", "fit-inr", str(src), str(dst2), *ARGS], _env())
+    r = run_group([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+              "-m", "hrinv", "fit-inr", str(src), str(dst2), *ARGS], child_env())
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "2 ranks trained the same head" in r.stdout
     G2 = load_generator(dst2)
@@ -107,8 +84,8 @@ def test_finetune_under_torchrun_equals_one_process_with_the_union_batch(tmp_pat
     that the other batch is at least 5x farther away."""
     args = _finetune_inputs(tmp_path)
     ddp = tmp_path / "ddp" / "gt.safetensors"
-    r = _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-              "-m", "hrinv", *args, "--batch-size", "2", "--out", str(ddp)], _env())
+    r = run_group([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+              "-m", "hrinv", *args, "--batch-size", "2", "--out", str(ddp)], child_env())
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "2 ranks trained the same G_t" in r.stdout and "global batch 2 x 2" in r.stdout
     assert r.stdout.count("G_t ->") == 1  # rank 0 alone reports and writes
@@ -162,10 +139,10 @@ def test_train_face64_under_torchrun(tmp_path):
     save_file({f"features.{k}": v.contiguous() for k, v in random_vgg().features.state_dict().items()},
               str(tmp_path / "vgg.safetensors"))
     out = tmp_path / "run"
-    r = _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+    r = run_group([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
               str(REPO / "tools" / "train_face64.py"), "--out", str(out), "--teacher", str(tmp_path / "teacher.tar"),
               "--vgg", str(tmp_path / "vgg.safetensors"), "--steps", "3", "--batch", "2", "--percep-batch", "1",
-              "--heldout", "8", "--log-every", "1", "--ckpt-every", "2"], _env())
+              "--heldout", "8", "--log-every", "1", "--ckpt-every", "2"], child_env())
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "2 ranks (DDP, gloo): global batch 2 x 2" in r.stdout
     assert "2 ranks hold the same student" in r.stdout
