@@ -61,15 +61,19 @@ def _fit(G, steps, seed, args, label):
     return G_h
 
 
+def _held_out_maps(G, n, seed):
+    """The synthesis features and 64 px images (float32) of ``n`` seeded held-out z, with constant noise."""
+    z = torch.randn(n, G.z_dim, generator=torch.Generator().manual_seed(seed))
+    x, img = G.synthesis.forward_features(G.mapping(z, None), noise_mode="const")
+    return x.float(), img.float()
+
+
 @torch.no_grad()
 def measure(G, head, n=64, seed=10_000):
     """PSNR (dB, mean over n held-out z) of ``head`` on ``G``'s maps: native, and 2x / 4x super-resolution vs bicubic."""
     from hrinv.generator.inr import psnr
 
-    z = torch.randn(n, G.z_dim, generator=torch.Generator().manual_seed(seed))
-    ws = G.mapping(z, None)
-    x, img = G.synthesis.forward_features(ws, noise_mode="const")
-    x, img = x.float(), img.float()
+    x, img = _held_out_maps(G, n, seed)
     R = img.shape[-1]
     out = {"n": n, "seed": seed, "native_db": float(psnr(head(x, img, (R, R)), img).mean())}
     for f in (2, 4):
@@ -97,9 +101,7 @@ def sheet(G, path, seed=10_000, k=4):
     """Rows: z; columns: 64 px (nearest x4), 128 px head (nearest x2), 256 px head, 256 px bicubic."""
     from PIL import Image
 
-    z = torch.randn(k, G.z_dim, generator=torch.Generator().manual_seed(seed))
-    ws = G.mapping(z, None)
-    x, img = G.synthesis.forward_features(ws, noise_mode="const")
+    x, img = _held_out_maps(G, k, seed)
     R = img.shape[-1]
     cols = [F.interpolate(img, scale_factor=4, mode="nearest"),
             F.interpolate(G.inr(x, img, (2 * R, 2 * R)), scale_factor=2, mode="nearest"),
