@@ -94,6 +94,14 @@ def test_load_vgg16_without_a_path_uses_the_bundled_caffe_weights(monkeypatch):
     x = torch.rand(1, 3, 48, 48) * 2 - 1
     loss = PerceptualLoss(vgg)
     assert float(loss(x, x.flip(-1))) > 0 and float(loss(x, x)) == 0
+    # the default keeps the authors' layer balance on the shipped weights: one factor for all taps, so the effective
+    # scales λ_l c_l are in the ratio of the paper's λ's (conv1_2 : conv5_3 = 2e-4 : 5e-4); "rms" re-weights them
+    s, lam = loss.scales, loss.weights
+    assert s[28] / s[2] == pytest.approx(lam[28] / lam[2], rel=1e-12)
+    assert len({round(s[t] / lam[t], 12) for t in lam}) == 1
+    rms = PerceptualLoss(vgg, calibration="rms").scales
+    assert rms[28] / rms[2] == pytest.approx(lam[28] / lam[2] * vgg.calibration[28] / vgg.calibration[2])
+    assert rms[28] / rms[2] > 3 * s[28] / s[2]  # conv5_3 is ~6x smaller in caffe: per-tap RMS lifts it
 
 
 def test_bundled_vgg_matches_fp32(monkeypatch):

@@ -4,6 +4,8 @@ The formula, masks, tiling and memory modes do not depend on what the VGG learne
 VGG16 (caffe convention, with per-tap calibration measured like the real one's). The stored calibration of the real
 caffe weights is checked on a real face (slow, ../shared)."""
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -54,12 +56,13 @@ def test_conv_and_high_match_reference_formula(vgg):
         got = loss(pred, loss.target(tgt))
         assert got.shape == (2,)
         torch.testing.assert_close(got, _reference_loss(vgg, pred, tgt, weights), rtol=2e-4, atol=0)
-    cal = vgg.calibration
-    loss = PerceptualLoss(vgg, "conv")  # auto calibration of the known caffe weights
-    assert loss.calibration == cal
-    torch.testing.assert_close(loss(pred, loss.target(tgt)),
-                               _reference_loss(vgg, pred, tgt, PRESETS["vgg16_conv_1024"][1], cal=cal), rtol=2e-4,
-                               atol=0)
+    for calibration in ("auto", "rms"):  # auto = one global factor of the known caffe weights; rms = per tap
+        loss = PerceptualLoss(vgg, "conv", calibration=calibration)
+        cal = loss.calibration
+        assert set(cal) == set(vgg.calibration)
+        torch.testing.assert_close(loss(pred, loss.target(tgt)),
+                                   _reference_loss(vgg, pred, tgt, PRESETS["vgg16_conv_1024"][1], cal=cal),
+                                   rtol=2e-4, atol=0)
 
 
 def test_identity_zero_per_sample_independence_and_grad(vgg):
@@ -197,8 +200,9 @@ def test_calibration_options(vgg):
     with pytest.raises(InvalidSettingError, match="calibration"):
         PerceptualLoss(vgg, "conv", calibration="rms2")
     rms = PerceptualLoss(vgg, "conv", calibration="rms")
-    assert rms.calibration == PerceptualLoss(vgg, "conv").calibration == vgg.calibration
+    assert rms.calibration == vgg.calibration
     glob = PerceptualLoss(vgg, "conv", calibration="global")
+    assert PerceptualLoss(vgg, "conv").calibration == glob.calibration  # the default keeps the authors' balance
     g = glob.calibration[2]
     assert all(v == g for v in glob.calibration.values())
     assert min(vgg.calibration[t] for t in (2, 7, 14, 21, 28)) < g < max(vgg.calibration[t] for t in (2, 7, 14, 21, 28))
@@ -209,6 +213,35 @@ def test_calibration_options(vgg):
     assert PerceptualLoss(uncalibrated, "conv").calibration == {}
     with pytest.raises(InvalidSettingError, match="measure_calibration"):
         PerceptualLoss(uncalibrated, "conv", calibration="rms")
+
+
+@pytest.mark.parametrize("layers", ["conv", "high", "vgg16_conv_256", "vgg16_relu_1024"])
+def test_default_calibration_keeps_the_authors_layer_balance(vgg, layers):
+    """Default ("auto") on weights with known constants: every tap's effective scale λ_l c_l is λ_l times one common
+    factor, so the ratios between taps are the authors' λ ratios; "rms" gives λ_l times that tap's own constant."""
+    default = PerceptualLoss(vgg, layers)
+    rms = PerceptualLoss(vgg, layers, calibration="rms")
+    lam = default.weights
+    assert default.scales.keys() == lam.keys() == rms.scales.keys()
+    first = min(lam)
+    factor = default.scales[first] / lam[first]
+    assert factor != 1.0  # the caffe features are brought to the λ's magnitude, not left raw
+    for t in lam:
+        assert default.scales[t] / default.scales[first] == pytest.approx(lam[t] / lam[first], rel=1e-12)
+        assert rms.scales[t] == pytest.approx(lam[t] * vgg.calibration[rms.ops[t]], rel=1e-12)
+    # the per-tap constants differ between taps (x1.5 for this random VGG; x7-x19 for the real caffe weights, see
+    # tests/test_bundled.py), so "rms" changes the balance and the default does not
+    ratios = [rms.scales[t] / lam[t] for t in lam]
+    assert max(ratios) / min(ratios) > 1.2
+    # the common factor is the geometric mean of the d_conv taps' constants (conv or ReLU outputs, per the taps)
+    ops = [t if default.kind == "conv" else t + 1 for t in PRESETS["vgg16_conv_1024"][1]]
+    geo = math.exp(sum(math.log(vgg.calibration[op]) for op in ops) / len(ops))
+    assert factor == pytest.approx(geo, rel=1e-12)
+    # and the loss is the raw-feature loss times factor², i.e. no tap gained or lost weight
+    img, other = _smooth(40, 40, 30), _smooth(40, 40, 31)
+    raw = PerceptualLoss(vgg, layers, calibration="none")
+    torch.testing.assert_close(default(img, default.target(other)), raw(img, raw.target(other)) * factor ** 2,
+                               rtol=1e-5, atol=0)
 
 
 def test_checkpoint_is_exact(vgg):

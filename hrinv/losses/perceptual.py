@@ -3,8 +3,9 @@
 ``d_conv(x̂, x) = Σ_l ||λ_l c_l [φ_l(x̂) − φ_l(x)]||²`` summed over all channels and positions (the authors'
 ``mse_loss(reduction='sum')`` over λ-scaled flattened features), per sample, with φ_l the pre-ReLU outputs of
 conv1_2, conv2_2, conv3_3, conv4_3, conv5_3 (torchvision ops 2, 7, 14, 21, 28) and **no down-sampling**. ``d_h`` uses
-only taps 21 and 28. ``c_l`` is the per-tap calibration of the weight set (1 for torchvision/timm weights; see
-``docs/perceptual-loss.md`` for the Caffe weights).
+only taps 21 and 28. ``c_l`` is the calibration of the weight set: 1 for torchvision/timm weights; for the Caffe
+weights one factor for all taps by default (the authors' layer balance kept), per-tap with ``calibration="rms"``
+(see ``docs/perceptual-loss.md``).
 """
 
 from __future__ import annotations
@@ -94,12 +95,15 @@ class PerceptualLoss(nn.Module):
         taps: ``"conv"`` (pre-ReLU, the paper) or ``"relu"`` (post-ReLU, the CIPS-3D++ variant). ``None``: from the
             preset (``"conv"`` for dicts). With ``layers="conv"``/``"high"`` and ``taps="relu"`` the CIPS-3D++
             ``vgg16_relu_1024`` λ's are used.
-        calibration: multipliers applied to the features before λ. ``"auto"`` (default): the weight set's own
-            per-tap calibration when it carries one (the known caffe weights), else none (torchvision/timm: the
-            paper, unchanged). ``"rms"``: that per-tap calibration (unit RMS per tap on real faces at 1024²; error if
-            the weights carry none). ``"global"``: one factor for all taps (the geometric mean of the five per-tap
-            factors), which keeps the network's own layer balance. ``"none"``/``None``: raw features.
-            ``{op index: scale}``: explicit (e.g. from :func:`measure_calibration`).
+        calibration: multipliers applied to the features before λ. ``"auto"`` (default): ``"global"`` when the
+            weight set carries known constants (the known caffe weights), else none (torchvision/timm: the paper,
+            unchanged). ``"global"``: one factor for all taps (the geometric mean of the five per-tap factors of
+            d_conv's taps): it brings the features to the λ's order of magnitude and keeps the network's own,
+            i.e. the authors', balance between the layers (error if the weights carry no constants).
+            ``"rms"``: the per-tap calibration (unit RMS per tap on real faces at 1024²), which re-weights the
+            layers (more conv1_2 and conv5_3; error if the weights carry none). ``"none"``/``None``: raw
+            features. ``{op index: scale}``: explicit (e.g. from :func:`measure_calibration`). See
+            ``docs/perceptual-loss.md`` for the measurement behind the default.
         checkpoint: recompute VGG segments in backward (``torch.utils.checkpoint``, non-reentrant). Same result,
             less memory.
         tile: process the image in spatial tiles of this many (network-input) pixels, each with a halo and each
@@ -200,11 +204,14 @@ class PerceptualLoss(nn.Module):
                 log.warning("VGG16 weights with the %s convention but no known calibration: the paper's λ's assume "
                             "torchvision feature scales; consider measure_calibration()", self.vgg.convention.name)
             return {}
-        if cal == "global":  # one factor for every tap: keeps the network's own depth profile of activations
-            ref = [t if self.kind == "conv" else t + 1 for t in PRESETS["vgg16_conv_1024"][1]]
-            g = math.exp(sum(math.log(known[op]) for op in ref) / len(ref))
-            return {op: g for op in known}
-        return known  # "auto" / "rms": per-tap unit RMS
+        if cal == "rms":  # per-tap unit RMS: re-weights the layers (selectable, not the default)
+            return known
+        # "auto" / "global": one factor for every tap keeps the network's own depth profile of activations, i.e.
+        # the authors' balance between the λ's (a per-tap RMS scaling measured no clear win on the bundled pair:
+        # docs/finetune.md, "Calibration of the caffe VGG16")
+        ref = [t if self.kind == "conv" else t + 1 for t in PRESETS["vgg16_conv_1024"][1]]
+        g = math.exp(sum(math.log(known[op]) for op in ref) / len(ref))
+        return {op: g for op in known}
 
     @property
     def config(self) -> tuple:
