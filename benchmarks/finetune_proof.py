@@ -10,7 +10,7 @@ For a real face generator G_s, one (or a few) style reference(s) and N real alig
    (the paper's LSO claim: lerp+LSO retrieves identity better than plain lerp).
 
 ``--calibration rms global`` repeats everything per perceptual-loss calibration (the caffe VGG16's per-tap RMS
-calibration, the default, against one global factor that keeps the authors' layer balance).
+calibration against one global factor that keeps the authors' layer balance, the default since this experiment).
 
 Style distance: Gram matrices ``F Fᵀ / (C·H·W)`` of relu1_2, relu2_2, relu3_3 and relu4_3 of the same VGG16;
 per tap ``‖G(x) − G(ref)‖² / ‖G(ref)‖²``, averaged over taps (lower = closer to the reference's style). With

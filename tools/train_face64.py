@@ -131,11 +131,11 @@ def evaluate(G, T, loss, z, batch=64):
     return res
 
 
-def make_loss(vgg_path):
+def make_loss(vgg_path, calibration="rms"):
     from hrinv.losses import PerceptualLoss, load_vgg16
 
     vgg = load_vgg16(vgg_path)
-    return PerceptualLoss(vgg, "conv")
+    return PerceptualLoss(vgg, "conv", calibration=calibration)
 
 
 def save(G_ema, out, step, metrics, args, elapsed):
@@ -168,6 +168,9 @@ def main(argv=None):
     p.add_argument("--percep-every", type=int, default=2, help="VGG loss on every N-th step (CPU time)")
     p.add_argument("--percep-weight", type=float, default=1.0,
                    help="perceptual term, relative to L1 at step 0 (the ratio is measured once and then fixed)")
+    p.add_argument("--calibration", default="rms", choices=["rms", "global", "auto"],
+                   help="perceptual-loss calibration of the caffe VGG16 (default rms: what made the bundled G_s, "
+                        "when it was PerceptualLoss's default; auto = global is the default now)")
     p.add_argument("--lr", type=float, default=5e-3)
     p.add_argument("--rgb-init", type=float, default=0.1, help="scale of the initial ToRGB weights")
     p.add_argument("--ema", type=float, default=0.99)
@@ -213,7 +216,7 @@ def _mean_over_ranks(values, world):
 def _train(args, out, ctx, rank, world):
 
     T = load_teacher(args.teacher)
-    loss = make_loss(args.vgg)
+    loss = make_loss(args.vgg, args.calibration)
     z_held = torch.randn(args.heldout, 100, generator=torch.Generator().manual_seed(10_000 + args.seed))
 
     if args.evaluate:

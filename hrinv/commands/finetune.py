@@ -46,7 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="inversion steps per reference into G_s (default 500)")
     parser.add_argument("--lambda-mse", type=float, default=None, help="weight of a pixel MSE term (default 0)")
     parser.add_argument("--calibration", default=None, choices=["auto", "rms", "global", "none"],
-                        help="perceptual-loss calibration of the VGG taps (default auto; see docs/perceptual-loss.md)")
+                        help="perceptual-loss calibration of the VGG taps (default auto: for the caffe VGG16 one "
+                             "factor for all taps, the authors' layer balance; rms: per tap; see "
+                             "docs/perceptual-loss.md)")
     parser.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     add_device_arguments(parser)
