@@ -6,6 +6,9 @@
 
     python tools/make_demo_gt.py --half-gs runs/face64/stylegan2_face64.safetensors   # -> hrinv/bundled/
     python tools/make_demo_gt.py --steps 150 --invert-steps 200                        # G_t -> hrinv/bundled/
+
+G_t keeps G_s's INR head (``hrinv.finetune`` copies it; as ``tools/fit_bundled_inr.py --gt-head shared``); the
+head's figures on G_t are measured and stored in its metadata. Then refresh the manifest with tools/bundle_add.py.
 """
 
 import argparse
@@ -39,6 +42,9 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=150)
     ap.add_argument("--invert-steps", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--calibration", default="auto", choices=["auto", "global", "rms"],
+                    help="perceptual-loss calibration of the caffe VGG16 (default auto = global: the authors' layer "
+                         "balance)")
     ap.add_argument("--out", default=str(BUNDLED / "stylegan2_face64_demo_style.safetensors"))
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
@@ -62,7 +68,9 @@ def main(argv=None):
     res = G_s.img_resolution
     style = F.interpolate(read_image(bundled.path("demo_style.png"))[None] * 2 - 1, size=(res, res), mode="area")
     cfg = FinetuneConfig(steps=args.steps, invert_steps=args.invert_steps, seed=args.seed)
-    loss = PerceptualLoss(vgg, layers=cfg.loss_layers)
+    loss = PerceptualLoss(vgg, layers=cfg.loss_layers, calibration=args.calibration)
+    g = {round(c, 12) for c in loss.calibration.values()}
+    calibration = f"{args.calibration} ({'global' if len(g) == 1 else 'rms'})"
     t0 = time.time()
     last = [0.0]
 
@@ -74,8 +82,16 @@ def main(argv=None):
     G_t = finetune(G_s, style, loss, config=cfg, callback=cb, generator=torch.Generator().manual_seed(args.seed))
     secs = time.time() - t0
     G_t.meta["name"] = "stylegan2_face64_demo_style"
-    p = save_half(G_t, args.out, extra={"made_by": "tools/make_demo_gt.py", "seconds": round(secs, 1),
-                                        "config": json.loads(json.dumps(cfg.__dict__, default=str))})
+    extra = {"made_by": "tools/make_demo_gt.py", "seconds": round(secs, 1), "calibration": calibration,
+             "config": json.loads(json.dumps(cfg.__dict__, default=str))}
+    if G_t.inr is not None:  # finetune copied G_s's INR head: record it as tools/fit_bundled_inr.py --gt-head shared
+        from fit_bundled_inr import GS_NAME, _extra_of, measure  # the script beside this one
+
+        note = dict(_extra_of(bundled.path(GS_NAME)).get("inr_head") or {})
+        note.update(shared_with=GS_NAME, measured=measure(G_t, G_t.inr))
+        extra["inr_head"] = note
+        print(f"INR head shared with {GS_NAME}; on G_t: {json.dumps(note['measured'])}")
+    p = save_half(G_t, args.out, extra=extra)
     print(f"wrote {p} ({p.stat().st_size / 1e6:.2f} MB) in {secs:.0f} s; parent {G_t.meta.get('parent_fingerprint')}")
     return 0
 
