@@ -37,11 +37,16 @@ Selection rule (fixed before the first run):
 - it replaces the current default only if its paired bootstrap 95 % interval of the distance difference against
   the current default lies below zero (on every style that was run); otherwise the default stays.
 
-Run (CPU, 1 thread)::
+Run (CPU, 1 thread; the runs documented in docs/interpolation-and-lso.md, about 80 min in all on a shared
+2-core machine; without --variants the grid is default, reg0, reg0.1, rows0-6, reg1, rows0-2)::
 
-    PYTHONPATH=. nice -n 10 python benchmarks/lso_tuning.py --num-faces 24 --threads 1 --out runs/lso_tuning/demo
+    PYTHONPATH=. nice -n 10 python benchmarks/lso_tuning.py --num-faces 24 --threads 1 \
+        --variants default reg0 rows0-6 reg0.1 --out runs/lso_tuning/demo
     PYTHONPATH=. nice -n 10 python benchmarks/lso_tuning.py --style ../shared/data/styles/jojogan/jojo.png \
-        --num-faces 24 --threads 1 --out runs/lso_tuning/jojo
+        --num-faces 24 --threads 1 --variants default reg0 rows0-6 --out runs/lso_tuning/jojo
+
+The second run can reuse the first's face inversion (same G_s, faces, steps and calibration): copy
+``faces_w.safetensors`` into its folder first.
 
 Writes ``OUT/results.json``, ``OUT/sheet.png`` (first 8 faces; rows: faces, G_s recon, lerp, the variants) and
 prints a table. Needs ../shared (dlib weights, faces; jojo.png for the second style).
