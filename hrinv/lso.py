@@ -18,6 +18,10 @@ i.e. d_h relative to its value before LSO (per sample), and the offset measured 
 w's from their mean (the same w_std that scales ε). λ_reg = 1 then means "moving the early rows by one w_std costs as
 much as the whole initial d_h". The learning rate is in units of the per-dimension spread ``w_std / sqrt(w_dim)``.
 ``reg_units="paper"`` uses Eq. 8 literally (raw d_h, raw squared norm, absolute learning rate).
+
+Those defaults were chosen on a random-weight generator. On the bundled real 64 px pair (benchmarks/lso_tuning.py,
+24 faces, two styles) neither they nor any other tested setting beat plain lerp on dlib identity, and all gave back
+style; no better default was found, so they were kept (docs/interpolation-and-lso.md, "On a real pair").
 """
 
 from __future__ import annotations
