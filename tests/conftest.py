@@ -38,6 +38,16 @@ def fixture_path(*parts):
     return p
 
 
+def extra_fixtures(*names):
+    """Those of ``names`` (fixture folders or ``folder/file``) that ``../shared/fixtures`` (or ``tests/data/``) has.
+
+    The committed fixtures in ``tests/data/`` carry each parity and safe-loading proof on a fresh clone; the larger
+    ones kept in ``../shared`` (``nv_small``, ``ros_small``, the protocol-2 ``nv_tiny/network.pkl``) repeat the same
+    checks on other shapes. Tests add them to their parameters through this function, so they run where ``../shared``
+    is present and are simply not collected elsewhere (they would only add skips that hide nothing)."""
+    return [n for n in names if DATA.joinpath(n).exists() or SHARED.joinpath("fixtures", n).exists()]
+
+
 @pytest.fixture
 def shared():
     """The ../shared folder (skips when absent)."""

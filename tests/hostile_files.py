@@ -461,10 +461,12 @@ def valid_files(d):
 
 
 def shared_fixture_cases(shared_fixtures):
-    """The small reference fixtures of ../shared/fixtures (when present) with the loader each needs."""
+    """The small reference fixtures in a fixture folder (``tests/data`` or ../shared/fixtures) with the loader each
+    needs: those the folder has."""
     f = Path(shared_fixtures)
     cands = [("nv_tiny/network.pkl", "generator"), ("nv_tiny/network_proto4.pkl", "generator"),
              ("nv_tiny/state_dict.safetensors", "generator"), ("ros_cm2_32/checkpoint.pt", "generator"),
+             ("nv_clamp32/network.pkl", "generator"), ("ros_cm1_64/checkpoint.pt", "generator"),
              ("ros_small/checkpoint.pt", "generator"), ("nv_small/state_dict.safetensors", "generator")]
     return [Case(f / rel, loader, rel) for rel, loader in cands if (f / rel).is_file()]
 

@@ -7,7 +7,8 @@ Every file is generated here (tests/hostile_files.py); nothing hostile is commit
 * a benign load in the same process still works afterwards (no stand-in was mutated);
 * the marker file a payload would create never appears.
 
-The truncation sweep cuts every small fixture (generated ones, plus ../shared/fixtures when present) at 10 offsets.
+The truncation sweep cuts every small fixture (generated ones, the committed tests/data ones, plus ../shared/fixtures
+when present) at 10 offsets.
 The heavy random-mutation fuzz is ``@pytest.mark.slow`` (``pytest -m slow tests/test_hostile_files.py -s``).
 """
 
@@ -23,7 +24,7 @@ import pytest
 import torch
 
 import hostile_files as H
-from conftest import SHARED
+from conftest import DATA, SHARED
 from hrinv.errors import HRInvError
 
 LIMIT_S = 1.0
@@ -123,9 +124,11 @@ def test_pickled_noise_object_array_crash_is_a_typed_error_in_a_child_process(fi
 
 
 def _truncation_cases(valid):
-    cases = list(valid)
+    """The generated files, the committed reference fixtures, and those only ../shared/fixtures has (when present)."""
+    cases = list(valid) + H.shared_fixture_cases(DATA)
     if SHARED.joinpath("fixtures").is_dir():
-        cases += H.shared_fixture_cases(SHARED / "fixtures")
+        committed = {c.what for c in cases}
+        cases += [c for c in H.shared_fixture_cases(SHARED / "fixtures") if c.what not in committed]
     return cases
 
 

@@ -6,7 +6,7 @@ import zipfile
 
 import pytest
 import torch
-from conftest import fixture_path
+from conftest import extra_fixtures, fixture_path
 from safetensors.torch import load_file, save_file
 
 from hrinv.cli import main
@@ -75,8 +75,9 @@ def test_pickle_pt_and_safetensors_forms_load_to_the_same_network(nv_tiny_G, tmp
     assert from_pt.init_kwargs["synthesis_kwargs"]["channel_base"] == 1024
 
 
-def test_rosinality_and_its_conversion_are_the_same_network(tmp_path):
-    src = fixture_path("ros_small", "checkpoint.pt")
+@pytest.mark.parametrize("name", ["ros_cm1_64", *extra_fixtures("ros_small")])
+def test_rosinality_and_its_conversion_are_the_same_network(tmp_path, name):
+    src = fixture_path(name, "checkpoint.pt")
     G = load_generator(src)
     out = tmp_path / "ros.safetensors"
     assert main(["convert", str(src), str(out)]) == 0

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import fixture_path
+from conftest import extra_fixtures, fixture_path
 from io_pickle_tools import Call, GlobalRef, dumps, persistent_obj, system_call
 from safetensors.torch import load_file
 
@@ -17,12 +17,21 @@ from hrinv.io.checkpoints import load_generator, read_checkpoint
 from hrinv.io.nvidia_pkl import read_nvidia_pickle
 from hrinv.io.safe_unpickle import describe_module_source, safe_load_pickle
 
-PICKLES = [("nv_tiny", "network.pkl"), ("nv_tiny", "network_proto4.pkl"), ("nv_small", "network_proto4.pkl")]
+# committed: a protocol-4 and a protocol-2 snapshot; ../shared adds nv_tiny's protocol-2 copy and the 64 px nv_small
+PICKLES = [("nv_tiny", "network_proto4.pkl"), ("nv_clamp32", "network.pkl"),
+           *[tuple(p.split("/")) for p in extra_fixtures("nv_tiny/network.pkl", "nv_small/network_proto4.pkl")]]
 
 
 def _config(d):
     cfg = json.loads((d / "config.json").read_text())
     return {k: v for k, v in cfg.items() if k not in ("num_ws", "fixture")}
+
+
+def test_committed_snapshots_cover_pickle_protocols_2_and_4():
+    """Protocol 2 (GLOBAL, bytes as ``_codecs.encode``, ``__builtin__.set``) and 4 (STACK_GLOBAL, BINBYTES) are both
+    proven on a fresh clone."""
+    protocols = {fixture_path(name, fname).read_bytes()[:2] for name, fname in PICKLES[:2]}
+    assert protocols == {b"\x80\x02", b"\x80\x04"}
 
 
 @pytest.mark.parametrize("name,fname", PICKLES)
@@ -38,7 +47,7 @@ def test_snapshot_reads_exact_state_dict_and_config(name, fname):
     json.dumps(init_kwargs)  # plain values only (EasyDict/numpy scalars converted)
 
 
-@pytest.mark.parametrize("name", ["nv_tiny", "nv_small"])
+@pytest.mark.parametrize("name", ["nv_tiny", "nv_clamp32", *extra_fixtures("nv_small")])
 def test_globals_in_fixture_pickles_are_exactly_the_allow_listed_ones(name):
     """Every global named in pickle_globals.txt is on our allow-list (and nothing is resolved by import)."""
     from hrinv.io.safe_unpickle import _ALLOWED
@@ -50,7 +59,7 @@ def test_globals_in_fixture_pickles_are_exactly_the_allow_listed_ones(name):
         assert (module, attr) in _ALLOWED, line
 
 
-@pytest.mark.parametrize("name,fname", [PICKLES[1], PICKLES[2]])  # the protocol does not matter here
+@pytest.mark.parametrize("name,fname", [p for p in PICKLES if p != ("nv_tiny", "network.pkl")])  # same as proto 4
 def test_which_G_gives_the_non_ema_generator(name, fname):
     d = fixture_path(name, fname).parent
     io = load_file(str(d / "io.safetensors"))

@@ -6,7 +6,7 @@ import os
 
 import pytest
 import torch
-from conftest import fixture_path
+from conftest import extra_fixtures, fixture_path
 from safetensors.torch import load_file
 
 from hrinv.errors import CheckpointFormatError, UnsafeCheckpointError
@@ -21,7 +21,10 @@ def _ros(name):
     return d, json.loads((d / "config.json").read_text()), load_file(str(d / "io.safetensors"))
 
 
-@pytest.mark.parametrize("name,n", [("ros_cm2_32", 2), ("ros_small", 1)])
+# ros_cm1_64 (committed) and ros_small (../shared): 64 px, channel_multiplier 1, 8-layer style MLP and a channel
+# table that narrows at 64 px, which the loader must fit from the checkpoint's shapes
+@pytest.mark.parametrize("name,n", [("ros_cm2_32", 2), ("ros_cm1_64", 1),
+                                    *[(x, 1) for x in extra_fixtures("ros_small")]])
 def test_rosinality_outputs_are_reproduced(name, n):
     d, cfg, io = _ros(name)
     G = load_generator(d / "checkpoint.pt")

@@ -1,14 +1,15 @@
 """VGG16 trunk and weight loaders: the taps are conv outputs, every file layout loads, bad files give clear errors.
 
 Most tests need the VGG16 file layouts, not learned weights: they use a seeded random VGG16 written in the layout of
-the caffe-convention file (safetensors with convention metadata). Only the last tests need the real weights."""
+the caffe-convention file (safetensors with convention metadata). The last test uses the real weights: the
+package's bundled float16 copy (and the float32 file where ../shared has it)."""
 
 import os
 
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import save_random_vgg_file, shared_path
+from conftest import SHARED, save_random_vgg_file
 from safetensors.torch import load_file, save_file
 
 from hrinv.errors import (
@@ -270,15 +271,25 @@ class _Evil:
 
 
 # --------------------------------------------------------------------------------------------------------------
-# the real caffe-convention weights (../shared)
+# the real caffe-convention weights: the package's bundled float16 copy, and the float32 file where ../shared has it
 
 
-def test_real_caffe_file_carries_convention_and_calibration():
-    path = shared_path(*CAFFE_FILE)
+def _real_caffe_files():
+    from hrinv import bundled
+
+    fp32 = SHARED.joinpath(*CAFFE_FILE)
+    return [bundled.ROOT / "vgg16_caffe_conv_fp16.safetensors"] + ([fp32] if fp32.is_file() else [])
+
+
+@pytest.mark.parametrize("path", _real_caffe_files(), ids=lambda p: p.name)
+def test_real_caffe_file_carries_convention_and_calibration(path):
+    """The learned ImageNet weights load with the convention from their metadata and their known calibration, and
+    the trunk's taps match an independent conv/relu/pool chain on the same weights (upcast to float32, as the loader
+    does: the float16 file is checked with the same tolerance)."""
     v = load_vgg16(path)
     assert v.convention is CAFFE and v.meta["convention_from"] == "file metadata"
     assert v.calibration is not None and v.meta["calibration"]  # the known caffe weights carry their calibration
-    sd = load_file(str(path))
+    sd = {k: t.float() for k, t in load_file(str(path)).items()}
     x = v.preprocess(_image(seed=4))
     ref = _explicit_chain(sd, x, 28)
     taps = v(x, (2, 7, 14, 21, 28))
