@@ -2,6 +2,7 @@
 
 Usage:
     python benchmarks/bench_face.py [--photo PATH] [--device cpu] [--threads N] [--repeats 3] [--size 1024]
+        [--megapixels 1,12]
 
 For a 1 MP and a 12 MP version of the photo (default ../shared/data/faces/id-photos/couple.jpg, two faces):
 
@@ -55,6 +56,7 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--size", type=int, default=1024, help="aligned crop size (default 1024)")
+    ap.add_argument("--megapixels", default="1,12", help="photo sizes to measure, comma-separated (default 1,12)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -75,7 +77,7 @@ def main(argv=None):
     print("| photo | ours detect (s) | ours detect+align (s) | faces | paste-back (s) | dlib HOG full (s) | faces | "
           "ours/HOG | dlib HOG on our 1280 copy (s) | ours/HOG |")
     print("|---|---|---|---|---|---|---|---|---|---|")
-    for mp in (1, 12):
+    for mp in [float(v) for v in args.megapixels.split(",")]:
         photo = _resize(base, mp).to(device)
         h, w = photo.shape[-2:]
         rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -96,7 +98,7 @@ def main(argv=None):
         else:
             cells += ["-"] * 5
         print("| " + " | ".join(cells) + " |", flush=True)
-        print(f"<!-- peak RSS growth during the {mp} MP rows: {rss:.0f} MB -->")
+        print(f"<!-- peak RSS growth during the {mp:g} MP rows: {rss:.0f} MB -->")
     return 0
 
 

@@ -28,15 +28,22 @@ from .latent import Latent
 from .optim import (
     EarlyStopping,
     check_loop_settings,
+    fingerprint,
+    frozen,
     grad_context,
-    make_generators,
-    normalize_noise_maps_,
+    history_tensor,
+    init_generators,
+    loop_settings,
+    noise_variables,
     optimize,
+    placement,
+    precision_closure,
     prepare_loss,
     randn_per_sample,
     sample_seeds,
     setting_error,
     settings_dict,
+    synthesis_renderer,
 )
 
 __all__ = [
@@ -355,108 +362,128 @@ def invert(G, target: torch.Tensor, loss=None, config: InversionConfig | None = 
     config = config or InversionConfig()
     t0 = time.perf_counter()
     with grad_context():
-        p0 = next(G.parameters())
-        device = p0.device if device is None else torch.device(device)
-        dtype = p0.dtype if dtype is None else dtype
-        target = _check_target(target, "target")
-        _checks.check_inversion_inputs(G, target, mask, w_stats, init_latent)
-        b, _, h, w = target.shape
-        # private normal copies (inference tensors cannot join autograd; inputs are never modified)
-        mask = None if mask is None else _check_mask(mask, b, h, w).detach().clone().to(device, torch.float32)
-        # G itself when it is already frozen on the device (a host-managed resident copy), else a frozen private
-        # copy (clones every tensor, so inference tensors become normal ones). G is only read either way.
-        Gc = perf.frozen_on(G, device, dtype)
-        target = target.detach().clone().to(device=device, dtype=torch.float32)  # [B, 3, H, W]
-        target, mask, shape, pads = _fit_to_generator(Gc, target, mask, config.non_square)
-
-        loss_fn = prepare_loss(_with_memory_plan(loss, config, device, tuple(target.shape[-2:]), b), device,
-                               layers=config.loss_layers, who="invert()")
-        mask_small = None if mask is None else _resize_for_loss(mask, config.downsample)
-        tgt_feats = loss_fn.target(_resize_for_loss(target, config.downsample))
-
-        if w_stats is None:
-            w_stats = compute_w_stats(Gc, config.w_avg_samples, config.w_stats_seed, device=device, dtype=dtype)
-        w_avg = w_stats[0].detach().clone().to(device=device, dtype=torch.float32)  # [w_dim]
-        w_std = float(w_stats[1])
-        if seeds is not None:
-            seeds = [int(x) for x in seeds]
-            if len(seeds) != b or any(x < 0 for x in seeds):
-                raise InvalidSettingError(f"invert(seeds=...) needs one seed >= 0 per target image ({b}), got "
-                                          f"{len(seeds)}: {seeds[:8]}")
-        else:
-            seeds = sample_seeds(b, config.seed, generator)
-        init_gens = make_generators([(s * 1_000_003 + 17) % 2**63 for s in seeds])
-        variables = _init_variables(Gc, config, b, w_avg, seeds, init_gens, device, init_latent)
-        noise_names = [k[len("noise."):] for k in variables if k.startswith("noise.")]
-
-        def render(v, force_fp32=config.force_fp32):
-            ws = v["ws"] if config.latent_space == "w+" else v["ws"].expand(-1, Gc.num_ws, -1)  # [B, num_ws, w_dim]
-            noise = {n: v["noise." + n].to(dtype) for n in noise_names} or None
-            return Gc.synthesis(ws.to(dtype), noise_mode="const", noise=noise, shape=shape,
-                                force_fp32=force_fp32)  # [B, 3, H', W']
-
-        def objective(img, v):
-            total = loss_fn(_resize_for_loss(img.float(), config.downsample), tgt_feats, mask_small)  # [B]
-            if config.lambda_mse > 0:
-                total = total + config.lambda_mse * _masked_mse(img.float(), target, mask)
-            if config.noise_regularize > 0 and noise_names:
-                total = total + config.noise_regularize * _noise_regularizer([v["noise." + n] for n in noise_names])
-            return total
-
+        device, dtype = placement(G, device, dtype)
+        tgt = _prepare_target(G, target, mask, config, device, w_stats, init_latent)
+        Gc = frozen(G, device, dtype)  # G itself when already frozen there (a host's resident copy), else a copy
+        b = tgt.image.shape[0]
+        objective = _objective(loss, config, device, tgt)
+        w_avg, w_std = w_stats_on(Gc, config, w_stats, device, dtype)
+        seeds = _seeds(seeds, b, config.seed, generator)
+        variables = _init_variables(Gc, config, b, w_avg, seeds, device, init_latent)
+        render = synthesis_renderer(Gc, variables, dtype, tgt.shape, config.force_fp32)
         amp = perf.precision_plan(config.precision, device, Gc, config.force_fp32)
-
-        def closure(v, step, steps):
-            amp.guard.update()  # the previous step's overflow check (fp16 loss scaling only)
-            v = {k: amp.guard.enter(t) for k, t in v.items()}
-            with amp.generator_context():
-                img = render(v, amp.force_fp32)
-            with amp.loss_context():
-                total = objective(img, v)
-            return amp.guard.exit(total), img
-
-        def _cropped_progress(step, total, preview):
-            callback(step, total, None if preview is None else crop_from_square(preview, pads))
-
-        cb = _cropped_progress if callback is not None and pads is not None else callback
-
         early = EarlyStopping(config.early_stop_patience, config.early_stop_min_rel, config.noise_ramp) \
             if config.early_stop_patience else None
-        result = optimize(
-            variables, closure, steps=config.steps, lr=config.lr, lr_rampup=config.lr_rampup,
-            lr_rampdown=config.lr_rampdown, betas=config.betas, perturb={"ws": w_std},
-            noise_factor=config.initial_noise_factor, noise_ramp=config.noise_ramp, seeds=seeds,
-            post_step=normalize_noise_maps_ if (noise_names and config.normalize_noise) else None, callback=cb,
-            preview_every=config.preview_every, early_stopping=early)
+        result = optimize(variables, precision_closure(amp, render, objective),
+                          **loop_settings(config, lr=config.lr, noise_factor=config.initial_noise_factor),
+                          perturb={"ws": w_std}, seeds=seeds, callback=tgt.cropping(callback), early_stopping=early)
 
+        final = result.variables
         with torch.no_grad():
-            final = result.variables
             img = render(final).float()  # [B, 3, H', W']
-            final_loss, quality = objective(img, final), psnr(img, target, mask)  # [B], [B]
-        ws = final["ws"] if config.latent_space == "w+" else final["ws"].expand(-1, Gc.num_ws, -1)
-        noise = {n: final["noise." + n].detach().clone() for n in noise_names} or None
+            final_loss, quality = objective(img, final), psnr(img, tgt.image, tgt.mask)  # [B], [B]
         metrics = {"loss": [float(x) for x in final_loss], "psnr": [float(x) for x in quality],
                    "seconds": time.perf_counter() - t0, "steps_run": result.steps_run,
                    "stopped_early": result.stopped_early}
-        settings = {"inversion": config.to_dict(), "target_size": [int(h), int(w)], "pads": list(pads or ()),
-                    "render_shape": list(shape) if shape else None, "seeds": [str(s) for s in seeds],
+        settings = {"inversion": config.to_dict(), "target_size": list(tgt.size), "pads": list(tgt.pads or ()),
+                    "render_shape": list(tgt.shape) if tgt.shape else None, "seeds": [str(s) for s in seeds],
                     "w_std": w_std}
-        latent = Latent(ws.detach().clone().contiguous(), noise, G.fingerprint() if hasattr(G, "fingerprint") else "",
-                        settings, metrics)
-        history = torch.tensor(result.history, dtype=torch.float32).reshape(result.steps_run, b)
+        noise = {n: final["noise." + n].detach().clone() for n in noise_variables(final)} or None
+        ws = final["ws"].expand(-1, Gc.num_ws, -1)  # latent_space "w": its one row repeated
+        latent = Latent(ws.detach().clone().contiguous(), noise, fingerprint(G), settings, metrics)
         log.info("inverted %d image(s) in %.1f s: PSNR %s dB", b, metrics["seconds"],
                  ", ".join(f"{x:.2f}" for x in quality))
-    img = crop_from_square(img, pads) if pads is not None else img
-    return InversionResult(latent=latent, image=img.detach().clamp(-1, 1), history=history, metrics=metrics)
+    return InversionResult(latent=latent, image=tgt.crop(img).detach().clamp(-1, 1),
+                           history=history_tensor(result, b), metrics=metrics)
 
 
-def _fit_to_generator(Gc, target, mask, non_square):
+@dataclass
+class _Target:
+    """The checked target on the loop's device (float32), fitted to the generator (see :func:`_fit_to_generator`).
+
+    Attributes:
+        image, mask: ``[B, 3, H', W']`` and ``[B, 1, H', W']`` or None (padded to a square in ``"pad"`` mode).
+        shape: the INR head's render size, or None (native resolution).
+        pads: the padding ``(left, right, top, bottom)`` that :func:`crop_from_square` removes, or None.
+        size: ``(H, W)`` of the given target.
+    """
+
+    image: torch.Tensor
+    mask: torch.Tensor | None
+    shape: tuple | None
+    pads: tuple | None
+    size: tuple
+
+    def crop(self, img: torch.Tensor) -> torch.Tensor:
+        """``img`` back at the target's own size (removes the padding, if any)."""
+        return img if self.pads is None else crop_from_square(img, self.pads)
+
+    def cropping(self, callback: Callable | None) -> Callable | None:
+        """``callback`` with its previews cropped back to the target's size."""
+        if callback is None or self.pads is None:
+            return callback
+        return lambda step, total, preview: callback(step, total, None if preview is None else self.crop(preview))
+
+
+def _prepare_target(G, target, mask, config, device, w_stats, init_latent) -> _Target:
+    """Check the inputs and make private float32 copies of target and mask on ``device`` (inference tensors cannot
+    join autograd, and the inputs are never modified), fitted to ``G``."""
+    target = _check_target(target, "target")
+    _checks.check_inversion_inputs(G, target, mask, w_stats, init_latent)
+    b, _, h, w = target.shape
+    mask = None if mask is None else _check_mask(mask, b, h, w).detach().clone().to(device, torch.float32)
+    target = target.detach().clone().to(device=device, dtype=torch.float32)  # [B, 3, H, W]
+    return _Target(*_fit_to_generator(G, target, mask, config.non_square), size=(int(h), int(w)))
+
+
+def _objective(loss, config, device, tgt: _Target):
+    """``objective(img, vars) -> [B]``: the perceptual loss against the target (at ``config.downsample``), plus
+    ``λ_mse`` times the masked pixel MSE and the noise regulariser when their weights are > 0."""
+    size = tuple(tgt.image.shape[-2:])
+    loss_fn = prepare_loss(_with_memory_plan(loss, config, device, size, tgt.image.shape[0]), device,
+                           layers=config.loss_layers, who="invert()")
+    mask_small = None if tgt.mask is None else _resize_for_loss(tgt.mask, config.downsample)
+    tgt_feats = loss_fn.target(_resize_for_loss(tgt.image, config.downsample))
+
+    def objective(img, v):
+        total = loss_fn(_resize_for_loss(img.float(), config.downsample), tgt_feats, mask_small)  # [B]
+        if config.lambda_mse > 0:
+            total = total + config.lambda_mse * _masked_mse(img.float(), tgt.image, tgt.mask)
+        noise_names = noise_variables(v)
+        if config.noise_regularize > 0 and noise_names:
+            total = total + config.noise_regularize * _noise_regularizer([v["noise." + n] for n in noise_names])
+        return total
+
+    return objective
+
+
+def w_stats_on(G, config, w_stats, device, dtype) -> tuple[torch.Tensor, float]:
+    """``(w_avg [w_dim] float32 on device, w_std)``: the given ``w_stats``, else :func:`compute_w_stats` with the
+    config's ``w_avg_samples`` / ``w_stats_seed``."""
+    if w_stats is None:
+        w_stats = compute_w_stats(G, config.w_avg_samples, config.w_stats_seed, device=device, dtype=dtype)
+    return w_stats[0].detach().clone().to(device=device, dtype=torch.float32), float(w_stats[1])
+
+
+def _seeds(seeds, b, seed, generator) -> list[int]:
+    """The per-sample seeds: ``seeds`` as given (checked), else :func:`hrinv.optim.sample_seeds`."""
+    if seeds is None:
+        return sample_seeds(b, seed, generator)
+    seeds = [int(x) for x in seeds]
+    if len(seeds) != b or any(x < 0 for x in seeds):
+        raise InvalidSettingError(f"invert(seeds=...) needs one seed >= 0 per target image ({b}), got "
+                                  f"{len(seeds)}: {seeds[:8]}")
+    return seeds
+
+
+def _fit_to_generator(G, target, mask, non_square):
     """Non-square or other-size targets: render through the INR head (``shape``) or pad to a square and mask the
     padding out. Returns ``(target, mask, shape, pads)``."""
     h, w = target.shape[-2:]
-    res = Gc.img_resolution
+    res = G.img_resolution
     if (h, w) == (res, res):
         return target, mask, None, None
-    if Gc.inr is not None and non_square in ("auto", "inr"):
+    if G.inr is not None and non_square in ("auto", "inr"):
         return target, mask, (h, w), None
     if non_square == "inr":
         raise ShapeError(f"non_square='inr' needs a generator with an INR head (G.inr is None); target is "
@@ -493,8 +520,10 @@ def _check_mask(mask, b, h, w):
     return mask.expand(b, 1, h, w)
 
 
-def _init_variables(Gc, config, b, w_avg, seeds, gens, device, init_latent):
-    """Initial ``{"ws": ..., "noise.<layer>": ...}`` (float32) for a batch of ``b`` problems."""
+def _init_variables(Gc, config, b, w_avg, seeds, device, init_latent):
+    """Initial ``{"ws": ..., "noise.<layer>": ...}`` (float32) for a batch of ``b`` problems; random draws come from
+    per-sample generators derived from ``seeds``."""
+    gens = init_generators(seeds, 17)
     variables = {}
     rows = 1 if config.latent_space == "w" else Gc.num_ws
     if init_latent is not None:

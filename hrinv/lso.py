@@ -39,8 +39,9 @@ from . import _checks, perf
 from .errors import InvalidSettingError, ShapeError
 from .lambdas import row_blocks
 from .latent import Latent
-from .optim import (check_loop_settings, frozen, grad_context, make_generators, normalize_noise_maps_, optimize,
-                    prepare_loss, randn_per_sample, sample_seeds, setting_error, settings_dict)
+from .optim import (check_loop_settings, fingerprint, frozen, grad_context, history_tensor, init_generators,
+                    loop_settings, noise_variables, optimize, placement, precision_closure, prepare_loss,
+                    randn_per_sample, sample_seeds, setting_error, settings_dict, synthesis_renderer)
 
 __all__ = ["LSOConfig", "LSOResult", "local_style_optimize", "parse_rows", "resolve_rows"]
 
@@ -282,7 +283,7 @@ def local_style_optimize(G_m, w_m, content: torch.Tensor, loss, config: Optional
         ShapeError: content / code shapes that do not fit G_m.
         InvalidSettingError: a bad row selection or config.
     """
-    from .inversion import compute_w_stats  # local: invert imports heavy helpers we do not need at import time
+    from .inversion import w_stats_on  # local: invert imports heavy helpers we do not need at import time
 
     config = config or LSOConfig()
     t0 = time.perf_counter()
@@ -294,82 +295,72 @@ def local_style_optimize(G_m, w_m, content: torch.Tensor, loss, config: Optional
     relative = config.reg_units == "relative"
 
     with grad_context():
-        p0 = next(G_m.parameters())
-        device = p0.device if device is None else torch.device(device)
-        dtype = p0.dtype if dtype is None else dtype
+        device, dtype = placement(G_m, device, dtype)
         G = frozen(G_m, device, dtype)
-        loss_fn = prepare_loss(loss, device, layers="high", who="local_style_optimize()")
-        if set(getattr(loss_fn.fn, "weights", None) or {21: 0, 28: 0}) != {21, 28}:
-            log.info("LSO with perceptual taps %s; the paper's d_h uses taps 21 and 28 only (low-level taps align "
-                     "pixels and damage the background, Fig. 14)", sorted(loss_fn.fn.weights))
+        loss_fn = _d_h(loss, device)
         w_base = ws_in.detach().to(device=device, dtype=torch.float32).expand(batch, -1, -1).clone()  # [B, N, D]
-        x_s = content.detach().to(device=device, dtype=torch.float32).expand(batch, -1, -1, -1)  # [B, 3, H, W]
-        target = loss_fn.target(x_s)
-        if w_stats is None:
-            w_stats = compute_w_stats(G, config.w_avg_samples, config.w_stats_seed, device=device, dtype=dtype)
-        w_std = float(w_stats[1])
+        target = loss_fn.target(content.detach().to(device=device, dtype=torch.float32).expand(batch, -1, -1, -1))
+        w_std = w_stats_on(G, config, w_stats, device, dtype)[1]
         unit = w_std / math.sqrt(G.w_dim) if relative else 1.0  # per-dimension spread of W
-
         fixed_noise = _fixed_noise(base, G, batch, device)
         seeds = sample_seeds(batch, config.seed, generator)
-        init_gens = make_generators([(s * 1_000_003 + 29) % 2 ** 63 for s in seeds])
-        row_index = torch.tensor(rows, device=device)
-        w_opt0 = randn_per_sample((len(rows), G.w_dim), init_gens, device=device) * (config.init_std * unit)
-        # The variable is the whole code w_m + w_opt; gradients reach only the chosen rows (the others stay w_m's
-        # values bit for bit), and ε perturbs every row, as in the inversion.
-        variables = {"ws": w_base.index_add(1, row_index, w_opt0)}  # [B, N, D]
-        row_mask = torch.zeros(1, G.num_ws, 1, device=device).index_fill_(1, row_index, 1.0)
-        if config.noise_maps:  # start from the latent's maps, else from G's constant buffers
-            for name, buf in G.synthesis.noise_buffers().items():
-                start = (fixed_noise or {}).get(name, buf.detach().to(device, torch.float32).expand(batch, 1, -1, -1))
-                variables["noise." + name] = start.clone().contiguous()  # [B, 1, r, r]
-        noise_names = [k[len("noise."):] for k in variables if k.startswith("noise.")]
-
-        def render(v, force_fp32=config.force_fp32):
-            noise = {n: v["noise." + n].to(dtype) for n in noise_names} if noise_names else None
-            if noise is None and fixed_noise is not None:
-                noise = {n: t.to(dtype) for n, t in fixed_noise.items()}
-            return G.synthesis(v["ws"].to(dtype), noise_mode="const", noise=noise, shape=shape,
-                               force_fp32=force_fp32)  # [B, 3, H, W]
-
+        variables, row_mask = _init_variables(G, config, w_base, rows, seeds, unit * config.init_std, fixed_noise)
+        render = synthesis_renderer(G, variables, dtype, shape, config.force_fp32, fixed_noise)
         amp = perf.precision_plan(config.precision, device, G, config.force_fp32)
 
         with torch.no_grad():
             d0 = loss_fn(render({**variables, "ws": w_base}), target)  # [B] (noise maps at their initial values)
         scale_dh = 1.0 / d0.clamp_min(1e-12) if relative else torch.ones_like(d0)  # [B]
         reg = config.reg_weight * (1.0 / (w_std * w_std) if relative else 1.0)
-
-        def closure(v, step, steps):
-            amp.guard.update()  # the previous step's overflow check (fp16 loss scaling only)
-            with amp.generator_context():
-                img = render({k: amp.guard.enter(t) for k, t in v.items()}, amp.force_fp32)
-            with amp.loss_context():
-                dist = amp.guard.exit(loss_fn(img, target))
-            return dist * scale_dh, img
-
-        result = optimize(variables, closure, steps=config.steps, lr=config.lr * unit, lr_rampup=config.lr_rampup,
-                          lr_rampdown=config.lr_rampdown, betas=config.betas, perturb={"ws": w_std},
-                          noise_factor=config.noise_factor, noise_ramp=config.noise_ramp, seeds=seeds,
-                          grad_mask={"ws": row_mask},
+        result = optimize(variables, precision_closure(amp, render, lambda img, v: loss_fn(img, target) * scale_dh),
+                          **loop_settings(config, lr=config.lr * unit, noise_factor=config.noise_factor),
+                          perturb={"ws": w_std}, seeds=seeds, grad_mask={"ws": row_mask},
                           penalty=lambda v: reg * (v["ws"] - w_base).square().sum(dim=(1, 2)),  # [B]
-                          post_step=normalize_noise_maps_ if (noise_names and config.normalize_noise) else None,
-                          callback=callback, preview_every=config.preview_every)
+                          callback=callback)
 
         final = result.variables
         with torch.no_grad():
             img = render(final).float()
             d1 = loss_fn(img, target)
         w_opt = final["ws"] - w_base  # [B, N, D], zeros outside the rows
-        noise = {n: final["noise." + n].detach().clone() for n in noise_names} or fixed_noise
+        noise = {n: final["noise." + n].detach().clone() for n in noise_variables(final)} or fixed_noise
         metrics = {"d_h_before": [float(x) for x in d0], "d_h_after": [float(x) for x in d1],
                    "w_opt_norm": [float(x) / w_std for x in w_opt.flatten(1).norm(dim=1)],
                    "seconds": time.perf_counter() - t0}
         settings = {"lso": config.to_dict(), "rows": rows, "w_std": w_std, "seeds": [str(s) for s in seeds],
                     "render_shape": list(shape) if shape else None, "base": base.settings if base is not None else None}
-        latent = Latent(final["ws"].detach().clone().contiguous(), noise,
-                        G_m.fingerprint() if hasattr(G_m, "fingerprint") else "", settings, metrics)
-        history = torch.tensor(result.history, dtype=torch.float32).reshape(result.steps_run, batch)
+        latent = Latent(final["ws"].detach().clone().contiguous(), noise, fingerprint(G_m), settings, metrics)
         log.info("LSO on %d image(s), rows %s, %d steps in %.1f s: d_h %s", batch, rows, result.steps_run,
                  metrics["seconds"], ", ".join(f"{a:.4g} -> {b:.4g}" for a, b in zip(d0.tolist(), d1.tolist())))
     return LSOResult(latent=latent, image=img.detach().clamp(-1, 1), w_opt=w_opt.detach(), rows=rows,
-                     history=history, metrics=metrics)
+                     history=history_tensor(result, batch), metrics=metrics)
+
+
+def _d_h(loss, device):
+    """The LSO loss prepared for the loop (a VGG16 is wrapped with the paper's d_h taps); says when its taps are not
+    the paper's."""
+    loss_fn = prepare_loss(loss, device, layers="high", who="local_style_optimize()")
+    if set(getattr(loss_fn.fn, "weights", None) or {21: 0, 28: 0}) != {21, 28}:
+        log.info("LSO with perceptual taps %s; the paper's d_h uses taps 21 and 28 only (low-level taps align "
+                 "pixels and damage the background, Fig. 14)", sorted(loss_fn.fn.weights))
+    return loss_fn
+
+
+def _init_variables(G, config, w_base, rows, seeds, init_scale, fixed_noise):
+    """The loop's variables and the gradient mask of ``"ws"``.
+
+    The variable is the whole code ``w_m + w_opt`` (``w_opt`` drawn with std ``init_scale`` on the chosen rows from
+    per-sample generators derived from ``seeds``); the mask lets gradients reach only the chosen rows (the others
+    stay w_m's values bit for bit), while ε perturbs every row, as in the inversion. With ``noise_maps`` the noise
+    maps start from the latent's, else from G's constant buffers.
+    """
+    batch, device = w_base.shape[0], w_base.device
+    row_index = torch.tensor(rows, device=device)
+    w_opt0 = randn_per_sample((len(rows), G.w_dim), init_generators(seeds, 29), device=device) * init_scale
+    variables = {"ws": w_base.index_add(1, row_index, w_opt0)}  # [B, N, D]
+    row_mask = torch.zeros(1, G.num_ws, 1, device=device).index_fill_(1, row_index, 1.0)
+    if config.noise_maps:
+        for name, buf in G.synthesis.noise_buffers().items():
+            start = (fixed_noise or {}).get(name, buf.detach().to(device, torch.float32).expand(batch, 1, -1, -1))
+            variables["noise." + name] = start.clone().contiguous()  # [B, 1, r, r]
+    return variables, row_mask

@@ -1,6 +1,6 @@
 """Generic optimisation core shared by inversion (Eq. 1 / 5) and LSO (Eq. 8).
 
-Nothing here knows about StyleGAN: the core optimises a dict of leaf tensors (``variables``) with Adam under the
+The loop knows nothing about StyleGAN: it optimises a dict of leaf tensors (``variables``) with Adam under the
 reference learning-rate schedule, optionally perturbs some of them with the decaying latent noise ε of the NVIDIA /
 HRInversion projector, calls a user closure that renders images and returns a per-sample loss, reports progress
 through ``callback(step, total, preview)`` and stops early or on cancellation. Any differentiable generator works
@@ -21,6 +21,9 @@ so the sum gives every sample exactly its own update) and every random draw of s
 ComfyUI executes nodes inside ``torch.inference_mode()``; :func:`optimize` enters ``inference_mode(False)`` and
 ``enable_grad()`` itself and works on clones of the tensors it is given, so the caller's tensors are never modified
 and inference tensors are accepted.
+
+The set-up helpers at the end (:func:`placement`, :func:`loop_settings`, :func:`precision_closure`,
+:func:`synthesis_renderer`, ...) are the pieces that ``invert`` and ``local_style_optimize`` share around the loop.
 """
 
 import contextlib
@@ -41,18 +44,26 @@ __all__ = [
     "OptimResult",
     "PreparedLoss",
     "check_loop_settings",
+    "fingerprint",
     "frozen",
     "grad_context",
+    "history_tensor",
+    "init_generators",
+    "loop_settings",
     "lr_at",
     "make_generators",
     "noise_sigma_at",
+    "noise_variables",
     "normalize_noise_maps_",
     "optimize",
+    "placement",
+    "precision_closure",
     "prepare_loss",
     "randn_per_sample",
     "sample_seeds",
     "setting_error",
     "settings_dict",
+    "synthesis_renderer",
     "thaw",
 ]
 
@@ -155,16 +166,22 @@ def _first_tensor(module):
 
 
 def frozen(module: torch.nn.Module, device=None, dtype=None) -> torch.nn.Module:
-    """``module`` itself when it is already frozen (eval, no ``requires_grad``), holds normal tensors and lives on
-    ``device`` in ``dtype``; else a frozen private deep copy there. The caller's network is never modified, and an
-    optimisation may run through the result (call inside :func:`grad_context`)."""
-    first = _first_tensor(module)
-    same_place = first is None or ((device is None or first.device == torch.device(device))
-                                   and (dtype is None or not first.is_floating_point() or first.dtype == dtype))
-    if (not same_place or module.training or module_has_inference_tensors(module)
-            or any(p.requires_grad for p in module.parameters())):
-        module = copy.deepcopy(module).to(device=device, dtype=dtype)
-    return module.eval().requires_grad_(False)
+    """``module`` itself when it can be used read-only as it is: in eval mode, no parameter requiring grad, no
+    inference tensor, every tensor already on ``device`` (None = where it is) and floating tensors in ``dtype`` (None
+    = as they are); else a frozen private deep copy there. The caller's network is never modified, and an
+    optimisation may run through the result. This is also what lets a host (ComfyUI's model management) keep one
+    resident copy of a network on the GPU: the loops run through it instead of deep-copying it at every run."""
+    tensors = list(module.parameters()) + list(module.buffers())
+    dev = None if device is None else torch.device(device)
+    ok = (not module.training and all(not p.requires_grad for p in module.parameters())
+          and all(not t.is_inference() for t in tensors)
+          and (dev is None or all(t.device == dev or (dev.index is None and t.device.type == dev.type)
+                                  for t in tensors))
+          and (dtype is None or all(t.dtype == dtype for t in tensors if t.is_floating_point())))
+    if ok:
+        return module
+    with torch.inference_mode(False):
+        return copy.deepcopy(module).to(device=device, dtype=dtype).eval().requires_grad_(False)
 
 
 def normalize_noise_maps_(variables: dict[str, torch.Tensor]) -> None:
@@ -434,3 +451,76 @@ def optimize(variables: Mapping[str, torch.Tensor], closure: Closure, *, steps: 
                 p.grad = None
             opt.state.clear()
     return OptimResult(variables=out, history=history, steps_run=len(history), stopped_early=stopped)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Set-up shared by invert() and local_style_optimize()
+
+
+def placement(module: torch.nn.Module, device=None, dtype=None) -> tuple[torch.device, torch.dtype]:
+    """``(device, dtype)`` a loop runs ``module`` in: the given ones, else those of its first parameter."""
+    p0 = next(module.parameters())
+    return (p0.device if device is None else torch.device(device)), (p0.dtype if dtype is None else dtype)
+
+
+def init_generators(seeds: Sequence[int], salt: int) -> list[torch.Generator]:
+    """Per-sample generators of an initialisation, derived from the loop's ``seeds`` (the ε streams) with a
+    ``salt`` that keeps the two streams apart."""
+    return make_generators([(int(s) * 1_000_003 + salt) % 2**63 for s in seeds])
+
+
+def loop_settings(config, *, lr: float, noise_factor: float) -> dict:
+    """The :func:`optimize` keywords every loop config carries (``steps``, schedules, ``betas``, ``noise_ramp``,
+    ``preview_every``, noise-map normalisation), with the loop's own ``lr`` and ε ``noise_factor``."""
+    return dict(steps=config.steps, lr=lr, lr_rampup=config.lr_rampup, lr_rampdown=config.lr_rampdown,
+                betas=config.betas, noise_factor=noise_factor, noise_ramp=config.noise_ramp,
+                preview_every=config.preview_every,
+                post_step=normalize_noise_maps_ if config.normalize_noise else None)  # no-op without noise maps
+
+
+def precision_closure(plan, render: Callable, score: Callable) -> Closure:
+    """The :func:`optimize` closure for a :func:`hrinv.perf.precision_plan`: ``img = render(vars, force_fp32)``
+    under the generator's autocast, ``score(img, vars) -> [B]`` under the loss's, with fp16 loss scaling around
+    both."""
+    def closure(v, step, steps):
+        plan.guard.update()  # the previous step's overflow check (fp16 loss scaling only)
+        v = {k: plan.guard.enter(t) for k, t in v.items()}
+        with plan.generator_context():
+            img = render(v, plan.force_fp32)
+        with plan.loss_context():
+            total = score(img, v)
+        return plan.guard.exit(total), img
+
+    return closure
+
+
+def noise_variables(variables: Mapping[str, torch.Tensor]) -> list[str]:
+    """Layer names of the ``"noise.<layer>"`` variables."""
+    return [k[len("noise."):] for k in variables if k.startswith("noise.")]
+
+
+def synthesis_renderer(G, variables: Mapping[str, torch.Tensor], dtype, shape, force_fp32: bool,
+                       fixed_noise: Mapping[str, torch.Tensor] | None = None) -> Callable:
+    """``render(vars, force_fp32=force_fp32) -> [B, 3, H, W]`` through a StyleGAN2-style ``G.synthesis``: W+ codes
+    from ``vars["ws"]`` (one row is repeated to ``G.num_ws``), noise maps from the ``"noise.*"`` variables, else
+    ``fixed_noise``, else G's constant buffers; ``shape`` is the INR head's output size (None = native)."""
+    names = noise_variables(variables)
+
+    def render(v, force_fp32=force_fp32):
+        ws = v["ws"] if v["ws"].shape[1] == G.num_ws else v["ws"].expand(-1, G.num_ws, -1)  # [B, num_ws, w_dim]
+        noise = {n: v["noise." + n].to(dtype) for n in names} or None
+        if noise is None and fixed_noise is not None:
+            noise = {n: t.to(dtype) for n, t in fixed_noise.items()}
+        return G.synthesis(ws.to(dtype), noise_mode="const", noise=noise, shape=shape, force_fp32=force_fp32)
+
+    return render
+
+
+def history_tensor(result: OptimResult, batch: int) -> torch.Tensor:
+    """The loss history of ``result`` as ``[steps_run, batch]`` float32."""
+    return torch.tensor(result.history, dtype=torch.float32).reshape(result.steps_run, batch)
+
+
+def fingerprint(G) -> str:
+    """``G.fingerprint()`` when the generator has one, else ``""`` (stored with a latent)."""
+    return G.fingerprint() if hasattr(G, "fingerprint") else ""

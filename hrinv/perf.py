@@ -206,24 +206,11 @@ def precision_plan(precision: str, device, G=None, force_fp32: bool = True) -> P
 
 
 def frozen_on(module: torch.nn.Module, device, dtype=None) -> torch.nn.Module:
-    """``module`` itself when it can be used read-only as it is: already on ``device`` (and ``dtype``), in eval mode,
-    no parameter requiring grad and no inference tensor; else a frozen deep copy there.
+    """:func:`hrinv.optim.frozen` (the one implementation): ``module`` itself when it can be used read-only on
+    ``device`` (and ``dtype``), else a frozen deep copy there."""
+    from .optim import frozen
 
-    This is what lets a host (ComfyUI's model management) keep one resident copy of a network on the GPU: the loops
-    then run through it instead of deep-copying it onto the device at every run.
-    """
-    import copy
-
-    tensors = list(module.parameters()) + list(module.buffers())
-    dev = torch.device(device)
-    ok = (not module.training and all(not p.requires_grad for p in module.parameters())
-          and all(not t.is_inference() for t in tensors)
-          and all(t.device == dev or (dev.index is None and t.device.type == dev.type) for t in tensors)
-          and (dtype is None or all(t.dtype == dtype for t in tensors if t.is_floating_point())))
-    if ok:
-        return module
-    with torch.inference_mode(False):
-        return copy.deepcopy(module).to(device=device, dtype=dtype).eval().requires_grad_(False)
+    return frozen(module, device, dtype)
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import hrinv
 from hrinv.errors import InvalidSettingError, NoFaceFoundError, ShapeError
 from hrinv.face import FaceAlignment, FaceDetection, FaceTransform, ffhq_quad, paste_back, warp_face
 from hrinv.face.align import align_faces
-from hrinv.face.mtcnn import nms
+from hrinv.face.mtcnn import load_mtcnn, nms, onet_landmarks
 from hrinv.face.paste import lab_to_rgb, rgb_to_lab
 
 # Landmarks of an upright face in a 1024 FFHQ crop (left eye, right eye, nose, mouth corners), roughly.
@@ -195,6 +195,23 @@ def test_bundled_detector_runs_on_a_generated_image():
     grey = torch.full((1, 40, 40), 0.5)
     assert hrinv.detect_faces(grey) == []
     assert hrinv.detect_faces(torch.zeros(3, 5, 5)) == []  # too small to search: no face, no crash
+
+
+def test_onet_mirrored_view_maps_back_to_the_photo(rng):
+    """The refinement's mirrored O-Net view of a box equals O-Net on the mirrored photo, mapped back (landmarks
+    swapped left/right, x reflected): the mirror is undone exactly, not off by a pixel."""
+    net = load_mtcnn()
+    img = torch.rand(3, 90, 130, generator=rng) * 255
+    W = img.shape[-1]
+    box = torch.tensor([[20.0, 15.0, 81.0, 76.0]])  # continuous xyxy, whole pixels: the crop is [20, 81) x [15, 76)
+    scores, points = onet_landmarks(net, img, box)
+    assert scores.shape == (2,) and points.shape == (2, 5, 2)
+    m_scores, m_points = onet_landmarks(net, img.flip(-1), torch.tensor([[W - 81.0, 15.0, W - 20.0, 76.0]]),
+                                        mirror=False)
+    back = m_points[0, [1, 0, 2, 4, 3]]
+    back = torch.stack([W - back[:, 0], back[:, 1]], -1)
+    assert torch.allclose(points[1], back, atol=1e-3) and torch.allclose(scores[1], m_scores[0], atol=1e-5)
+    assert not torch.allclose(points[0], points[1], atol=1e-2)  # the two views do differ (O-Net is not symmetric)
 
 
 def test_bad_photo_inputs_are_refused_clearly():

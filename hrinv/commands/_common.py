@@ -28,6 +28,7 @@ __all__ = [
     "resolve_device",
     "resolve_dtype",
     "save_image",
+    "torch_threads",
     "write_json",
 ]
 
@@ -87,6 +88,18 @@ def device_or_torchrun(args):
         yield ctx.device, ctx
     finally:
         ctx.close()
+
+
+@contextlib.contextmanager
+def torch_threads(n):
+    """Run the block with ``torch.set_num_threads(n)`` (None or 0: torch's own choice), then restore the count."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def resolve_dtype(name: str = "fp32") -> torch.dtype:

@@ -206,15 +206,10 @@ def _stylize_job(args):
 
 
 def run(args) -> int:
-    import torch
+    from ._common import torch_threads
 
-    threads = torch.get_num_threads()
-    if args.threads:
-        torch.set_num_threads(int(args.threads))
-    try:
+    with torch_threads(args.threads):
         return _run_job(args)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _run_job(args):

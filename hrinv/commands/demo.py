@@ -74,18 +74,13 @@ class _Bars:
 
 
 def run(args) -> int:
-    import torch
+    from ._common import torch_threads
 
     if args.threads is not None and args.threads < 1:
         print(f"hrinv demo: error: --threads must be 1 or more, got {args.threads}", file=sys.stderr)
         return 2
-    threads = torch.get_num_threads()
-    if args.threads:
-        torch.set_num_threads(int(args.threads))
-    try:
+    with torch_threads(args.threads):
         return _run(args)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _run(args) -> int:

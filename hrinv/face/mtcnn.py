@@ -23,7 +23,7 @@ from torch import nn
 
 from ..errors import CheckpointFormatError
 
-__all__ = ["PNet", "RNet", "ONet", "MTCNN", "load_mtcnn", "nms", "run_mtcnn"]
+__all__ = ["PNet", "RNet", "ONet", "MTCNN", "load_mtcnn", "nms", "onet_landmarks", "run_mtcnn"]
 
 log = logging.getLogger(__name__)
 
@@ -50,57 +50,51 @@ class PNet(nn.Module):
         return self.conv4_2(x), torch.softmax(self.conv4_1(x), dim=1)[:, 1]
 
 
-class RNet(nn.Module):
+class _CropNet(nn.Module):
+    """R-Net and O-Net: layers ``conv{i}`` + ``prelu{i}`` (each followed by a stride-2 max-pool of the size in
+    ``pools``, 0 = none), one dense + PReLU layer, then the heads ``dense{n}_{j}``: face logits, box offsets (and
+    landmarks). Returns the heads after the logits, then the face probability."""
+
+    def __init__(self, convs, pools, dense, heads):
+        super().__init__()
+        self.pools = pools
+        for i, (cin, cout, k) in enumerate(convs, 1):
+            self.add_module(f"conv{i}", nn.Conv2d(cin, cout, k))
+            self.add_module(f"prelu{i}", nn.PReLU(cout))
+        n = len(convs) + 1
+        self.add_module(f"dense{n}", nn.Linear(*dense))
+        self.add_module(f"prelu{n}", nn.PReLU(dense[1]))
+        for j, out in enumerate(heads, 1):
+            self.add_module(f"dense{n + 1}_{j}", nn.Linear(dense[1], out))
+        self.n_heads = len(heads)
+
+    def forward(self, x):
+        layer = self.get_submodule
+        for i, pool in enumerate(self.pools, 1):
+            x = layer(f"prelu{i}")(layer(f"conv{i}")(x))
+            if pool:
+                x = F.max_pool2d(x, pool, 2, ceil_mode=True)
+        n = len(self.pools) + 1
+        # The weights were converted from Caffe, whose flatten order is (C, W, H).
+        x = layer(f"prelu{n}")(layer(f"dense{n}")(x.permute(0, 3, 2, 1).reshape(x.shape[0], -1)))
+        logits, *rest = (layer(f"dense{n + 1}_{j}")(x) for j in range(1, self.n_heads + 1))
+        return (*rest, torch.softmax(logits, dim=1)[:, 1])
+
+
+class RNet(_CropNet):
     """Refinement network on 24x24 crops. Returns (box offsets [B, 4], face prob [B])."""
 
     def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 28, 3)
-        self.prelu1 = nn.PReLU(28)
-        self.conv2 = nn.Conv2d(28, 48, 3)
-        self.prelu2 = nn.PReLU(48)
-        self.conv3 = nn.Conv2d(48, 64, 2)
-        self.prelu3 = nn.PReLU(64)
-        self.dense4 = nn.Linear(576, 128)
-        self.prelu4 = nn.PReLU(128)
-        self.dense5_1 = nn.Linear(128, 2)
-        self.dense5_2 = nn.Linear(128, 4)
-
-    def forward(self, x):
-        x = F.max_pool2d(self.prelu1(self.conv1(x)), 3, 2, ceil_mode=True)
-        x = F.max_pool2d(self.prelu2(self.conv2(x)), 3, 2, ceil_mode=True)
-        x = self.prelu3(self.conv3(x))
-        # The weights were converted from Caffe, whose flatten order is (C, W, H).
-        x = self.prelu4(self.dense4(x.permute(0, 3, 2, 1).reshape(x.shape[0], -1)))
-        return self.dense5_2(x), torch.softmax(self.dense5_1(x), dim=1)[:, 1]
+        super().__init__(convs=[(3, 28, 3), (28, 48, 3), (48, 64, 2)], pools=(3, 3, 0), dense=(576, 128),
+                         heads=(2, 4))
 
 
-class ONet(nn.Module):
+class ONet(_CropNet):
     """Output network on 48x48 crops. Returns (box offsets [B, 4], landmarks [B, 10] = 5 x then 5 y, prob [B])."""
 
     def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 32, 3)
-        self.prelu1 = nn.PReLU(32)
-        self.conv2 = nn.Conv2d(32, 64, 3)
-        self.prelu2 = nn.PReLU(64)
-        self.conv3 = nn.Conv2d(64, 64, 3)
-        self.prelu3 = nn.PReLU(64)
-        self.conv4 = nn.Conv2d(64, 128, 2)
-        self.prelu4 = nn.PReLU(128)
-        self.dense5 = nn.Linear(1152, 256)
-        self.prelu5 = nn.PReLU(256)
-        self.dense6_1 = nn.Linear(256, 2)
-        self.dense6_2 = nn.Linear(256, 4)
-        self.dense6_3 = nn.Linear(256, 10)
-
-    def forward(self, x):
-        x = F.max_pool2d(self.prelu1(self.conv1(x)), 3, 2, ceil_mode=True)
-        x = F.max_pool2d(self.prelu2(self.conv2(x)), 3, 2, ceil_mode=True)
-        x = F.max_pool2d(self.prelu3(self.conv3(x)), 2, 2, ceil_mode=True)
-        x = self.prelu4(self.conv4(x))
-        x = self.prelu5(self.dense5(x.permute(0, 3, 2, 1).reshape(x.shape[0], -1)))
-        return self.dense6_2(x), self.dense6_3(x), torch.softmax(self.dense6_1(x), dim=1)[:, 1]
+        super().__init__(convs=[(3, 32, 3), (32, 64, 3), (64, 64, 3), (64, 128, 2)], pools=(3, 3, 2, 0),
+                         dense=(1152, 256), heads=(2, 4, 10))
 
 
 class MTCNN(nn.Module):
@@ -267,6 +261,57 @@ def _normalise(x):
     return (x - 127.5) * 0.0078125
 
 
+def _stage(fn, pyr, boxes, size, chunk):
+    """Run the refinement network ``fn`` (R-Net or O-Net) on the ``size`` x ``size`` crops of ``boxes``, ``chunk``
+    crops at a time; returns its outputs, concatenated."""
+    outs = [fn(_normalise(_crops(pyr, boxes[s:s + chunk], size))) for s in range(0, boxes.shape[0], chunk)]
+    return tuple(torch.cat(o) for o in zip(*outs))
+
+
+def _landmarks(boxes, lm):
+    """O-Net's landmark outputs ``lm [N, 10]`` (relative to the truncated crop it saw) -> 0-based pixel indices
+    ``[N, 5, 2]``."""
+    bt = boxes.trunc()
+    bw = bt[:, 2] - bt[:, 0] + 1
+    bh = bt[:, 3] - bt[:, 1] + 1
+    px = bw[:, None] * lm[:, :5] + bt[:, 0:1] - 1
+    py = bh[:, None] * lm[:, 5:] + bt[:, 1:2] - 1
+    return torch.stack([px, py], 2)
+
+
+@torch.no_grad()
+def onet_landmarks(net: MTCNN, img: torch.Tensor, boxes: torch.Tensor, mirror: bool = True):
+    """O-Net alone on known boxes: MTCNN's last stage without the search of the first two.
+
+    Args:
+        net: a loaded :class:`MTCNN`.
+        img: ``[3, H, W]`` float in 0..255 on the network's device.
+        boxes: ``[N, 4]`` xyxy in continuous pixel coordinates of ``img`` (square boxes, as O-Net was trained on).
+        mirror: also run O-Net on the mirror image of every crop and map its landmarks back (left/right swapped),
+            which cancels most of O-Net's left/right bias when the two are averaged.
+
+    Returns:
+        ``(scores [M], landmarks [M, 5, 2])`` in continuous coordinates of ``img``, on the CPU, float32; ``M = N``,
+        or ``2N`` with ``mirror`` (the mirrored views last).
+    """
+    dtype = next(net.parameters()).dtype
+    b = boxes.to(device=img.device, dtype=dtype)
+    b = torch.stack([b[:, 0] + 1, b[:, 1] + 1, b[:, 2], b[:, 3]], 1)  # continuous -> MTCNN 1-based corners
+    x = _normalise(_crops(_pyramid(img.to(dtype)), b, 48))  # [N, 3, 48, 48]
+    if mirror:
+        x = torch.cat([x, x.flip(-1)])
+    _, lm, prob = net.onet(x)
+    points = _landmarks(b.repeat(2 if mirror else 1, 1), lm) + 0.5  # [M, 5, 2] continuous
+    if mirror:
+        n = b.shape[0]
+        start = b[:, 0].trunc() - 1  # the crop spans [start, start + width) in continuous x
+        width = b[:, 2].trunc() - b[:, 0].trunc() + 1
+        flipped = points[n:, [1, 0, 2, 4, 3]]
+        flipped = torch.stack([2 * start[:, None] + width[:, None] - flipped[..., 0], flipped[..., 1]], -1)
+        points = torch.cat([points[:n], flipped])
+    return prob.float().cpu(), points.float().cpu()
+
+
 @torch.no_grad()
 def run_mtcnn(net: MTCNN, img: torch.Tensor, min_size: float = 20.0, thresholds=(0.6, 0.7, 0.7),
               factor: float = 0.709, chunk: int = 256):
@@ -324,12 +369,7 @@ def run_mtcnn(net: MTCNN, img: torch.Tensor, min_size: float = 20.0, thresholds=
 
     # Stage 2: R-Net on 24x24 crops
     pyr = _pyramid(img)
-    regs, probs = [], []
-    for s in range(0, boxes.shape[0], chunk):
-        r, p = net.rnet(_normalise(_crops(pyr, boxes[s:s + chunk], 24)))
-        regs.append(r)
-        probs.append(p)
-    reg, prob = torch.cat(regs), torch.cat(probs)
+    reg, prob = _stage(net.rnet, pyr, boxes, 24, chunk)
     ok = prob > thresholds[1]
     if not ok.any():
         return empty
@@ -338,24 +378,12 @@ def run_mtcnn(net: MTCNN, img: torch.Tensor, min_size: float = 20.0, thresholds=
     boxes = _square(_regress(boxes[keep], reg[keep]))
 
     # Stage 3: O-Net on 48x48 crops -> scores, box offsets, landmarks
-    regs, lms, probs = [], [], []
-    for s in range(0, boxes.shape[0], chunk):
-        r, lm, p = net.onet(_normalise(_crops(pyr, boxes[s:s + chunk], 48)))
-        regs.append(r)
-        lms.append(lm)
-        probs.append(p)
-    reg, lm, prob = torch.cat(regs), torch.cat(lms), torch.cat(probs)
+    reg, lm, prob = _stage(net.onet, pyr, boxes, 48, chunk)
     ok = prob > thresholds[2]
     if not ok.any():
         return empty
     boxes, reg, lm, prob = boxes[ok], reg[ok], lm[ok], prob[ok]
-    # Landmarks are relative to the truncated crop that O-Net saw.
-    bt = boxes.trunc()
-    bw = bt[:, 2] - bt[:, 0] + 1
-    bh = bt[:, 3] - bt[:, 1] + 1
-    px = bw[:, None] * lm[:, :5] + bt[:, 0:1] - 1  # 0-based pixel index
-    py = bh[:, None] * lm[:, 5:] + bt[:, 1:2] - 1
-    points = torch.stack([px, py], 2)  # [N, 5, 2]
+    points = _landmarks(boxes, lm)
     boxes = _regress(boxes, reg)
     keep = nms(boxes, prob, 0.7, mode="min")
     boxes, prob, points = boxes[keep], prob[keep], points[keep]
