@@ -308,18 +308,21 @@ def _resize_for_loss(img: torch.Tensor, size: int | None) -> torch.Tensor:
 # invert()
 
 
-def _with_memory_plan(loss, config: InversionConfig, device, size, batch):
+def _with_memory_plan(loss, config: InversionConfig, device, size, batch, inr=False, native=None):
     """A bare VGG network becomes a ``PerceptualLoss`` with the memory-saving mode that :func:`hrinv.perf.plan_memory`
-    picks for this size (``config.memory``); a ready loss keeps its own settings."""
+    picks for this size (``config.memory``); a ready loss keeps its own settings. Returns ``(loss, render_tile)``:
+    the INR render tile of the plan (None: render in one piece)."""
     is_vgg = isinstance(loss, torch.nn.Module) and not hasattr(loss, "target") and hasattr(loss, "preprocess")
     if not is_vgg or config.downsample is not None:
-        return loss
+        return loss, None
     from .losses import PerceptualLoss
 
     plan = perf.plan_memory(size[0], size[1], batch, device=device, mode=config.memory,
-                            dtype=perf.resolve_precision(config.precision, device))
-    log.info("memory plan: %s", plan.reason)
-    return PerceptualLoss(loss, layers=config.loss_layers, checkpoint=plan.checkpoint, tile=plan.tile)
+                            dtype=perf.resolve_precision(config.precision, device), inr=inr, native=native)
+    log.info("memory plan: %s%s", plan.reason,
+             f"; INR render in tiles of {plan.render_tile} px" if plan.render_tile else "")
+    return PerceptualLoss(loss, layers=config.loss_layers, checkpoint=plan.checkpoint, tile=plan.tile), \
+        plan.render_tile
 
 
 def invert(G, target: torch.Tensor, loss=None, config: InversionConfig | None = None, *, device=None, dtype=None,
@@ -369,8 +372,9 @@ def invert(G, target: torch.Tensor, loss=None, config: InversionConfig | None = 
         target = target.detach().clone().to(device=device, dtype=torch.float32)  # [B, 3, H, W]
         target, mask, shape, pads = _fit_to_generator(Gc, target, mask, config.non_square)
 
-        loss_fn = prepare_loss(_with_memory_plan(loss, config, device, tuple(target.shape[-2:]), b), device,
-                               layers=config.loss_layers, who="invert()")
+        loss, render_tile = _with_memory_plan(loss, config, device, tuple(target.shape[-2:]), b,
+                                              inr=shape is not None, native=Gc.img_resolution)
+        loss_fn = prepare_loss(loss, device, layers=config.loss_layers, who="invert()")
         mask_small = None if mask is None else _resize_for_loss(mask, config.downsample)
         tgt_feats = loss_fn.target(_resize_for_loss(target, config.downsample))
 
@@ -393,7 +397,7 @@ def invert(G, target: torch.Tensor, loss=None, config: InversionConfig | None = 
             ws = v["ws"] if config.latent_space == "w+" else v["ws"].expand(-1, Gc.num_ws, -1)  # [B, num_ws, w_dim]
             noise = {n: v["noise." + n].to(dtype) for n in noise_names} or None
             return Gc.synthesis(ws.to(dtype), noise_mode="const", noise=noise, shape=shape,
-                                force_fp32=force_fp32)  # [B, 3, H', W']
+                                force_fp32=force_fp32, render_tile=render_tile)  # [B, 3, H', W']
 
         def objective(img, v):
             total = loss_fn(_resize_for_loss(img.float(), config.downsample), tgt_feats, mask_small)  # [B]
