@@ -104,9 +104,12 @@ def plans():
 
     print("| target | free memory | choice | estimated peak |")
     print("|---|---|---|---|")
-    for (h, w, label) in ((1024, 1024, "1024^2, b1"), (2736, 3648, "10 MP (2736 x 3648), b1")):
+    for (h, w, native, label) in ((1024, 1024, None, "1024^2, b1"),
+                                  (2736, 3648, 1024, "10 MP (2736 x 3648), INR head of a 1024^2 G, b1"),
+                                  (2736, 3648, 64, "10 MP (2736 x 3648), INR head of the bundled 64 px G_s, b1")):
         for free in (None, 24, 8, 4.5, 3.2):
-            p = perf.plan_memory(h, w, 1, device="cpu", free_bytes=None if free is None else int(free * 2 ** 30))
+            p = perf.plan_memory(h, w, 1, device="cpu", free_bytes=None if free is None else int(free * 2 ** 30),
+                                 inr=native is not None, native=native)
             modes = ", ".join(x for x in (("VGG checkpointing" if p.checkpoint else ""),
                                           (f"VGG tiles of {p.tile} px" if p.tile else ""),
                                           (f"INR render tiles of {p.render_tile} px" if p.render_tile else ""))

@@ -248,16 +248,22 @@ def free_memory_bytes(device) -> int:
 
 
 # Bytes that one input pixel of the VGG16 trunk costs, per sample, when the activations up to conv5_3 are kept for
-# backward in fp32 (conv outputs + ReLU outputs + pools, counted from the layer table; NOT yet checked against a
-# measured peak, see docs/performance.md). Checkpointing keeps about the tap outputs only; tiling about one tile.
+# backward in fp32 (conv outputs + ReLU outputs + pools, counted from the layer table), and with checkpointing (the
+# tap outputs, counted); each count times a factor calibrated on measured CPU peaks of one inversion step
+# (benchmarks/bench_memory.py, see docs/performance.md): config-f 1024^2 without memory saving 4.89 GiB, with VGG
+# checkpointing 3.76 GiB; the bundled 64 px G_s through its INR head at 912 x 1216, INR untiled and no memory saving
+# 4.56 GiB, INR render tiles + VGG checkpointing 2.37 GiB. The counts miss the loss's temporaries and, with
+# checkpointing, the full-resolution segment recomputed in backward with its gradients (about 1.9x the count).
 _VGG_BYTES_PER_PX = 4 * (2 * 64 * 2 + 64 / 4 + (2 * 128 * 2 + 128 / 4) / 4 + (3 * 256 * 2 + 256 / 4) / 16
-                         + (3 * 512 * 2 + 512 / 4) / 64 + (3 * 512 * 2) / 256 + 3)
-_VGG_CKPT_BYTES_PER_PX = 4 * (64 * 3 + 128 / 4 + 256 / 16 + 512 / 64 + 512 / 256 + 3)
+                         + (3 * 512 * 2 + 512 / 4) / 64 + (3 * 512 * 2) / 256 + 3) * 1.4
+_VGG_CKPT_BYTES_PER_PX = 4 * (64 * 3 + 128 / 4 + 256 / 16 + 512 / 64 + 512 / 256 + 3) * 1.93
+# The target's tap features, kept at full size in every mode (counted in the two constants above; VGG tiles keep them
+# too, next to one tile's activations).
+_VGG_TARGET_BYTES_PER_PX = 4 * (64 + 128 / 4 + 256 / 16 + 512 / 64 + 512 / 256)
 # Generator synthesis with grads, per output pixel per sample (the last two blocks dominate: 32 / 64 channels, about
-# ten saved activations each), times 1.4: calibrated on measured CPU peaks of one config-f 1024^2 inversion step
-# (benchmarks/bench_memory.py: 4.89 GiB without memory saving, 3.76 GiB with VGG checkpointing; the count alone gave
-# 4.16 / 2.91 GiB, and both gaps are the same 0.75-0.85 GiB on the generator side: its frozen copy, Adam, scratch).
-_GEN_BYTES_PER_PX = 4 * (32 * 10 + 64 * 10 / 4 + 12) * 1.4
+# ten saved activations each): counted; with the VGG factors above it gives 4.72 / 3.57 GiB for the 1024^2 peaks
+# measured at 4.89 / 3.76 GiB (a factor 1.4 here, used before, had absorbed the VGG's missing temporaries).
+_GEN_BYTES_PER_PX = 4 * (32 * 10 + 64 * 10 / 4 + 12)
 # The INR head (64 hidden channels) rendering with grads, per output pixel per sample: measured CPU peak of forward +
 # backward of the bundled 64 px G_s's head at 912 x 1216 (1686 B/px). With checkpointed render tiles only one tile of
 # that exists at a time, plus about 32 B/px (measured from 1.1 to 4.4 MP at 512 px tiles: the 3-channel pieces, their
@@ -332,7 +338,7 @@ def plan_memory(height: int, width: int, batch: int = 1, *, device=None, free_by
         gen = _GEN_BYTES_PER_PX * px * scale
 
     def tiled(t):  # one tile (+ 96 px halo) of activations + the kept tap-size inputs
-        return _VGG_BYTES_PER_PX * batch * (t + 192) ** 2 * scale + 4 * 3 * px
+        return (_VGG_BYTES_PER_PX * batch * (t + 192) ** 2 + _VGG_TARGET_BYTES_PER_PX * px) * scale + 4 * 3 * px
 
     if mode == "none":
         return MemoryPlan(False, None, None, gen + full, budget, "forced: no memory saving")
