@@ -252,16 +252,17 @@ def free_memory_bytes(device) -> int:
 # tap outputs, counted); each count times a factor calibrated on measured CPU peaks of one inversion step
 # (benchmarks/bench_memory.py, see docs/performance.md): config-f 1024^2 without memory saving 4.89 GiB, with VGG
 # checkpointing 3.76 GiB; the bundled 64 px G_s through its INR head at 912 x 1216, INR untiled and no memory saving
-# 4.56 GiB, INR render tiles + VGG checkpointing 2.37 GiB. The counts miss the loss's temporaries and, with
-# checkpointing, the full-resolution segment recomputed in backward with its gradients (about 1.9x the count).
+# 4.56 GiB, INR render tiles + VGG checkpointing 2.37 GiB at 912 x 1216 and 5.24 GiB at 1368 x 1824 (2.22 KB per
+# extra pixel: the checkpointing factor). The counts miss the loss's temporaries and, with checkpointing, the
+# full-resolution segment recomputed in backward with its gradients (about 2.15x the count).
 _VGG_BYTES_PER_PX = 4 * (2 * 64 * 2 + 64 / 4 + (2 * 128 * 2 + 128 / 4) / 4 + (3 * 256 * 2 + 256 / 4) / 16
                          + (3 * 512 * 2 + 512 / 4) / 64 + (3 * 512 * 2) / 256 + 3) * 1.4
-_VGG_CKPT_BYTES_PER_PX = 4 * (64 * 3 + 128 / 4 + 256 / 16 + 512 / 64 + 512 / 256 + 3) * 1.93
+_VGG_CKPT_BYTES_PER_PX = 4 * (64 * 3 + 128 / 4 + 256 / 16 + 512 / 64 + 512 / 256 + 3) * 2.15
 # The target's tap features, kept at full size in every mode (counted in the two constants above; VGG tiles keep them
 # too, next to one tile's activations).
 _VGG_TARGET_BYTES_PER_PX = 4 * (64 + 128 / 4 + 256 / 16 + 512 / 64 + 512 / 256)
 # Generator synthesis with grads, per output pixel per sample (the last two blocks dominate: 32 / 64 channels, about
-# ten saved activations each): counted; with the VGG factors above it gives 4.72 / 3.57 GiB for the 1024^2 peaks
+# ten saved activations each): counted; with the VGG factors above it gives 5.06 / 4.05 GiB for the 1024^2 peaks
 # measured at 4.89 / 3.76 GiB (a factor 1.4 here, used before, had absorbed the VGG's missing temporaries).
 _GEN_BYTES_PER_PX = 4 * (32 * 10 + 64 * 10 / 4 + 12)
 # The INR head (64 hidden channels) rendering with grads, per output pixel per sample: measured CPU peak of forward +

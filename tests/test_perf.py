@@ -281,7 +281,7 @@ def test_memory_plan_picks_modes_from_free_memory():
     gib = 2 ** 30
     big = perf.plan_memory(1024, 1024, 1, free_bytes=64 * gib)
     assert not big.checkpoint and big.tile is None  # plenty: fastest mode
-    mid = perf.plan_memory(1024, 1024, 1, free_bytes=5 * gib)
+    mid = perf.plan_memory(1024, 1024, 1, free_bytes=5.5 * gib)
     small = perf.plan_memory(1024, 1024, 1, free_bytes=4 * gib)
     assert mid.checkpoint and mid.tile is None and small.tile == 256
     assert small.estimate <= small.budget
