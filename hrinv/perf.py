@@ -302,7 +302,7 @@ def plan_memory(height: int, width: int, batch: int = 1, *, device=None, free_by
                 native: int | None = None) -> MemoryPlan:
     """Choose the memory-saving modes of an inversion at ``height x width`` from the free memory.
 
-    Order of preference (fastest first): nothing, VGG checkpointing, VGG tiles of 512 / 256 px (each checkpointed),
+    Order of preference (fastest first): nothing, VGG checkpointing, VGG tiles of 512 / 256 px (each checkpointed).
     For a target rendered through the INR head, the render runs in checkpointed 512 px tiles (cheap: the head is
     about 3 % of the VGG cost per pixel) whenever the untiled render would not fit next to the untiled loss.
 
