@@ -11,6 +11,10 @@ choice of :func:`hrinv.perf.plan_memory` is printed for 1024^2 and for a 10-mega
     PYTHONPATH=. python benchmarks/bench_memory.py                       # 1024^2, batch 1, modes none checkpoint tile
     PYTHONPATH=. python benchmarks/bench_memory.py --size 256 --modes none --steps 1      # quick
     PYTHONPATH=. python benchmarks/bench_memory.py --plans-only
+    PYTHONPATH=. python benchmarks/bench_memory.py --inr-target 1368x1824 --budget-gib 8 --cap-gib 12   # INR head
+
+``--inr-target HxW`` instead inverts one non-square target through the bundled 64 px G_s's INR head with the memory
+modes ``plan_memory`` picks for ``--budget-gib`` (see :func:`child_inr`).
 """
 
 import argparse
