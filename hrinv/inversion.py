@@ -315,18 +315,21 @@ def _resize_for_loss(img: torch.Tensor, size: int | None) -> torch.Tensor:
 # invert()
 
 
-def _with_memory_plan(loss, config: InversionConfig, device, size, batch):
+def _with_memory_plan(loss, config: InversionConfig, device, size, batch, inr=False, native=None):
     """A bare VGG network becomes a ``PerceptualLoss`` with the memory-saving mode that :func:`hrinv.perf.plan_memory`
-    picks for this size (``config.memory``); a ready loss keeps its own settings."""
+    picks for this size (``config.memory``); a ready loss keeps its own settings. Returns ``(loss, render_tile)``:
+    the INR render tile of the plan (None: render in one piece)."""
     is_vgg = isinstance(loss, torch.nn.Module) and not hasattr(loss, "target") and hasattr(loss, "preprocess")
     if not is_vgg or config.downsample is not None:
-        return loss
+        return loss, None
     from .losses import PerceptualLoss
 
     plan = perf.plan_memory(size[0], size[1], batch, device=device, mode=config.memory,
-                            dtype=perf.resolve_precision(config.precision, device))
-    log.info("memory plan: %s", plan.reason)
-    return PerceptualLoss(loss, layers=config.loss_layers, checkpoint=plan.checkpoint, tile=plan.tile)
+                            dtype=perf.resolve_precision(config.precision, device), inr=inr, native=native)
+    log.info("memory plan: %s%s", plan.reason,
+             f"; INR render in tiles of {plan.render_tile} px" if plan.render_tile else "")
+    return PerceptualLoss(loss, layers=config.loss_layers, checkpoint=plan.checkpoint, tile=plan.tile), \
+        plan.render_tile
 
 
 def invert(G, target: torch.Tensor, loss=None, config: InversionConfig | None = None, *, device=None, dtype=None,
@@ -366,11 +369,12 @@ def invert(G, target: torch.Tensor, loss=None, config: InversionConfig | None = 
         tgt = _prepare_target(G, target, mask, config, device, w_stats, init_latent)
         Gc = frozen(G, device, dtype)  # G itself when already frozen there (a host's resident copy), else a copy
         b = tgt.image.shape[0]
-        objective = _objective(loss, config, device, tgt)
+        objective, render_tile = _objective(loss, config, device, tgt, Gc.img_resolution)
         w_avg, w_std = w_stats_on(Gc, config, w_stats, device, dtype)
         seeds = _seeds(seeds, b, config.seed, generator)
         variables = _init_variables(Gc, config, b, w_avg, seeds, device, init_latent)
-        render = synthesis_renderer(Gc, variables, dtype, tgt.shape, config.force_fp32)
+        render = synthesis_renderer(Gc, variables, dtype, tgt.shape, config.force_fp32,
+                                    render_tile=render_tile)
         amp = perf.precision_plan(config.precision, device, Gc, config.force_fp32)
         early = EarlyStopping(config.early_stop_patience, config.early_stop_min_rel, config.noise_ramp) \
             if config.early_stop_patience else None
@@ -436,12 +440,14 @@ def _prepare_target(G, target, mask, config, device, w_stats, init_latent) -> _T
     return _Target(*_fit_to_generator(G, target, mask, config.non_square), size=(int(h), int(w)))
 
 
-def _objective(loss, config, device, tgt: _Target):
-    """``objective(img, vars) -> [B]``: the perceptual loss against the target (at ``config.downsample``), plus
-    ``λ_mse`` times the masked pixel MSE and the noise regulariser when their weights are > 0."""
+def _objective(loss, config, device, tgt: _Target, native: int):
+    """``(objective, render_tile)``: ``objective(img, vars) -> [B]`` is the perceptual loss against the target (at
+    ``config.downsample``), plus ``λ_mse`` times the masked pixel MSE and the noise regulariser when their weights are
+    > 0; ``render_tile`` is the INR render tile of the memory plan (None: one piece)."""
     size = tuple(tgt.image.shape[-2:])
-    loss_fn = prepare_loss(_with_memory_plan(loss, config, device, size, tgt.image.shape[0]), device,
-                           layers=config.loss_layers, who="invert()")
+    loss, render_tile = _with_memory_plan(loss, config, device, size, tgt.image.shape[0], inr=tgt.shape is not None,
+                                          native=native)
+    loss_fn = prepare_loss(loss, device, layers=config.loss_layers, who="invert()")
     mask_small = None if tgt.mask is None else _resize_for_loss(tgt.mask, config.downsample)
     tgt_feats = loss_fn.target(_resize_for_loss(tgt.image, config.downsample))
 
@@ -454,7 +460,7 @@ def _objective(loss, config, device, tgt: _Target):
             total = total + config.noise_regularize * _noise_regularizer([v["noise." + n] for n in noise_names])
         return total
 
-    return objective
+    return objective, render_tile
 
 
 def w_stats_on(G, config, w_stats, device, dtype) -> tuple[torch.Tensor, float]:

@@ -500,18 +500,21 @@ def noise_variables(variables: Mapping[str, torch.Tensor]) -> list[str]:
 
 
 def synthesis_renderer(G, variables: Mapping[str, torch.Tensor], dtype, shape, force_fp32: bool,
-                       fixed_noise: Mapping[str, torch.Tensor] | None = None) -> Callable:
+                       fixed_noise: Mapping[str, torch.Tensor] | None = None, render_tile: int | None = None) -> Callable:
     """``render(vars, force_fp32=force_fp32) -> [B, 3, H, W]`` through a StyleGAN2-style ``G.synthesis``: W+ codes
     from ``vars["ws"]`` (one row is repeated to ``G.num_ws``), noise maps from the ``"noise.*"`` variables, else
-    ``fixed_noise``, else G's constant buffers; ``shape`` is the INR head's output size (None = native)."""
+    ``fixed_noise``, else G's constant buffers; ``shape`` is the INR head's output size (None = native), rendered
+    in checkpointed tiles of ``render_tile`` px when given."""
     names = noise_variables(variables)
+    tiled = {} if render_tile is None else {"render_tile": render_tile}
 
     def render(v, force_fp32=force_fp32):
         ws = v["ws"] if v["ws"].shape[1] == G.num_ws else v["ws"].expand(-1, G.num_ws, -1)  # [B, num_ws, w_dim]
         noise = {n: v["noise." + n].to(dtype) for n in names} or None
         if noise is None and fixed_noise is not None:
             noise = {n: t.to(dtype) for n, t in fixed_noise.items()}
-        return G.synthesis(ws.to(dtype), noise_mode="const", noise=noise, shape=shape, force_fp32=force_fp32)
+        return G.synthesis(ws.to(dtype), noise_mode="const", noise=noise, shape=shape, force_fp32=force_fp32,
+                           **tiled)
 
     return render
 

@@ -235,16 +235,29 @@ def free_memory_bytes(device) -> int:
 
 
 # Bytes that one input pixel of the VGG16 trunk costs, per sample, when the activations up to conv5_3 are kept for
-# backward in fp32 (conv outputs + ReLU outputs + pools, counted from the layer table; NOT yet checked against a
-# measured peak, see docs/performance.md). Checkpointing keeps about the tap outputs only; tiling about one tile.
+# backward in fp32 (conv outputs + ReLU outputs + pools, counted from the layer table), and with checkpointing (the
+# tap outputs, counted); each count times a factor calibrated on measured CPU peaks of one inversion step
+# (benchmarks/bench_memory.py, see docs/performance.md): config-f 1024^2 without memory saving 4.89 GiB, with VGG
+# checkpointing 3.76 GiB; the bundled 64 px G_s through its INR head at 912 x 1216, INR untiled and no memory saving
+# 4.56 GiB, INR render tiles + VGG checkpointing 2.37 GiB at 912 x 1216 and 5.24 GiB at 1368 x 1824 (2.22 KB per
+# extra pixel: the checkpointing factor). The counts miss the loss's temporaries and, with checkpointing, the
+# full-resolution segment recomputed in backward with its gradients (about 2.15x the count).
 _VGG_BYTES_PER_PX = 4 * (2 * 64 * 2 + 64 / 4 + (2 * 128 * 2 + 128 / 4) / 4 + (3 * 256 * 2 + 256 / 4) / 16
-                         + (3 * 512 * 2 + 512 / 4) / 64 + (3 * 512 * 2) / 256 + 3)
-_VGG_CKPT_BYTES_PER_PX = 4 * (64 * 3 + 128 / 4 + 256 / 16 + 512 / 64 + 512 / 256 + 3)
+                         + (3 * 512 * 2 + 512 / 4) / 64 + (3 * 512 * 2) / 256 + 3) * 1.4
+_VGG_CKPT_BYTES_PER_PX = 4 * (64 * 3 + 128 / 4 + 256 / 16 + 512 / 64 + 512 / 256 + 3) * 2.15
+# The target's tap features, kept at full size in every mode (counted in the two constants above; VGG tiles keep them
+# too, next to one tile's activations).
+_VGG_TARGET_BYTES_PER_PX = 4 * (64 + 128 / 4 + 256 / 16 + 512 / 64 + 512 / 256)
 # Generator synthesis with grads, per output pixel per sample (the last two blocks dominate: 32 / 64 channels, about
-# ten saved activations each), times 1.4: calibrated on measured CPU peaks of one config-f 1024^2 inversion step
-# (benchmarks/bench_memory.py: 4.89 GiB without memory saving, 3.76 GiB with VGG checkpointing; the count alone gave
-# 4.16 / 2.91 GiB, and both gaps are the same 0.75-0.85 GiB on the generator side: its frozen copy, Adam, scratch).
-_GEN_BYTES_PER_PX = 4 * (32 * 10 + 64 * 10 / 4 + 12) * 1.4
+# ten saved activations each): counted; with the VGG factors above it gives 5.06 / 4.05 GiB for the 1024^2 peaks
+# measured at 4.89 / 3.76 GiB (a factor 1.4 here, used before, had absorbed the VGG's missing temporaries).
+_GEN_BYTES_PER_PX = 4 * (32 * 10 + 64 * 10 / 4 + 12)
+# The INR head (64 hidden channels) rendering with grads, per output pixel per sample: measured CPU peak of forward +
+# backward of the bundled 64 px G_s's head at 912 x 1216 (1686 B/px). With checkpointed render tiles only one tile of
+# that exists at a time, plus about 32 B/px (measured from 1.1 to 4.4 MP at 512 px tiles: the 3-channel pieces, their
+# concatenation and its gradient); 48 B/px is kept for the estimate.
+_INR_BYTES_PER_PX = 1700
+_INR_TILED_BYTES_PER_PX = 48
 
 
 class MemoryPlan:
@@ -272,11 +285,13 @@ class MemoryPlan:
 
 
 def plan_memory(height: int, width: int, batch: int = 1, *, device=None, free_bytes: int | None = None,
-                dtype: torch.dtype = torch.float32, headroom: float = 0.8, mode: str = "auto") -> MemoryPlan:
+                dtype: torch.dtype = torch.float32, headroom: float = 0.8, mode: str = "auto", inr: bool | None = None,
+                native: int | None = None) -> MemoryPlan:
     """Choose the memory-saving modes of an inversion at ``height x width`` from the free memory.
 
-    Order of preference (fastest first): nothing, VGG checkpointing, VGG tiles of 512 / 256 px (each checkpointed),
-    and in every case tiles shrink the INR render when the generator's own part alone does not fit.
+    Order of preference (fastest first): nothing, VGG checkpointing, VGG tiles of 512 / 256 px (each checkpointed).
+    For a target rendered through the INR head, the render runs in checkpointed 512 px tiles (cheap: the head is
+    about 3 % of the VGG cost per pixel) whenever the untiled render would not fit next to the untiled loss.
 
     Args:
         height, width: target size (the loss runs at this size).
@@ -286,6 +301,9 @@ def plan_memory(height: int, width: int, batch: int = 1, *, device=None, free_by
         dtype: compute dtype (bf16/fp16 halve the activation estimate).
         headroom: fraction of the free memory the plan may use.
         mode: ``"auto"`` or a forced mode: ``"none"``, ``"checkpoint"``, ``"tile"`` (VGG tiles of 512 px).
+        inr: the target is rendered through the INR head (``G.synthesis(..., shape=(H, W))``); ``None`` assumes so
+            when a side exceeds 1024 px.
+        native: the generator's own resolution when ``inr`` (default 1024): its synthesis runs at that size.
 
     Returns:
         :class:`MemoryPlan`.
@@ -297,12 +315,18 @@ def plan_memory(height: int, width: int, batch: int = 1, *, device=None, free_by
     px = int(height) * int(width) * int(batch)
     scale = 0.5 if dtype in (torch.bfloat16, torch.float16) else 1.0
     budget = int((free_memory_bytes(device) if free_bytes is None else int(free_bytes)) * headroom)
-    gen = _GEN_BYTES_PER_PX * px * scale
+    if inr is None:
+        inr = max(int(height), int(width)) > 1024
     full = _VGG_BYTES_PER_PX * px * scale
     ckpt = _VGG_CKPT_BYTES_PER_PX * px * scale
+    if inr:
+        native_px = int(native or 1024) ** 2 * int(batch)
+        gen = (_GEN_BYTES_PER_PX * native_px + _INR_BYTES_PER_PX * px) * scale
+    else:
+        gen = _GEN_BYTES_PER_PX * px * scale
 
     def tiled(t):  # one tile (+ 96 px halo) of activations + the kept tap-size inputs
-        return _VGG_BYTES_PER_PX * batch * (t + 192) ** 2 * scale + 4 * 3 * px
+        return (_VGG_BYTES_PER_PX * batch * (t + 192) ** 2 + _VGG_TARGET_BYTES_PER_PX * px) * scale + 4 * 3 * px
 
     if mode == "none":
         return MemoryPlan(False, None, None, gen + full, budget, "forced: no memory saving")
@@ -311,8 +335,10 @@ def plan_memory(height: int, width: int, batch: int = 1, *, device=None, free_by
     if mode == "tile":
         return MemoryPlan(False, 512, None, gen + tiled(512), budget, "forced: VGG tiles of 512 px")
     render_tile = None
-    if gen > budget / 2 and max(height, width) > 1024:
-        render_tile, gen = 512, gen * min(1.0, (512 + 64) ** 2 * batch / px) + 4 * 48 * px
+    if inr and gen + full > budget and px > 512 * 512 * batch:
+        render_tile = 512
+        gen = (_GEN_BYTES_PER_PX * native_px + _INR_BYTES_PER_PX * 512 * 512 * batch) * scale \
+            + _INR_TILED_BYTES_PER_PX * px
     for ck, tile, est, why in ((False, None, gen + full, "fits without memory saving"),
                                (True, None, gen + ckpt, "VGG checkpointing"),
                                (False, 512, gen + tiled(512), "VGG tiles of 512 px"),
@@ -321,6 +347,6 @@ def plan_memory(height: int, width: int, batch: int = 1, *, device=None, free_by
             reason = f"{why}: estimated {est / 2**30:.1f} GiB of {budget / 2**30:.1f} GiB usable"
             return MemoryPlan(ck, tile, render_tile, est, budget, reason)
     est = gen + tiled(256)
-    return MemoryPlan(False, 256, render_tile or 512, est, budget,
+    return MemoryPlan(False, 256, render_tile, est, budget,
                       f"does not fit: estimated {est / 2**30:.1f} GiB of {budget / 2**30:.1f} GiB usable even with "
                       f"256 px tiles; expect swapping or an out-of-memory error (use a smaller batch or size)")

@@ -44,6 +44,9 @@ class StylizeConfig:
         lso_steps: LSO steps (paper 50; 0 = no LSO). ``lso_rows``, ``lso_reg``, ``lso_lr``, ``lso_noise``: see
             :class:`hrinv.LSOConfig` (None = its default).
         seed: seed of the inversions and LSO (sample i uses seed + i).
+        precision: compute precision of the generator and the loss in the inversions and LSO: ``"fp32"`` (exact,
+            default), ``"bf16"``, ``"fp16"`` or ``"auto"`` (see :mod:`hrinv.perf`); ignored by the full config
+            objects below, which carry their own.
         width, height: size of the rendered faces (None = the generator's resolution). With paste-back they must be
             equal (the aligned crop is square).
         fit, tile: aspect policy / INR tile size of :func:`hrinv.render`.
@@ -64,6 +67,7 @@ class StylizeConfig:
     lso_lr: Optional[float] = None
     lso_noise: bool = False
     seed: int = 0
+    precision: str = "fp32"
     width: Optional[int] = None
     height: Optional[int] = None
     fit: str = "stretch"
@@ -93,6 +97,9 @@ class StylizeConfig:
             v = getattr(self, name)
             if v is not None and (not isinstance(v, int) or v < 8):
                 raise InvalidSettingError(f"StylizeConfig.{name} must be None or an integer >= 8, got {v!r}")
+        from . import perf
+
+        self.precision = perf._check(self.precision)
         if isinstance(self.lam, str):
             from .interpolate import parse_lambda
 
@@ -102,9 +109,11 @@ class StylizeConfig:
         """(content, reference) :class:`hrinv.InversionConfig`: the cross-domain preset (Eq. 5) unless given."""
         from .inversion import InversionConfig
 
-        c = self.inversion or InversionConfig.preset("cross_domain", steps=int(self.steps), seed=int(self.seed))
+        c = self.inversion or InversionConfig.preset("cross_domain", steps=int(self.steps), seed=int(self.seed),
+                                                     precision=self.precision)
         r = self.reference_inversion or InversionConfig.preset(
-            "cross_domain", steps=int(self.reference_steps or self.steps), seed=int(self.seed))
+            "cross_domain", steps=int(self.reference_steps or self.steps), seed=int(self.seed),
+            precision=self.precision)
         return c, r
 
     def lso_config(self):
@@ -115,7 +124,8 @@ class StylizeConfig:
             return self.lso
         if self.lso_steps <= 0:
             return None
-        kw = {"rows": self.lso_rows, "seed": int(self.seed), "noise_maps": bool(self.lso_noise)}
+        kw = {"rows": self.lso_rows, "seed": int(self.seed), "noise_maps": bool(self.lso_noise),
+              "precision": self.precision}
         if self.lso_reg is not None:
             kw["reg_weight"] = float(self.lso_reg)
         if self.lso_lr is not None:

@@ -14,7 +14,7 @@ from comfy_api.latest import io
 
 from . import _comfy
 from ._common import CATEGORY, NodeError, fit_to_resolution, guarded, to_comfy, to_lib
-from .invert import VGG_BYTES_PER_PIXEL
+from .invert import PRECISIONS, VGG_BYTES_PER_PIXEL
 from .types import GENERATOR, VGG
 
 FACE_ALIGNMENT = io.Custom("HRINV_FACE_ALIGNMENT")
@@ -216,6 +216,11 @@ class StylizeFaces(io.ComfyNode):
                                tooltip="Match each stylised face's colours to the original face (0 = off)."),
                 io.Int.Input("seed", default=0, min=0, max=2**31 - 1, control_after_generate=False,
                              tooltip="Seed of the inversions and LSO."),
+                io.Combo.Input("precision", options=list(PRECISIONS), default="fp32",
+                               tooltip="Advanced: compute precision of the generators and the loss in the inversions "
+                                       "and LSO. fp32 = exact (default). bf16 = about 2x faster on GPUs and on CPUs "
+                                       "with AVX512-BF16/AMX (emulated and slower on other CPUs). fp16 = GPUs, with "
+                                       "loss scaling. auto = bf16 (or fp16) on a GPU, fp32 on the CPU."),
             ],
             outputs=[io.Image.Output(display_name="image", tooltip="The photo with stylised faces, one per reference."),
                      io.Image.Output(display_name="faces", tooltip="The stylised faces (reference-major)."),
@@ -226,7 +231,8 @@ class StylizeFaces(io.ComfyNode):
     @classmethod
     @guarded("HRInversion: Stylise Every Face in a Photo")
     def execute(cls, photo, reference, source, target, vgg, steps=1000, lso_steps=50, lambdas="paper", faces="all",
-                min_face=32, if_no_face="error", feather=0.1, color_match=0.0, seed=0) -> io.NodeOutput:
+                min_face=32, if_no_face="error", feather=0.1, color_match=0.0, seed=0,
+                precision="fp32") -> io.NodeOutput:
         from hrinv.errors import NoFaceFoundError
         from hrinv.face import align_faces, whole_image_alignment
         from hrinv.pipeline import StylizeConfig, stylize
@@ -239,7 +245,7 @@ class StylizeFaces(io.ComfyNode):
             refs = fit_to_resolution(refs, res, "center crop")
         config = StylizeConfig(lam=lambdas or "paper", steps=int(steps), lso_steps=int(lso_steps), select=faces,
                                min_face=float(min_face), feather=float(feather), color_match=float(color_match),
-                               seed=int(seed))
+                               seed=int(seed), precision=precision or "fp32")
         total = config.steps + config.steps + refs.shape[0] * config.lso_steps
         with _comfy.device_session(G_s, G_t, vgg.model, working_bytes=2 * res * res * VGG_BYTES_PER_PIXEL) as device:
             try:

@@ -128,3 +128,29 @@ def test_setting_names_follow_the_library_and_old_flags_still_parse():
     assert q.parse_args(base + ["--lso-reg-weight", "2", "--lso-noise-maps"]).lso_reg == 2.0
     old = q.parse_args(base + ["--lso-reg", "3", "--lso-noise"])
     assert old.lso_reg == 3.0 and old.lso_noise is True
+
+
+def test_stylize_precision_option_reaches_inversions_and_lso(capsys):
+    """``hrinv stylize --precision`` (and ``hrinv batch stylize``) takes the library's precision names and sets the
+    precision of both inversions and of LSO; a name outside them is a usage error."""
+    import argparse
+
+    from hrinv import perf
+    from hrinv.commands import batch, stylize
+
+    def parse(module, argv):
+        p = argparse.ArgumentParser(prog="hrinv")
+        module.add_arguments(p)
+        return p.parse_args(argv)
+
+    base = ["-r", "ref.png", "--source", "s.safetensors", "--target", "t.safetensors", "--vgg", "v.pth", "-o", "out"]
+    assert stylize.config_from_args(parse(stylize, ["-c", "photo.jpg"] + base)).precision == "fp32"
+    for p in perf.PRECISIONS:
+        cfg = stylize.config_from_args(parse(stylize, ["-c", "photo.jpg", "--precision", p] + base))
+        c, r = cfg.inversion_configs()
+        assert (cfg.precision, c.precision, r.precision, cfg.lso_config().precision) == (p, p, p, p)
+    args = parse(batch, ["stylize", "--input", "in", "--precision", "bf16"] + base)
+    assert stylize.config_from_args(args).precision == "bf16"
+    with pytest.raises(SystemExit) as e:
+        parse(stylize, ["-c", "photo.jpg", "--precision", "fp64"] + base)
+    assert e.value.code == 2 and "--precision" in capsys.readouterr().err

@@ -84,3 +84,28 @@ def test_stylize_faces_node(h, two_face_photo):
                                       min_face=16, if_no_face="error", feather=0.1, color_match=0.0, seed=0)
     assert photo.shape == img.shape and faces.shape == (2, 64, 64, 3) and mask.shape == (1, 397, 570)
     assert "2 face" in repr(al)
+
+
+def test_stylize_faces_precision_widget_reaches_inversions_and_lso(h, monkeypatch):
+    """The Stylise Every Face node offers the same precision names as Invert Image, the library and the CLI, and its
+    value is the precision of both inversions and of LSO."""
+    import hrinv.inversion
+    import hrinv.lso
+    from hrinv import perf
+
+    widget = next(i for i in h.nodes["HRInv_StylizeFaces"].GET_SCHEMA().inputs if i.id == "precision")
+    assert tuple(widget.options) == perf.PRECISIONS and widget.default == "fp32"
+    seen = []
+    real_inv, real_lso = hrinv.inversion.invert, hrinv.lso.local_style_optimize
+    monkeypatch.setattr(hrinv.inversion, "invert",
+                        lambda *a, **k: seen.append(("invert", a[3].precision)) or real_inv(*a, **k))
+    monkeypatch.setattr(hrinv.lso, "local_style_optimize",
+                        lambda *a, **k: seen.append(("lso", a[4].precision)) or real_lso(*a, **k))
+    img = face_images(1, size=96)
+    ref = face_images(1, size=64, seed=5)
+    photo, faces, _, _ = run_node(h.nodes["HRInv_StylizeFaces"], photo=img, reference=ref, source=h.gs, target=h.gt,
+                                  vgg=h.vgg, steps=1, lso_steps=1, lambdas="paper", faces="all", min_face=16,
+                                  if_no_face="use whole image", feather=0.1, color_match=0.0, seed=0,
+                                  precision="bf16")
+    assert seen == [("invert", "bf16"), ("invert", "bf16"), ("lso", "bf16")]
+    assert photo.shape == img.shape and bool(torch.isfinite(faces).all())

@@ -281,7 +281,7 @@ def test_memory_plan_picks_modes_from_free_memory():
     gib = 2 ** 30
     big = perf.plan_memory(1024, 1024, 1, free_bytes=64 * gib)
     assert not big.checkpoint and big.tile is None  # plenty: fastest mode
-    mid = perf.plan_memory(1024, 1024, 1, free_bytes=5 * gib)
+    mid = perf.plan_memory(1024, 1024, 1, free_bytes=5.5 * gib)
     small = perf.plan_memory(1024, 1024, 1, free_bytes=4 * gib)
     assert mid.checkpoint and mid.tile is None and small.tile == 256
     assert small.estimate <= small.budget
@@ -291,6 +291,36 @@ def test_memory_plan_picks_modes_from_free_memory():
     assert perf.plan_memory(1024, 1024, free_bytes=64 * gib, mode="tile").tile == 512  # override
     with pytest.raises(InvalidSettingError):
         perf.plan_memory(64, 64, mode="fast")
+
+
+def test_memory_plan_for_an_inr_target_tiles_the_render_and_counts_the_head():
+    """A 10 MP non-square target through the INR head of a 64 px generator: with 24 GiB the head renders in
+    checkpointed 512 px tiles (its untiled activations, about 1.7 KB per pixel, would not fit next to the loss) and
+    the VGG loss is checkpointed or tiled; a 1024^2 target at native size with the same budget needs neither."""
+    gib = 2 ** 30
+    ten = perf.plan_memory(2736, 3648, 1, free_bytes=24 * gib, inr=True, native=64)
+    assert ten.render_tile == 512 and (ten.checkpoint or ten.tile) and ten.estimate <= ten.budget
+    untiled_head = perf._INR_BYTES_PER_PX * 2736 * 3648
+    assert ten.estimate + untiled_head > ten.budget  # the untiled head would not fit next to this plan's loss
+    small = perf.plan_memory(912, 1216, 1, free_bytes=24 * gib, inr=True, native=64)
+    assert small.render_tile is None and not small.checkpoint and small.tile is None
+    assert small.estimate > perf._INR_BYTES_PER_PX * 912 * 1216  # the untiled head is counted
+    native = perf.plan_memory(1024, 1024, 1, free_bytes=24 * gib)
+    assert native.render_tile is None and not native.checkpoint and native.tile is None
+    tight = perf.plan_memory(2736, 3648, 1, free_bytes=8 * gib, inr=True, native=64)
+    assert tight.render_tile == 512 and tight.tile in (256, 512) and tight.estimate <= tight.budget
+    assert tight.estimate > perf._VGG_TARGET_BYTES_PER_PX * 2736 * 3648  # tiles keep the full-size target features
+
+
+def test_invert_takes_the_render_tile_from_the_plan(monkeypatch):
+    import hrinv.inversion as inv
+
+    monkeypatch.setattr(perf, "free_memory_bytes", lambda device=None: 24 * 2 ** 30)
+    loss, render_tile = inv._with_memory_plan(_seeded_vgg(), InversionConfig(), "cpu", (2736, 3648), 1, inr=True,
+                                              native=64)
+    assert render_tile == 512 and (loss.checkpoint or loss.tile)
+    loss, render_tile = inv._with_memory_plan(_seeded_vgg(), InversionConfig(), "cpu", (2736, 3648), 1, inr=False)
+    assert render_tile is None  # rendered at native size (padded): nothing to tile
 
 
 def test_invert_applies_the_memory_plan_to_a_loss_it_builds(monkeypatch):

@@ -150,7 +150,7 @@ def wf_stylize_photo():
     g["12"] = _node("HRInv_StylizeFaces", "Stylise every face (align, invert, mix, LSO, paste back)",
                     photo=["10", 0], reference=["11", 0], source=["1", 0], target=["2", 0], vgg=["3", 0], steps=1000,
                     lso_steps=50, lambdas="paper", faces="all", min_face=32, if_no_face="use whole image",
-                    feather=0.1, color_match=0.0, seed=0)
+                    feather=0.1, color_match=0.0, seed=0, precision="fp32")
     g["13"] = _node("SaveImage", "Stylised photo", images=["12", 0], filename_prefix="hrinv/stylised_photo")
     g["14"] = _node("SaveImage", "Stylised faces", images=["12", 1], filename_prefix="hrinv/stylised_faces")
     g["15"] = _node("PreviewImage", "Replaced area", images=["16", 0])
@@ -242,7 +242,7 @@ def wf_demo_bundled():
     g["12"] = _node("HRInv_StylizeFaces", "Stylise every face (align, invert, mix, LSO, paste back)",
                     photo=["10", 0], reference=["11", 0], source=["1", 0], target=["2", 0], vgg=["3", 0],
                     steps=BUNDLED_STEPS, lso_steps=BUNDLED_LSO_STEPS, lambdas=BUNDLED_LAMBDAS, faces="all",
-                    min_face=32, if_no_face="use whole image", feather=0.1, color_match=0.0, seed=0)
+                    min_face=32, if_no_face="use whole image", feather=0.1, color_match=0.0, seed=0, precision="fp32")
     g["13"] = _node("SaveImage", "Stylised photo", images=["12", 0], filename_prefix="hrinv/demo_stylised_photo")
     g["14"] = _node("SaveImage", "Stylised face", images=["12", 1], filename_prefix="hrinv/demo_stylised_face")
     return g

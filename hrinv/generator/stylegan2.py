@@ -248,7 +248,7 @@ class SynthesisNetwork(torch.nn.Module):
         return x, img
 
     def forward(self, ws, noise_mode="const", noise=None, shape=None, force_fp32=True, fused_modconv=None,
-                generator=None):
+                generator=None, render_tile=None):
         """Synthesize images.
 
         Args:
@@ -262,6 +262,8 @@ class SynthesisNetwork(torch.nn.Module):
             force_fp32: ``False`` lets the ``num_fp16_res`` highest blocks run in fp16 (for GPUs).
             fused_modconv: ``None`` = automatic (fused unless fp16 with batch > 1).
             generator: ``torch.Generator`` for ``noise_mode="random"``.
+            render_tile: with ``shape``: render the INR head in checkpointed pieces of this many pixels (see
+                :meth:`hrinv.generator.inr.INRHead.forward`); ``None`` = one piece.
 
         Returns:
             Image ``[B, img_channels, R, R]`` (or ``[B, img_channels, H, W]`` with ``shape``), about [-1, 1].
@@ -275,7 +277,7 @@ class SynthesisNetwork(torch.nn.Module):
             raise ShapeError(f"synthesis: shape={tuple(shape)} needs an INR head, and this generator has none "
                              f"(G.inr is None). Distil one with hrinv.fit_inr_head(G) or `hrinv fit-inr SRC DST`, or "
                              f"use hrinv.render(G, ws, H, W, mode='resize') for a plain resize.")
-        return head(x, img, shape)
+        return head(x, img, shape, tile=render_tile)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
