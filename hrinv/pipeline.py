@@ -47,6 +47,9 @@ class StylizeConfig:
         precision: compute precision of the generator and the loss in the inversions and LSO: ``"fp32"`` (exact,
             default), ``"bf16"``, ``"fp16"`` or ``"auto"`` (see :mod:`hrinv.perf`); ignored by the full config
             objects below, which carry their own.
+        calibration: feature calibration of the perceptual losses built from ``vgg`` (d_conv of the inversions, d_h
+            of LSO): ``"auto"`` (default; keeps the authors' layer balance), ``"rms"``, ``"global"``, ``"none"`` or
+            ``{op index: scale}`` (see :class:`hrinv.PerceptualLoss`).
         width, height: size of the rendered faces (None = the generator's resolution). With paste-back they must be
             equal (the aligned crop is square).
         fit, tile: aspect policy / INR tile size of :func:`hrinv.render`.
@@ -68,6 +71,7 @@ class StylizeConfig:
     lso_noise: bool = False
     seed: int = 0
     precision: str = "fp32"
+    calibration: Any = "auto"
     width: Optional[int] = None
     height: Optional[int] = None
     fit: str = "stretch"
@@ -85,6 +89,10 @@ class StylizeConfig:
     lso: Any = None
 
     def __post_init__(self):
+        cal = self.calibration
+        if not (cal is None or isinstance(cal, dict) or cal in ("auto", "rms", "global", "none")):
+            raise InvalidSettingError(f"StylizeConfig.calibration must be 'auto', 'rms', 'global', 'none', None or "
+                                      f"{{op index: scale}}, got {cal!r}")
         for name in ("steps", "lso_steps", "seed"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < (1 if name == "steps" else 0):
@@ -327,7 +335,7 @@ def stylize(content, reference, G_s, G_t, vgg, *, config: StylizeConfig | None =
     total = inv_cfg.steps + ref_steps + (r * lso_cfg.steps if lso_cfg is not None else 0)
     prog = _Progress(callback, on_stage, total)
 
-    d_conv = PerceptualLoss(vgg, layers="conv")
+    d_conv = PerceptualLoss(vgg, layers="conv", calibration=config.calibration)
     t0 = time.perf_counter()
     inv_s = invert(G_s, contents, d_conv, inv_cfg, device=device, dtype=dtype,
                    callback=prog.stage(f"invert {n} face(s) in G_s", inv_cfg.steps))
@@ -341,7 +349,7 @@ def stylize(content, reference, G_s, G_t, vgg, *, config: StylizeConfig | None =
         ref_latent, ref_image = reference_latent, _render_reference(G_t, reference_latent, ref_cfg, device, dtype)
     timings["invert_reference"] = time.perf_counter() - t0
 
-    d_h = PerceptualLoss(vgg, layers="high") if lso_cfg is not None else None
+    d_h = PerceptualLoss(vgg, layers="high", calibration=config.calibration) if lso_cfg is not None else None
     stats_m = (compute_w_stats(G_m, lso_cfg.w_avg_samples, lso_cfg.w_stats_seed, device=device, dtype=dtype)
                if lso_cfg is not None else None)
     faces, mixed_all, latents, lso_metrics = [], [], [], []

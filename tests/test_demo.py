@@ -89,6 +89,12 @@ def test_demo_config_defaults_fit_the_bundled_generator():
     lam = block_lambdas(parse_lambda(DemoConfig().lam), G.synthesis.block_resolutions)
     assert list(lam) == G.synthesis.block_resolutions and max(lam.values()) <= 1
     assert torch.isfinite(G.mapping.w_avg).all()
+    # the demo's loss is the one its bundled generators were made with (their cards say rms)
+    from hrinv.losses import PerceptualLoss, load_vgg16
+
+    assert DemoConfig().calibration == "rms"
+    loss = PerceptualLoss(load_vgg16(bundled.path("vgg16_caffe_conv_fp16.safetensors")), calibration="rms")
+    assert len(set(round(v, 9) for v in loss.calibration.values())) > 1  # per-tap constants, not one factor
 
 
 def test_demo_threads_option_is_checked_and_restored(tmp_path, capsys):

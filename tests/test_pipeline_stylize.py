@@ -72,6 +72,30 @@ def test_pre_aligned_and_errors(setup):
         hrinv.stylize(blank, ref, G_s, G_t, vgg, config=StylizeConfig(steps=1, lso_steps=0))
 
 
+def test_calibration_reaches_both_losses(setup, monkeypatch):
+    import hrinv.losses as losses
+
+    G_s, G_t, vgg, photo, ref = setup
+    faces = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    with pytest.raises(InvalidSettingError, match="calibration"):
+        StylizeConfig(calibration="bogus")
+    # the random VGG carries no measured constants: "rms" must reach the loss and be refused there
+    with pytest.raises(InvalidSettingError, match="measured constants"):
+        stylize(faces, ref[:1], G_s, G_t, vgg, config=StylizeConfig(steps=1, lso_steps=1, calibration="rms"),
+                align=False, paste=False)
+    built = []
+
+    class Spy(losses.PerceptualLoss):
+        def __init__(self, *a, **k):
+            built.append((k.get("layers"), k.get("calibration")))
+            super().__init__(*a, **k)
+
+    monkeypatch.setattr(losses, "PerceptualLoss", Spy)
+    stylize(faces, ref[:1], G_s, G_t, vgg, config=StylizeConfig(steps=1, lso_steps=1, calibration={2: 3.0}),
+            align=False, paste=False)
+    assert built == [("conv", {2: 3.0}), ("high", {2: 3.0})]
+
+
 def test_given_reference_latent_skips_the_inversion_and_changes_nothing(setup, monkeypatch):
     """reference_latent= (the codes of an earlier result): same faces, codes, renders and metrics bit for bit, and the
     reference is not inverted again (one invert call, the contents', instead of two)."""

@@ -32,6 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--face-size", type=int, default=d.face_size,
                         help=f"side of the rendered faces before pasting back (default {d.face_size})")
     parser.add_argument("--seed", type=int, default=d.seed, help="seed (default 0)")
+    parser.add_argument("--calibration", choices=["auto", "rms", "global", "none"], default=d.calibration,
+                        help=f"perceptual-loss calibration (default {d.calibration}: the loss the bundled generators "
+                             f"were made with; auto = the library default, see docs/bundled.md)")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu; auto, cuda, cuda:1, mps)")
     parser.add_argument("--threads", type=int, default=None, metavar="N",
                         help="CPU threads (torch.set_num_threads; default: torch's choice). On a busy or shared CPU "
@@ -95,7 +98,7 @@ def _run(args) -> int:
         print(f"hrinv demo: error: {e}", file=sys.stderr)
         return 2
     cfg = DemoConfig(steps=args.steps, lso_steps=args.lso_steps, finetune_steps=args.finetune_steps, lam=args.lam,
-                     face_size=args.face_size, seed=args.seed)
+                     face_size=args.face_size, seed=args.seed, calibration=args.calibration)
     bars = _Bars(args.quiet)
     t0 = time.perf_counter()
     try:

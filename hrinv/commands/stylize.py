@@ -74,6 +74,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="compute precision of the generator and the loss in the inversions and LSO: fp32 (exact, "
                              "default), bf16 (about 2x faster on CPUs with AVX512-BF16/AMX and on GPUs), fp16 (GPU, "
                              "with loss scaling), auto (bf16/fp16 on a GPU, fp32 on the CPU); see docs/performance.md")
+    parser.add_argument("--calibration", choices=["auto", "rms", "global", "none"], default="auto",
+                        help="perceptual-loss calibration of the VGG taps (default auto: the authors' layer balance; "
+                             "rms: per-tap unit RMS for the caffe VGG16; see docs/perceptual-loss.md)")
     parser.add_argument("--save-generator", action="store_true",
                         help="also save G_m as DIR/generator_m.safetensors (to re-render with `hrinv render`)")
     parser.add_argument("--no-align", dest="align", action="store_false",
@@ -142,7 +145,7 @@ def config_from_args(args):
         lam=args.lam, scheme=args.scheme, mapping_lam=mapping_lam, steps=int(args.steps),
         reference_steps=args.reference_steps, lso_steps=max(0, int(args.lso_steps)), lso_rows=parse_rows(args.lso_rows),
         lso_reg=args.lso_reg, lso_lr=args.lso_lr, lso_noise=bool(args.lso_noise), seed=int(args.seed),
-        precision=getattr(args, "precision", None) or "fp32",
+        precision=getattr(args, "precision", None) or "fp32", calibration=getattr(args, "calibration", None) or "auto",
         width=width, height=height, fit=args.fit, tile=args.tile, select=parse_select(args.faces),
         min_face=float(args.min_face), padding=args.padding, detect_max_side=int(args.detect_max_side),
         feather=float(args.feather), color_match=float(args.color_match))
