@@ -455,6 +455,7 @@ def load_vgg16(path=None, device=None, dtype=None, *, convention=None, timm_name
     vgg.calibration = dict(known["scales"]) if known and known["convention"] == conv_obj.name else None
     vgg.meta = {"path": str(path), "fingerprint": fp, "convention_from": why, "file_metadata": meta,
                 "calibration": known["name"] if vgg.calibration else None}
-    log.info("loaded VGG16 from %s (convention %s from %s, fingerprint %s, calibration %s)", path, conv_obj.name, why,
-             fp, vgg.meta["calibration"])
+    log.info("loaded VGG16 from %s (convention %s from %s, fingerprint %s, known calibration constants: %s; the "
+             "loss applies them as chosen by PerceptualLoss(calibration=...))", path, conv_obj.name, why, fp,
+             vgg.meta["calibration"])
     return vgg.eval().requires_grad_(False)
