@@ -207,3 +207,19 @@ def one_cpu_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+# Figures a test wants shown in every run's summary (CI keeps the terminal output, not captured prints): tests
+# call ``report_figure("...")`` and the lines are printed after the results.
+_FIGURES: list[str] = []
+
+
+def report_figure(line: str) -> None:
+    _FIGURES.append(str(line))
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _FIGURES:
+        terminalreporter.section("figures")
+        for line in _FIGURES:
+            terminalreporter.write_line(line)

@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import report_figure
 from hrinv import bundled
 
 NEEDED = ["stylegan2_face64.safetensors", "stylegan2_face64_demo_style.safetensors", "demo_photo.png",
@@ -29,7 +30,7 @@ def test_hrinv_demo_writes_a_stylised_photo(tmp_path, monkeypatch, capsys):
     rc = cli.main(["demo", "--out", str(out), "--steps", "8", "--lso-steps", "3", "--face-size", "128", "--quiet"])
     secs = time.perf_counter() - t0
     assert rc == 0
-    print(f"hrinv demo (8 + 8 inversion steps, 3 LSO steps) took {secs:.1f} s")
+    report_figure(f"hrinv demo (bundled models, 8 + 8 inversion steps, 3 LSO steps) took {secs:.1f} s")
     photo = read_image(bundled.path("demo_photo.png"))  # [3, H, W] in [0, 1]
     styl = np.asarray(Image.open(out / "stylized.png").convert("RGB")).astype(np.float32) / 255
     H, W = photo.shape[-2:]

@@ -135,6 +135,8 @@ def make_loss(vgg_path, calibration="rms"):
     from hrinv.losses import PerceptualLoss, load_vgg16
 
     vgg = load_vgg16(vgg_path)
+    if calibration == "rms" and not vgg.calibration:
+        calibration = "auto"  # weights without measured constants (e.g. torchvision): raw features, as before
     return PerceptualLoss(vgg, "conv", calibration=calibration)
 
 
@@ -170,7 +172,8 @@ def main(argv=None):
                    help="perceptual term, relative to L1 at step 0 (the ratio is measured once and then fixed)")
     p.add_argument("--calibration", default="rms", choices=["rms", "global", "auto"],
                    help="perceptual-loss calibration of the caffe VGG16 (default rms: what made the bundled G_s, "
-                        "when it was PerceptualLoss's default; auto = global is the default now)")
+                        "when it was PerceptualLoss's default; weights without constants use raw features; auto = global "
+                        "is the default now)")
     p.add_argument("--lr", type=float, default=5e-3)
     p.add_argument("--rgb-init", type=float, default=0.1, help="scale of the initial ToRGB weights")
     p.add_argument("--ema", type=float, default=0.99)
