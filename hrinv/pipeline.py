@@ -89,10 +89,9 @@ class StylizeConfig:
     lso: Any = None
 
     def __post_init__(self):
-        cal = self.calibration
-        if not (cal is None or isinstance(cal, dict) or cal in ("auto", "rms", "global", "none")):
-            raise InvalidSettingError(f"StylizeConfig.calibration must be 'auto', 'rms', 'global', 'none', None or "
-                                      f"{{op index: scale}}, got {cal!r}")
+        from .losses.perceptual import check_calibration
+
+        check_calibration(self.calibration, "StylizeConfig.calibration")
         for name in ("steps", "lso_steps", "seed"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < (1 if name == "steps" else 0):

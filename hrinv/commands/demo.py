@@ -12,6 +12,8 @@ import argparse
 import sys
 import time
 
+from ..losses.perceptual import CALIBRATIONS
+
 HELP = "stylise the bundled demo photo (or --photo) offline with the bundled models: DIR/stylized.png + comparison.png"
 
 
@@ -32,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--face-size", type=int, default=d.face_size,
                         help=f"side of the rendered faces before pasting back (default {d.face_size})")
     parser.add_argument("--seed", type=int, default=d.seed, help="seed (default 0)")
-    parser.add_argument("--calibration", choices=["auto", "rms", "global", "none"], default=d.calibration,
+    parser.add_argument("--calibration", choices=CALIBRATIONS, default=d.calibration,
                         help=f"perceptual-loss calibration (default {d.calibration}: the loss the bundled generators "
                              f"were made with; auto = the library default, see docs/bundled.md)")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu; auto, cuda, cuda:1, mps)")

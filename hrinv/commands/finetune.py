@@ -16,6 +16,8 @@ import sys
 import time
 from pathlib import Path
 
+from ..losses.perceptual import CALIBRATIONS
+
 HELP = "fine-tune a target generator G_t from 1-10 style images (JoJoGAN recipe with the HRInversion loss)"
 
 log = logging.getLogger(__name__)
@@ -45,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--invert-steps", type=int, default=None,
                         help="inversion steps per reference into G_s (default 500)")
     parser.add_argument("--lambda-mse", type=float, default=None, help="weight of a pixel MSE term (default 0)")
-    parser.add_argument("--calibration", default=None, choices=["auto", "rms", "global", "none"],
+    parser.add_argument("--calibration", default=None, choices=CALIBRATIONS,
                         help="perceptual-loss calibration of the VGG taps (default auto: for the caffe VGG16 one "
                              "factor for all taps, the authors' layer balance; rms: per tap; see "
                              "docs/perceptual-loss.md)")

@@ -25,6 +25,8 @@ import sys
 import time
 from pathlib import Path
 
+from ..losses.perceptual import CALIBRATIONS
+
 HELP = ("content + reference + source/target generators -> invert (Eq. 5), lerp generators and latents (Eq. 6/7), "
         "Local Style Optimisation (Eq. 8), render")
 
@@ -74,7 +76,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="compute precision of the generator and the loss in the inversions and LSO: fp32 (exact, "
                              "default), bf16 (about 2x faster on CPUs with AVX512-BF16/AMX and on GPUs), fp16 (GPU, "
                              "with loss scaling), auto (bf16/fp16 on a GPU, fp32 on the CPU); see docs/performance.md")
-    parser.add_argument("--calibration", choices=["auto", "rms", "global", "none"], default="auto",
+    parser.add_argument("--calibration", choices=CALIBRATIONS, default="auto",
                         help="perceptual-loss calibration of the VGG taps (default auto: the authors' layer balance; "
                              "rms: per-tap unit RMS for the caffe VGG16; see docs/perceptual-loss.md)")
     parser.add_argument("--save-generator", action="store_true",

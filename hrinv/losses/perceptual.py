@@ -23,15 +23,28 @@ from hrinv.errors import InvalidSettingError, ShapeError
 from hrinv.losses.vgg import CONV_INDICES, KNOWN_CALIBRATIONS, RELU_INDICES, VGG16Conv, tap_reduction
 
 __all__ = [
+    "CALIBRATIONS",
     "KNOWN_CALIBRATIONS",
     "PRESETS",
     "PerceptualLoss",
     "TargetFeatures",
     "measure_calibration",
     "tile_halo",
+    "check_calibration",
 ]
 
 log = logging.getLogger(__name__)
+
+CALIBRATIONS = ("auto", "rms", "global", "none")  # the named settings of PerceptualLoss(calibration=...)
+
+
+def check_calibration(cal, who: str = "calibration"):
+    """``cal`` when it is a valid ``calibration=`` setting (a name of :data:`CALIBRATIONS`, None or
+    ``{op index: scale}``), else :class:`~hrinv.errors.InvalidSettingError` saying what is accepted."""
+    if cal is None or isinstance(cal, dict) or (isinstance(cal, str) and cal in CALIBRATIONS):
+        return cal
+    raise InvalidSettingError(f"{who} must be one of {', '.join(repr(c) for c in CALIBRATIONS)}, None or "
+                              f"{{op index: scale}}, got {cal!r}")
 
 # Published λ sets (the HRInversion paper and its released configurations). Keys are conv op indices; the kind says whether the tap is the conv
 # output itself ("conv") or the ReLU right after it ("relu", op index + 1).
@@ -187,13 +200,11 @@ class PerceptualLoss(nn.Module):
                                   f"more than 32 px), got {ds!r}")
 
     def _resolve_calibration(self, cal) -> dict:
+        check_calibration(cal)
         if cal is None or cal == "none":
             return {}
         if isinstance(cal, dict):
             return {int(k): float(v) for k, v in cal.items()}
-        if cal not in ("auto", "rms", "global"):
-            raise InvalidSettingError(f"calibration must be 'auto', 'rms', 'global', 'none', None or {{op index: "
-                                      f"scale}}, got {cal!r}")
         known = {int(k): float(v) for k, v in (self.vgg.calibration or {}).items()}
         if not known:
             if cal != "auto":
