@@ -106,3 +106,24 @@ def test_demo_threads_option_is_checked_and_restored(tmp_path, capsys):
     assert "--threads" in capsys.readouterr().err
     assert cli.main(["demo", "--out", str(tmp_path), "--threads", "1", "--photo", str(tmp_path / "nope.jpg")]) == 1  # missing file
     assert torch.get_num_threads() == before                   # the process setting is given back
+
+
+def test_demo_calibration_option_reaches_every_loss(tmp_path, monkeypatch):
+    """--calibration goes into DemoConfig and from there into the stylisation's losses (StylizeConfig)."""
+    import hrinv.pipeline as pipeline
+    from hrinv import cli
+    from hrinv.errors import InvalidSettingError
+
+    seen = []
+
+    def fake_stylize(*a, config=None, **k):
+        seen.append(config.calibration)
+        raise InvalidSettingError("stop here")  # a library error: the command reports it and exits 1
+
+    monkeypatch.setattr(pipeline, "stylize", fake_stylize)
+    assert cli.main(["demo", "--out", str(tmp_path), "--quiet", "--calibration", "global"]) == 1
+    assert cli.main(["demo", "--out", str(tmp_path), "--quiet"]) == 1
+    assert seen == ["global", "rms"]
+    with pytest.raises(SystemExit) as e:  # argparse: usage error, exit 2
+        cli.main(["demo", "--calibration", "bogus"])
+    assert e.value.code == 2
