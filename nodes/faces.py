@@ -14,7 +14,7 @@ from comfy_api.latest import io
 
 from . import _comfy
 from ._common import CATEGORY, NodeError, fit_to_resolution, guarded, to_comfy, to_lib
-from .invert import PRECISIONS, VGG_BYTES_PER_PIXEL
+from .invert import CALIBRATIONS, PRECISIONS, VGG_BYTES_PER_PIXEL
 from .types import GENERATOR, VGG
 
 FACE_ALIGNMENT = io.Custom("HRINV_FACE_ALIGNMENT")
@@ -221,6 +221,19 @@ class StylizeFaces(io.ComfyNode):
                                        "and LSO. fp32 = exact (default). bf16 = about 2x faster on GPUs and on CPUs "
                                        "with AVX512-BF16/AMX (emulated and slower on other CPUs). fp16 = GPUs, with "
                                        "loss scaling. auto = bf16 (or fp16) on a GPU, fp32 on the CPU."),
+                # optional (added later): a saved API graph without it still validates and gets "auto", the
+                # behaviour before the input existed; the editor fills the default into older saved workflows
+                io.Combo.Input("calibration", options=list(CALIBRATIONS), default="auto", optional=True,
+                               tooltip="Advanced: how the VGG16 features are scaled in the perceptual losses of the "
+                                       "inversions and LSO. auto = the library default: global for the caffe VGG16 "
+                                       "(e.g. the bundled one), raw features for torchvision/timm weights (the "
+                                       "paper's loss). global = one factor for every layer (keeps the authors' "
+                                       "balance between the layers). rms = one factor per layer (unit RMS on real "
+                                       "faces; weighs conv1_2 and conv5_3 more). The bundled G_s/G_t pair was made "
+                                       "with rms and hrinv demo uses rms: with the bundled models choose rms (about "
+                                       "1 dB better reconstruction). none = raw features. global and rms need a "
+                                       "VGG16 with known constants (the bundled caffe one); with torchvision's "
+                                       "vgg16-397923af.pth use auto."),
             ],
             outputs=[io.Image.Output(display_name="image", tooltip="The photo with stylised faces, one per reference."),
                      io.Image.Output(display_name="faces", tooltip="The stylised faces (reference-major)."),
@@ -232,11 +245,17 @@ class StylizeFaces(io.ComfyNode):
     @guarded("HRInversion: Stylise Every Face in a Photo")
     def execute(cls, photo, reference, source, target, vgg, steps=1000, lso_steps=50, lambdas="paper", faces="all",
                 min_face=32, if_no_face="error", feather=0.1, color_match=0.0, seed=0,
-                precision="fp32") -> io.NodeOutput:
+                precision="fp32", calibration=None) -> io.NodeOutput:
         from hrinv.errors import NoFaceFoundError
         from hrinv.face import align_faces, whole_image_alignment
         from hrinv.pipeline import StylizeConfig, stylize
 
+        calibration = calibration or "auto"
+        if calibration in ("rms", "global") and not getattr(vgg.model, "calibration", None):
+            raise NodeError(f"HRInversion: Stylise Every Face: calibration is '{calibration}', but the VGG16 {vgg!r} "
+                            f"carries no calibration constants (only the caffe VGG16 does, e.g. "
+                            f"bundled/vgg16_caffe_conv_fp16.safetensors). Set calibration to 'auto' (or 'none'), or "
+                            f"load the caffe VGG16.")
         ph = _photos(photo)[0]
         refs = to_lib(reference, name="reference")
         G_s, G_t = source.model, target.model
@@ -245,7 +264,7 @@ class StylizeFaces(io.ComfyNode):
             refs = fit_to_resolution(refs, res, "center crop")
         config = StylizeConfig(lam=lambdas or "paper", steps=int(steps), lso_steps=int(lso_steps), select=faces,
                                min_face=float(min_face), feather=float(feather), color_match=float(color_match),
-                               seed=int(seed), precision=precision or "fp32")
+                               seed=int(seed), precision=precision or "fp32", calibration=calibration)
         total = config.steps + config.steps + refs.shape[0] * config.lso_steps
         with _comfy.device_session(G_s, G_t, vgg.model, working_bytes=2 * res * res * VGG_BYTES_PER_PIXEL) as device:
             try:

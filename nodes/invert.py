@@ -14,6 +14,7 @@ from .types import GENERATOR, LATENT, VGG, LatentHandle
 
 FIT_MODES = ["crop & resize", "resize", "as is"]
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")  # hrinv.perf.PRECISIONS, the CLI's --precision (no hrinv import here)
+CALIBRATIONS = ("auto", "rms", "global", "none")  # hrinv.losses.perceptual.CALIBRATIONS (no hrinv import here)
 _W_STATS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()     # generator module -> (w_avg, w_std)
 VGG_BYTES_PER_PIXEL = 5600       # full-resolution VGG16 loss + generator activations (paper Table I: 5.9 GB at 1024²)
 

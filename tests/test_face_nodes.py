@@ -109,3 +109,64 @@ def test_stylize_faces_precision_widget_reaches_inversions_and_lso(h, monkeypatc
                                   precision="bf16")
     assert seen == [("invert", "bf16"), ("invert", "bf16"), ("lso", "bf16")]
     assert photo.shape == img.shape and bool(torch.isfinite(faces).all())
+
+
+def test_stylize_faces_calibration_widget_reaches_the_losses(h, monkeypatch):
+    """The Stylise Every Face node offers the library's calibration names (default auto, the behaviour before the
+    input existed); the chosen one is StylizeConfig.calibration and the calibration of both perceptual losses the
+    pipeline builds (d_conv of the inversions, d_h of LSO)."""
+    import hrinv.losses
+    import hrinv.pipeline
+    from hrinv.losses.perceptual import CALIBRATIONS
+
+    widget = next(i for i in h.nodes["HRInv_StylizeFaces"].GET_SCHEMA().inputs if i.id == "calibration")
+    assert tuple(widget.options) == CALIBRATIONS and widget.default == "auto"
+    assert widget.optional                      # an older saved API graph without it still validates
+    vgg = h.node_module.types.VGGHandle(random_vgg(calibrated=True), "random, calibrated")
+    configs, losses = [], []
+    real_stylize, real_loss = hrinv.pipeline.stylize, hrinv.losses.PerceptualLoss
+
+    class SpyLoss(real_loss):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            losses.append((k.get("calibration"), dict(self.calibration)))
+
+    monkeypatch.setattr(hrinv.pipeline, "stylize",
+                        lambda *a, **k: configs.append(k["config"].calibration) or real_stylize(*a, **k))
+    monkeypatch.setattr(hrinv.losses, "PerceptualLoss", SpyLoss)
+    img = face_images(1, size=96)
+    ref = face_images(1, size=64, seed=5)
+    args = dict(photo=img, reference=ref, source=h.gs, target=h.gt, vgg=vgg, steps=1, lso_steps=1, lambdas="paper",
+                faces="all", min_face=16, if_no_face="use whole image", feather=0.1, color_match=0.0, seed=0,
+                precision="fp32")
+    resolved = {}
+    for cal in CALIBRATIONS:
+        configs.clear(), losses.clear()
+        photo, faces, _, _ = run_node(h.nodes["HRInv_StylizeFaces"], calibration=cal, **args)
+        assert configs == [cal] and [c for c, _ in losses] == [cal, cal]       # d_conv and d_h
+        assert photo.shape == img.shape and bool(torch.isfinite(faces).all())
+        resolved[cal] = losses[0][1]
+    assert resolved["rms"] == vgg.model.calibration                            # per tap
+    assert len(set(resolved["global"].values())) == 1 and resolved["auto"] == resolved["global"]
+    assert resolved["none"] == {} and resolved["rms"] != resolved["global"]
+    # an older workflow (no calibration input at all) gets the old behaviour, auto
+    configs.clear()
+    run_node(h.nodes["HRInv_StylizeFaces"], **args)
+    assert configs == ["auto"]
+
+
+def test_stylize_faces_calibration_needing_constants_is_refused_up_front(h, monkeypatch):
+    """rms / global with a VGG16 that carries no constants (torchvision's weights) stop before any work with a
+    message naming the widget and what to choose instead; auto and none run with it."""
+    import hrinv.pipeline
+
+    called = []
+    monkeypatch.setattr(hrinv.pipeline, "stylize", lambda *a, **k: called.append(1))
+    args = dict(photo=face_images(1, size=96), reference=face_images(1, size=64, seed=5), source=h.gs, target=h.gt,
+                vgg=h.vgg, steps=1, lso_steps=1, lambdas="paper", faces="all", min_face=16,
+                if_no_face="use whole image", feather=0.1, color_match=0.0, seed=0, precision="fp32")
+    assert h.vgg.model.calibration is None
+    for cal in ("rms", "global"):
+        with pytest.raises(Exception, match=f"calibration is '{cal}'.*'auto'"):
+            run_node(h.nodes["HRInv_StylizeFaces"], calibration=cal, **args)
+    assert called == []

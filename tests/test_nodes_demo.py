@@ -50,6 +50,32 @@ def test_bundled_template_names_only_files_of_a_fresh_install(h):
     assert "LoadImage" not in kinds and {"HRInv_LoadDemoImage", "HRInv_StylizeFaces"} <= kinds
 
 
+def test_bundled_template_uses_the_demo_loss_calibration():
+    """The template of the bundled pair stylises with the loss ``hrinv demo`` uses (DemoConfig.calibration, rms: the
+    loss the bundled generators were made with), in the API copy and in the editor file; the templates that name
+    torchvision's VGG16 (no calibration constants) keep auto."""
+    import json
+
+    from hrinv.demo import DemoConfig
+
+    demo = DemoConfig().calibration
+    assert demo == "rms"
+    stylize = [(name, nid, n) for name, g in wf.api_graphs().items() for nid, n in g.items()
+               if n["class_type"] == "HRInv_StylizeFaces"]
+    assert {name for name, _, _ in stylize} == {"hrinv_demo_bundled", "hrinv_stylize_photo"}
+    for name, nid, node in stylize:
+        graph = wf.api_graphs()[name]
+        bundled_pair = {graph[node["inputs"][k][0]]["inputs"]["ckpt_name"] for k in ("source", "target")}
+        expect = demo if bundled_pair == {wf.BUNDLED_G_S, wf.BUNDLED_G_T} else "auto"
+        assert node["inputs"]["calibration"] == expect, name
+        shipped = json.loads((wf.API_DIR / f"{name}.json").read_text())
+        assert shipped[nid]["inputs"]["calibration"] == expect, name
+        ui = json.loads((wf.WORKFLOWS / f"{wf.template_stem(name)}.json").read_text())
+        ui_node = next(n for n in ui["nodes"] if str(n["id"]) == nid)
+        assert ui_node["widgets_values"][-1] == expect, name            # the last widget of the node
+    assert wf.wf_demo_bundled()["3"]["inputs"]["vgg_name"] == wf.BUNDLED_VGG  # the VGG16 that carries constants
+
+
 def _run_graph(h, graph):
     """Execute an API graph in dependency order with run_node (what the host does, minus caching and the UI)."""
     out, order, seen = {}, [], set()
@@ -76,11 +102,17 @@ def _run_graph(h, graph):
     return out, saved
 
 
-def test_bundled_template_runs_and_stylises_the_face(h):
+def test_bundled_template_runs_and_stylises_the_face(h, monkeypatch):
+    import hrinv.pipeline
+    from hrinv.demo import DemoConfig
     from hrinv.imageio import read_image
 
+    calibrations, real = [], hrinv.pipeline.stylize
+    monkeypatch.setattr(hrinv.pipeline, "stylize",
+                        lambda *a, **k: calibrations.append(k["config"].calibration) or real(*a, **k))
     graph = wf.substitute(wf.wf_demo_bundled(), {}, steps=3, lso_steps=2)
     out, saved = _run_graph(h, graph)
+    assert calibrations == [DemoConfig().calibration]                        # the demo's loss, as the demo runs it
     photo = read_image(bundled.path("demo_photo.png")).permute(1, 2, 0)      # [H, W, 3]
     result = saved["hrinv/demo_stylised_photo"]
     assert result.shape == (1, *photo.shape)

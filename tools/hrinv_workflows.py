@@ -150,7 +150,7 @@ def wf_stylize_photo():
     g["12"] = _node("HRInv_StylizeFaces", "Stylise every face (align, invert, mix, LSO, paste back)",
                     photo=["10", 0], reference=["11", 0], source=["1", 0], target=["2", 0], vgg=["3", 0], steps=1000,
                     lso_steps=50, lambdas="paper", faces="all", min_face=32, if_no_face="use whole image",
-                    feather=0.1, color_match=0.0, seed=0, precision="fp32")
+                    feather=0.1, color_match=0.0, seed=0, precision="fp32", calibration="auto")
     g["13"] = _node("SaveImage", "Stylised photo", images=["12", 0], filename_prefix="hrinv/stylised_photo")
     g["14"] = _node("SaveImage", "Stylised faces", images=["12", 1], filename_prefix="hrinv/stylised_faces")
     g["15"] = _node("PreviewImage", "Replaced area", images=["16", 0])
@@ -228,6 +228,15 @@ BUNDLED_LAMBDAS = "0.2, 0.2, 0.2, 0.7, 0.7"
 BUNDLED_STEPS, BUNDLED_LSO_STEPS = 150, 30
 
 
+def bundled_calibration() -> str:
+    """Perceptual-loss calibration of the bundled pair's template: the one ``hrinv demo`` uses (``DemoConfig``), the
+    loss the bundled G_s and G_t were made with (docs/bundled.md). The other templates name torchvision's VGG16,
+    which carries no constants, and keep ``auto``."""
+    from hrinv.demo import DemoConfig
+
+    return DemoConfig.calibration
+
+
 def wf_demo_bundled():
     """Runs as shipped: the bundled G_s, G_t (fine-tuned on the demo style), VGG16 and face detector, the bundled
     demo photo and style picture. No downloads, no editing."""
@@ -242,7 +251,8 @@ def wf_demo_bundled():
     g["12"] = _node("HRInv_StylizeFaces", "Stylise every face (align, invert, mix, LSO, paste back)",
                     photo=["10", 0], reference=["11", 0], source=["1", 0], target=["2", 0], vgg=["3", 0],
                     steps=BUNDLED_STEPS, lso_steps=BUNDLED_LSO_STEPS, lambdas=BUNDLED_LAMBDAS, faces="all",
-                    min_face=32, if_no_face="use whole image", feather=0.1, color_match=0.0, seed=0, precision="fp32")
+                    min_face=32, if_no_face="use whole image", feather=0.1, color_match=0.0, seed=0, precision="fp32",
+                    calibration=bundled_calibration())
     g["13"] = _node("SaveImage", "Stylised photo", images=["12", 0], filename_prefix="hrinv/demo_stylised_photo")
     g["14"] = _node("SaveImage", "Stylised face", images=["12", 1], filename_prefix="hrinv/demo_stylised_face")
     return g

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import CheckpointFormatError
+from ..errors import CheckpointFormatError, InvalidSettingError
 
 __all__ = ["PNet", "RNet", "ONet", "MTCNN", "load_mtcnn", "nms", "onet_landmarks", "run_mtcnn"]
 
@@ -166,31 +166,65 @@ def read_mtcnn_state_dict(path) -> dict:
 # Box utilities (all boxes here are MTCNN's 1-based inclusive corners until the final conversion)
 
 
-def nms(boxes: torch.Tensor, scores: torch.Tensor, threshold: float, mode: str = "union") -> torch.Tensor:
+def _overlap(b1, a1, b2, a2, mode):
+    """[K, M] overlap of boxes ``b1`` [K, 4] (areas ``a1``) with ``b2`` [M, 4]: IoU, or intersection over the smaller
+    box with ``mode="min"``. Element by element the same operations, in the same order, as the pairwise formula of
+    MTCNN's NMS, so each value is bit-identical to it."""
+    w = (torch.minimum(b1[:, None, 2], b2[None, :, 2]) - torch.maximum(b1[:, None, 0], b2[None, :, 0]) + 1).clamp(min=0)
+    h = (torch.minimum(b1[:, None, 3], b2[None, :, 3]) - torch.maximum(b1[:, None, 1], b2[None, :, 1]) + 1).clamp(min=0)
+    inter = w * h
+    if mode == "min":
+        return inter / torch.minimum(a1[:, None], a2[None, :]).clamp(min=1e-12)
+    return inter / (a1[:, None] + a2[None, :] - inter).clamp(min=1e-12)
+
+
+def nms(boxes: torch.Tensor, scores: torch.Tensor, threshold: float, mode: str = "union", *,
+        block: int = 256) -> torch.Tensor:
     """Greedy non-maximum suppression. ``boxes`` [N, 4] xyxy (inclusive pixel corners, MTCNN convention: width =
     x2 - x1 + 1), ``scores`` [N]. ``mode`` "union" (IoU) or "min" (intersection over the smaller box). Returns the
-    kept indices, best first."""
+    kept indices, best first.
+
+    Greedy in the order ``torch.argsort(scores, descending=True)`` (ties: that sort's order): a box is kept unless a
+    box kept before it overlaps it by more than ``threshold`` (an overlap that is NaN counts as more). Vectorised
+    and exact: the boxes are taken ``block`` at a time (best first); each block is checked against every box kept
+    so far in one [kept, block] comparison, then resolved inside itself by iterating ``keep[q] = not any(keep[p] and
+    p suppresses q, p < q)`` to its fixed point (unique, since box q depends only on the boxes before it; the
+    iteration count is the longest chain of suppressions in the block, not the block size). ``block`` bounds the
+    memory (about ``kept x block`` overlaps at a time) and does not change the result."""
+    if mode not in ("union", "min"):
+        raise InvalidSettingError(f"nms mode must be 'union' or 'min', got {mode!r}")
     if boxes.numel() == 0:
         return torch.zeros(0, dtype=torch.long, device=boxes.device)
     x1, y1, x2, y2 = boxes.unbind(1)
     area = (x2 - x1 + 1).clamp(min=0) * (y2 - y1 + 1).clamp(min=0)
     order = torch.argsort(scores, descending=True)
-    keep = []
-    while order.numel() > 0:
-        i = order[0]
-        keep.append(i)
-        if order.numel() == 1:
-            break
-        rest = order[1:]
-        w = (torch.minimum(x2[i], x2[rest]) - torch.maximum(x1[i], x1[rest]) + 1).clamp(min=0)
-        h = (torch.minimum(y2[i], y2[rest]) - torch.maximum(y1[i], y1[rest]) + 1).clamp(min=0)
-        inter = w * h
-        if mode == "min":
-            overlap = inter / torch.minimum(area[i], area[rest]).clamp(min=1e-12)
+    b, a = boxes[order], area[order]
+    n, block = b.shape[0], max(1, int(block))
+    kept = []                                            # positions in `order` of the kept boxes, best first
+    kept_b, kept_a = b[:0], a[:0]
+    for s in range(0, n, block):
+        cb, ca = b[s:s + block], a[s:s + block]
+        m = cb.shape[0]
+        alive = torch.ones(m, dtype=torch.bool, device=b.device)
+        for k in range(0, kept_b.shape[0], 4096):       # suppressed by a box kept in an earlier block
+            alive &= (_overlap(kept_b[k:k + 4096], kept_a[k:k + 4096], cb, ca, mode) <= threshold).all(0)
+        if m > 1:
+            sup = ~(_overlap(cb, ca, cb, ca, mode) <= threshold)
+            sup &= torch.ones(m, m, dtype=torch.bool, device=b.device).triu(1)   # only p < q suppresses q
+            sup &= alive[:, None]
+            keep = alive
+            while True:
+                new = alive & ~(sup & keep[:, None]).any(0)
+                if torch.equal(new, keep):
+                    break
+                keep = new
         else:
-            overlap = inter / (area[i] + area[rest] - inter).clamp(min=1e-12)
-        order = rest[overlap <= threshold]
-    return torch.stack(keep)
+            keep = alive
+        idx = keep.nonzero()[:, 0]
+        if idx.numel():
+            kept.append(idx + s)
+            kept_b, kept_a = torch.cat([kept_b, cb[idx]]), torch.cat([kept_a, ca[idx]])
+    return order[torch.cat(kept)] if kept else torch.zeros(0, dtype=torch.long, device=boxes.device)
 
 
 def _square(boxes):
