@@ -86,3 +86,16 @@ def test_relus_after_conv_outputs_that_are_not_taps_run_in_place(vgg, monkeypatc
     vgg(vgg.preprocess(_images(1)), (2, 9))
     assert seen == [True, False, True, True]  # ops 1, 3 (after tap 2: out of place), 6, 8
     assert len(seen) == len([i for i in RELU_INDICES if i < 9])
+
+
+@pytest.mark.parametrize("pooled", [False, True])
+def test_squared_distance_matches_autograd_of_the_chain_for_both_inputs(pooled):
+    g = torch.Generator().manual_seed(5)
+    f = torch.randn(2, 3, 4, 5, generator=g, requires_grad=True)
+    t = torch.randn(1, 3, 4, 5, generator=g, requires_grad=True)  # broadcast, and differentiable here
+    with BufferPool(min_bytes=0) if pooled else torch.enable_grad():
+        got = perceptual._SquaredDistance.apply(f, t, 0.3)
+        got_grads = torch.autograd.grad(got.sum() * 1.7, (f, t))
+    want = (f.float() - t.float()).mul_(0.3).square().sum(dim=(1, 2, 3))
+    want_grads = torch.autograd.grad(want.sum() * 1.7, (f, t))
+    assert torch.equal(got, want) and all(torch.equal(a, b) for a, b in zip(got_grads, want_grads))

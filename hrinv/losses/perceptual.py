@@ -63,8 +63,7 @@ class _SquaredDistance(torch.autograd.Function):
     """``((f.float() - t.float()) * scale).square().sum(dim=(1, 2, 3))`` with bitwise the values and gradient that
     autograd gives for that chain (the same kernels in the same order), but its activation-sized temporaries (the
     difference, its square, the gradient) go into pooled buffers inside an optimisation loop on the CPU
-    (:mod:`hrinv.bufferpool`), and backward builds the gradient in one buffer instead of three fresh ones. ``t`` gets
-    no gradient (target features)."""
+    (:mod:`hrinv.bufferpool`), and backward builds the gradient in one buffer instead of three fresh ones."""
 
     @staticmethod
     def forward(ctx, f, t, scale):
@@ -76,7 +75,7 @@ class _SquaredDistance(torch.autograd.Function):
         sq = pooled_empty(shape, torch.float32, f.device)
         sq = d.square() if sq is None else torch.pow(d, 2, out=sq)  # what square() runs
         ctx.save_for_backward(d)
-        ctx.scale, ctx.f_dtype, ctx.f_shape = scale, f.dtype, f.shape
+        ctx.scale, ctx.shapes, ctx.dtypes = scale, (f.shape, t.shape), (f.dtype, t.dtype)
         return sq.sum(dim=(1, 2, 3))  # [B]
 
     @staticmethod
@@ -86,9 +85,12 @@ class _SquaredDistance(torch.autograd.Function):
         g = pooled_empty(d.shape, d.dtype, d.device)
         g = d * 2 if g is None else torch.mul(d, 2, out=g)
         g.mul_(grad.reshape(-1, 1, 1, 1)).mul_(ctx.scale)  # (2 d) * grad == grad * (2 d) bitwise (commutative)
-        if tuple(g.shape) != tuple(ctx.f_shape):
-            g = g.sum_to_size(ctx.f_shape)  # f was broadcast against t
-        return g.to(ctx.f_dtype), None, None
+        grad_f = grad_t = None
+        if ctx.needs_input_grad[1]:  # target features are constants in the loops; a differentiable t is honoured
+            grad_t = (-g).sum_to_size(ctx.shapes[1]).to(ctx.dtypes[1])
+        if ctx.needs_input_grad[0]:
+            grad_f = g.sum_to_size(ctx.shapes[0]).to(ctx.dtypes[0])  # sum_to_size: only when f was broadcast
+        return grad_f, grad_t, None
 
 
 @dataclass
