@@ -2,8 +2,8 @@
 
 Why: on the CPU, a large activation (above glibc's mmap threshold, at most 32 MiB: every 256² activation at batch 4)
 is mapped fresh by the allocator and page-faulted and zeroed by the kernel on first touch, then unmapped when it is
-freed, every step. A 64 MiB buffer costs about 50 ms of page faults that way, against 15–23 ms for the multiply that
-fills it (docs/performance.md). CUDA's caching allocator already reuses its blocks, so the pool is never used there.
+freed, every step. A 64 MiB buffer cost about 50 ms of page faults that way on one of our test CPUs, against 15–23 ms
+for the multiply that fills it (docs/performance.md). CUDA's caching allocator already reuses its blocks, so the pool is never used there.
 
 How: a loop owns a :class:`BufferPool` and makes it current for its duration::
 
@@ -12,13 +12,17 @@ How: a loop owns a :class:`BufferPool` and makes it current for its duration::
             ...  # forward, backward, optimiser step
 
 While a pool is current in this thread (a :class:`contextvars.ContextVar`, so per thread / per context), the ops
-that opt in (:func:`hrinv.generator.ops.modulated_conv2d_unfused`'s modulation ``x * s``) ask it for an output
-buffer: :meth:`BufferPool.empty` returns a **new** tensor (its own ``TensorImpl``, version counter and autograd
-history) on the storage of a pooled buffer of the same byte size that **nothing else references any more** (the
-storage's reference count is checked, under a lock, so a buffer still saved by a live graph, held by a user, aliased
-by a view or stolen as a ``.grad`` is never handed out again). Two buffers of the same size live at the same time
+that opt in ask it for their activation-sized results: the modulation ``x * s`` of
+:func:`hrinv.generator.ops.modulated_conv2d_unfused` and its input gradient, the clamp / leaky-ReLU gradients of
+:func:`hrinv.generator.ops.modconv_epilogue` (fp32/fp64), and in the VGG loss the out-of-place ReLU, the ReLU
+gradient and the tap distance's temporaries. Each gets from :func:`pooled_like` / :meth:`BufferPool.empty` a **new**
+tensor (its own ``TensorImpl``, version counter and autograd history) on the storage of a pooled buffer of the same
+byte size that **nothing else references any more** (the storage's reference count is checked, under a lock, so a
+buffer still saved by a live graph, held by a user, aliased by a view or stolen as a ``.grad`` is never handed out
+again). Two buffers of the same size live at the same time
 therefore get two storages. Leaving the ``with`` block drops every storage: nothing is held after the loop (no
-module-level pool keeps memory next to a host's models).
+module-level pool keeps memory next to a host's models). ``with pool:`` is entered by one thread at a time; other
+threads share a pool through :meth:`BufferPool.use` (the hand-out is under a lock).
 
 Without ``torch._C._storage_Use_Count`` (older torch) the pool never reuses anything and ops allocate as usual.
 """
