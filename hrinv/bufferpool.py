@@ -3,7 +3,8 @@
 Why: on the CPU, a large activation (above glibc's mmap threshold, at most 32 MiB: every 256² activation at batch 4)
 is mapped fresh by the allocator and page-faulted and zeroed by the kernel on first touch, then unmapped when it is
 freed, every step. A 64 MiB buffer cost about 50 ms of page faults that way on one of our test CPUs, against 15–23 ms
-for the multiply that fills it (docs/performance.md). CUDA's caching allocator already reuses its blocks, so the pool is never used there.
+for the multiply that fills it (docs/performance.md). CUDA's caching allocator already reuses its blocks, so the pool
+is never used there.
 
 How: a loop owns a :class:`BufferPool` and makes it current for its duration::
 
