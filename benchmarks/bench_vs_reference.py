@@ -14,8 +14,12 @@ the batch); ours per-sample noise maps ``[B, 1, r, r]`` as :func:`hrinv.invert` 
 
 Variants of ours (alternated with the reference in one process; each repeat runs every variant for ``--steps``
 steps after ``--warmup``): ``fp32`` (the library's defaults), ``fp32-fused`` (the old always-fused modconv),
-``bf16`` (``precision="bf16"``). Printed: min and median step time and our time / reference time, with the load
-average next to the table.
+``bf16`` (``precision="bf16"``), ``fp32-nopool`` (fp32 without the :class:`hrinv.bufferpool.BufferPool` that
+every variant of ours otherwise has current during its steps, as :func:`hrinv.optim.optimize` does). The
+reference's loop has a pool current too: NVIDIA's generator never uses it, but the VGG loss both loops share does, so
+the loss costs the same in both. A ``loss alone`` row times that shared loss (forward + backward to a fixed image)
+in the same alternation, and a second table gives the generator's part: each step minus the loss alone. Printed: min
+and median step time and our time / reference time, with the load average next to the table.
 
     PYTHONPATH=. python benchmarks/bench_vs_reference.py --ref /work/ref
     PYTHONPATH=. python benchmarks/bench_vs_reference.py --ref /work/ref --batch 1 4 --repeats 5 --variants fp32 bf16
@@ -23,6 +27,7 @@ average next to the table.
 """
 
 import argparse
+import contextlib
 import importlib
 import os
 import statistics
@@ -33,6 +38,7 @@ import types
 import torch
 
 from hrinv import perf
+from hrinv.bufferpool import BufferPool
 from hrinv.generator.stylegan2 import Generator
 from hrinv.losses import PerceptualLoss
 from hrinv.losses.vgg import VGG16Conv
@@ -93,13 +99,24 @@ def _sync(device):
 class Runner:
     """One variant: owns its variables, optimiser and target features; ``run(n)`` returns per-step seconds."""
 
-    def __init__(self, name, G, loss, target, batch, device, kind, precision="fp32", fused=None, num_fp16=False):
+    def __init__(self, name, G, loss, target, batch, device, kind, precision="fp32", fused=None, num_fp16=False,
+                 pool=True):
         self.name, self.G, self.loss, self.device, self.kind = name, G, loss, device, kind
+        # ours runs as hrinv.optim.optimize() does: a BufferPool current during every step, alive as long as the loop.
+        # The reference's loop gets one too: NVIDIA's generator never asks it for anything, but the VGG loss that
+        # both loops share does, so the shared loss costs the same in both and the ratio compares the generators.
+        self.pool = BufferPool() if pool else None
         self.dtype = perf.resolve_precision(precision, device) if kind == "ours" else torch.float32
         with torch.no_grad(), perf.autocast(self.dtype, device):
             self.feats = loss.target(target)
         self.fused = fused
         self.force_fp32 = not num_fp16
+        if kind == "loss":  # a fixed image as the only variable
+            self.img = torch.rand(target.shape, generator=torch.Generator().manual_seed(3)).mul(2).sub(1)
+            self.img = self.img.to(device).requires_grad_(True)
+            self.params, self.noise = [self.img], {}
+            self.opt = torch.optim.Adam(self.params, lr=0.0)
+            return
         num_ws = G.num_ws if kind == "ours" else G.synthesis.num_ws
         g = torch.Generator().manual_seed(7)  # every variant starts from the same point
         self.ws = torch.randn(batch, num_ws, 512, generator=g).mul_(0.1).to(device).requires_grad_(True)
@@ -117,8 +134,14 @@ class Runner:
         self.opt = torch.optim.Adam(params, lr=0.1, betas=(0.9, 0.999))
 
     def step(self):
+        with self.pool.use() if self.pool is not None else contextlib.nullcontext():
+            return self._step()
+
+    def _step(self):
         self.opt.zero_grad(set_to_none=True)
-        if self.kind == "ours":
+        if self.kind == "loss":  # the shared VGG loss alone (forward + backward to the image), for the split
+            loss = self.loss(self.img, self.feats).sum()
+        elif self.kind == "ours":
             with perf.autocast(self.dtype, self.device):
                 img = self.G.synthesis(self.ws, noise=self.noise, force_fp32=self.force_fp32,
                                        fused_modconv=self.fused)
@@ -161,7 +184,8 @@ def main(argv=None):
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--batch", type=int, nargs="+", default=[1, 4])
     ap.add_argument("--variants", nargs="+", default=["fp32", "fp32-fused", "bf16"],
-                    help="fp32 | fp32-fused | bf16 | fp16 | fp16-blocks (NVIDIA num_fp16_res blocks, GPU)")
+                    help="fp32 | fp32-nopool | fp32-fused | bf16 | fp16 | fp16-blocks (NVIDIA num_fp16_res "
+                         "blocks, GPU)")
     ap.add_argument("--steps", type=int, default=3, help="timed steps per variant per repeat")
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=3)
@@ -177,7 +201,7 @@ def main(argv=None):
     device = torch.device(args.device)
     networks = import_reference(args.ref, device, args.ref_cuda_ops)
     load0 = tuple(round(x, 2) for x in os.getloadavg())
-    rows = {"wall": [], "cpu": []}
+    rows = {"wall": [], "cpu": [], "wall-gen": [], "cpu-gen": []}
     print(f"# {args.size}^2 W+ (+noise) inversion step, device {device}, torch {torch.__version__}, threads "
           f"{torch.get_num_threads()}, cpu bf16 {perf.cpu_supports_bf16()}, {args.repeats} repeats x {args.steps} "
           f"steps (after {args.warmup} warm-up)")
@@ -189,10 +213,12 @@ def main(argv=None):
             target = torch.rand(batch, 3, args.size, args.size).mul(2).sub(1).to(device)
         runners = [Runner("reference", G_ref, loss, target, batch, device, "ref")]
         for v in args.variants:
-            prec = {"fp32": "fp32", "fp32-fused": "fp32", "bf16": "bf16", "fp16": "fp16",
+            prec = {"fp32": "fp32", "fp32-nopool": "fp32", "fp32-fused": "fp32", "bf16": "bf16", "fp16": "fp16",
                     "fp16-blocks": "fp32"}[v]
             runners.append(Runner(v, G_ours, loss, target, batch, device, "ours", precision=prec,
-                                  fused=True if v == "fp32-fused" else None, num_fp16=v == "fp16-blocks"))
+                                  fused=True if v == "fp32-fused" else None, num_fp16=v == "fp16-blocks",
+                                  pool=v != "fp32-nopool"))
+        runners.append(Runner("loss alone", None, loss, target, batch, device, "loss"))
         for r in runners:
             r.run(args.warmup)
         times = {r.name: ([], []) for r in runners}
@@ -208,11 +234,22 @@ def main(argv=None):
                 t = times[r.name][k]
                 mn, md = min(t), statistics.median(t)
                 rows[clock].append((r.name, batch, mn, md, f"{mn / ref_min:.2f}", f"{md / ref_med:.2f}"))
+            # the generator's part: step time minus the shared loss's time (min - min, median - median)
+            lmin, lmed = min(times["loss alone"][k]), statistics.median(times["loss alone"][k])
+            for r in runners:
+                if r.kind == "loss":
+                    continue
+                t = times[r.name][k]
+                gmn, gmd = min(t) - lmin, statistics.median(t) - lmed
+                rows[clock + "-gen"].append((r.name, batch, gmn, gmd, f"{gmn / (ref_min - lmin):.2f}",
+                                             f"{gmd / (ref_med - lmed):.2f}"))
         del runners, G_ref, G_ours
     load1 = tuple(round(x, 2) for x in os.getloadavg())
     for clock in ("cpu", "wall"):
         table(rows[clock], (load0, load1), clock + (" (process CPU time; the fair figure on a shared machine when "
                                                     "threads = 1)" if clock == "cpu" else " (wall time)"))
+        table(rows[clock + "-gen"], (load0, load1), clock + ", generator part only: each step minus the 'loss alone' "
+              "time (the VGG loss both loops share, forward + backward)")
     return 0
 
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .bufferpool import BufferPool
 from .errors import InvalidSettingError, ShapeError
 from .optim import grad_context, settings_dict
 
@@ -336,7 +337,7 @@ def finetune(G_s, style_images: torch.Tensor, loss, config: FinetuneConfig | Non
     total = (0 if style_latents is not None else config.invert_steps) + config.steps
     parent_fp = G_s.fingerprint()
 
-    with grad_context():
+    with grad_context(), BufferPool():  # activation buffers reused across steps, dropped at the end (CPU)
         p0 = next(G_s.parameters())
         device = p0.device if device is None else torch.device(device)
         dtype = p0.dtype if dtype is None else dtype

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ._checks import check_finite_loss, check_finite_variables
+from .bufferpool import BufferPool
 from .errors import InvalidSettingError, ShapeError
 
 __all__ = [
@@ -399,7 +400,7 @@ def optimize(variables: Mapping[str, torch.Tensor], closure: Closure, *, steps: 
     if perturb and seeds is None:
         raise InvalidSettingError("optimize(perturb=...) needs per-sample seeds for the latent-noise draws")
 
-    with grad_context():
+    with grad_context(), BufferPool():  # activation buffers reused across steps, dropped at the end (CPU)
         params = {k: thaw(v).requires_grad_(True) for k, v in variables.items()}
         masks = {k: thaw(m) for k, m in (grad_mask or {}).items()}
         gens = make_generators(seeds) if perturb else []

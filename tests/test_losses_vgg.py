@@ -87,7 +87,7 @@ def test_taps_unaffected_by_later_ops_and_inplace_edits(vgg):
 def test_stops_after_last_tap(vgg):
     calls = []
     orig = vgg._op
-    vgg._op = lambda i, h: (calls.append(i), orig(i, h))[1]
+    vgg._op = lambda i, h, **kw: (calls.append(i), orig(i, h, **kw))[1]
     try:
         vgg(vgg.preprocess(_image()), (7,))
     finally:

@@ -15,6 +15,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ..bufferpool import pooled_like
+
 __all__ = [
     "ACT_GAIN",
     "bias_act",
@@ -354,6 +356,20 @@ def modulated_conv2d(x, weight, styles, noise=None, up=1, down=1, padding=0, res
     return x
 
 
+def _pooled_mul(x, s4):
+    """``x * s4`` (``s4`` broadcast over ``x``'s pixels), into a pooled buffer when there is one (bitwise the same
+    values: the same kernel writes them)."""
+    buf = pooled_like(x) if x.dtype == s4.dtype and x.is_contiguous() else None  # keeps x's memory format
+    return x * s4 if buf is None else torch.mul(x, s4, out=buf)
+
+
+def _into_pooled(op, like, *args):
+    """``op(*args)`` (an ATen op with a ``grad_input=`` out variant, e.g. ``hardtanh_backward``) into a pooled
+    buffer shaped like ``like`` when there is one, else a fresh result."""
+    buf = pooled_like(like) if like.is_contiguous() else None  # keeps like's memory format
+    return op(*args) if buf is None else op.grad_input(*args, grad_input=buf)
+
+
 class _ModconvEpilogue(torch.autograd.Function):
     """``out = clamp(lrelu(y * d + n + b) * gain, -c, c)`` computed in place on ``y``, saving only ``out``.
 
@@ -395,9 +411,13 @@ class _ModconvEpilogue(torch.autograd.Function):
         # gc = the gradient that passed the clamp; g = gradient w.r.t. the pre-activation z = y * d + n + b. Fused
         # kernels, one allocation each: hardtanh_backward zeroes where |out| >= clamp, leaky_relu_backward takes the
         # slope from the sign of its (positive-slope) result.
-        gc = aten.hardtanh_backward(grad, out, -clamp, clamp) if clamp is not None else grad
+        # (written into pooled buffers inside an optimisation loop on the CPU: hrinv.bufferpool)
+        if clamp is not None:
+            gc = _into_pooled(aten.hardtanh_backward, out, grad, out, -clamp, clamp)
+        else:
+            gc = grad
         if alpha is not None:
-            g = aten.leaky_relu_backward(gc, out, alpha, True).mul_(gain)
+            g = _into_pooled(aten.leaky_relu_backward, out, gc, out, alpha, True).mul_(gain)
         else:
             g = gc * gain
         grad_y = grad_d = grad_n = grad_b = None
@@ -484,14 +504,14 @@ class _Modulate(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, s):
         ctx.save_for_backward(x if ctx.needs_input_grad[1] else None, s)
-        return x * s.reshape(s.shape[0], -1, 1, 1)
+        return _pooled_mul(x, s.reshape(s.shape[0], -1, 1, 1))
 
     @staticmethod
     def backward(ctx, grad):
         x, s = ctx.saved_tensors
         grad_x = grad_s = None
         if ctx.needs_input_grad[0]:
-            grad_x = grad * s.reshape(s.shape[0], -1, 1, 1)
+            grad_x = _pooled_mul(grad, s.reshape(s.shape[0], -1, 1, 1))
         if ctx.needs_input_grad[1]:
             n, c = s.shape
             hw = x.shape[2] * x.shape[3]

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint as _checkpoint
 
+from hrinv.bufferpool import pooled_empty
 from hrinv.errors import InvalidSettingError, ShapeError
 from hrinv.losses.vgg import CONV_INDICES, KNOWN_CALIBRATIONS, RELU_INDICES, VGG16Conv, tap_reduction
 
@@ -57,6 +58,40 @@ PRESETS = {
     "relu_high": ("relu", {21: 7e-4, 28: 7e-3}),
 }
 _HIGH_TAPS = (21, 28)
+
+class _SquaredDistance(torch.autograd.Function):
+    """``((f.float() - t.float()) * scale).square().sum(dim=(1, 2, 3))`` with bitwise the values and gradient that
+    autograd gives for that chain (the same kernels in the same order), but its activation-sized temporaries (the
+    difference, its square, the gradient) go into pooled buffers inside an optimisation loop on the CPU
+    (:mod:`hrinv.bufferpool`), and backward builds the gradient in one buffer instead of three fresh ones."""
+
+    @staticmethod
+    def forward(ctx, f, t, scale):
+        ff, tf = f.float(), t.float()
+        shape = torch.broadcast_shapes(ff.shape, tf.shape)
+        d = pooled_empty(shape, torch.float32, f.device)
+        d = ff - tf if d is None else torch.sub(ff, tf, out=d)
+        d.mul_(scale)  # [B, C, h, w]
+        sq = pooled_empty(shape, torch.float32, f.device)
+        sq = d.square() if sq is None else torch.pow(d, 2, out=sq)  # what square() runs
+        ctx.save_for_backward(d)
+        ctx.scale, ctx.shapes, ctx.dtypes = scale, (f.shape, t.shape), (f.dtype, t.dtype)
+        return sq.sum(dim=(1, 2, 3))  # [B]
+
+    @staticmethod
+    def backward(ctx, grad):
+        (d,) = ctx.saved_tensors
+        # autograd's chain: sum -> expand; pow(2) -> grad * (2 * d); mul_(scale) -> * scale; sub -> identity
+        g = pooled_empty(d.shape, d.dtype, d.device)
+        g = d * 2 if g is None else torch.mul(d, 2, out=g)
+        g.mul_(grad.reshape(-1, 1, 1, 1)).mul_(ctx.scale)  # (2 d) * grad == grad * (2 d) bitwise (commutative)
+        grad_f = grad_t = None
+        if ctx.needs_input_grad[1]:  # target features are constants in the loops; a differentiable t is honoured
+            grad_t = (-g).sum_to_size(ctx.shapes[1]).to(ctx.dtypes[1])
+        if ctx.needs_input_grad[0]:
+            grad_f = g.sum_to_size(ctx.shapes[0]).to(ctx.dtypes[0])  # sum_to_size: only when f was broadcast
+        return grad_f, grad_t, None
+
 
 @dataclass
 class TargetFeatures:
@@ -286,9 +321,9 @@ class PerceptualLoss(nn.Module):
         return F.avg_pool2d(m, r) if r > 1 else m  # [Bm, 1, h, w]
 
     def _tap_distance(self, layer, f, t, mask):
-        d = (f.float() - t.float()).mul_(self.scales[layer])  # [B, C, h, w] (in place on a fresh tensor)
         if mask is None:
-            return d.square().sum(dim=(1, 2, 3))  # [B]
+            return _SquaredDistance.apply(f, t, self.scales[layer])  # [B]
+        d = (f.float() - t.float()).mul_(self.scales[layer])  # [B, C, h, w] (in place on a fresh tensor)
         return (d.square() * mask).sum(dim=(1, 2, 3))  # [B]
 
     def _prep_mask(self, mask, img_size, batch):

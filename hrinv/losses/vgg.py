@@ -1,8 +1,10 @@
 """VGG16 convolutional trunk for the HRInversion perceptual loss, and loaders for its weights.
 
-The trunk is written as explicit ``conv -> functional relu -> ...`` steps. Every activation is a *new* tensor
-(``F.relu`` without ``inplace``), and the tensors handed out as taps are never touched again, so the in-place-ReLU
-trap of the paper's footnote 2 (a hooked conv output silently overwritten by ``ReLU(inplace=True)``) cannot happen.
+The trunk is written as explicit ``conv -> functional relu -> ...`` steps. The tensors handed out as taps are never
+touched again: the ReLU after a tapped conv makes a *new* tensor (``F.relu``), so the in-place-ReLU trap of the paper's
+footnote 2 (a hooked conv output silently overwritten by ``ReLU(inplace=True)``) cannot happen. Only a conv output that
+is not a tap, made inside the same call, is rectified in place (``F.relu_``: one activation-sized allocation less;
+autograd allows it since a convolution's backward does not need its output), and never the tensor a caller passed in.
 
 Op indices follow torchvision's ``vgg16().features`` exactly: convs at 0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28;
 ReLUs right after each conv (1, 3, 6, ...); max-pools at 4, 9, 16, 23, 30. A tap index names the *output* of that op,
@@ -30,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hrinv.bufferpool import pooled_like
 from hrinv.errors import (
     CheckpointCorruptError,
     CheckpointFormatError,
@@ -152,6 +155,32 @@ def _resolve_convention(convention) -> InputConvention:
     return _CONVENTION_ALIASES[key]
 
 
+class _ReLU(torch.autograd.Function):
+    """``relu(h)``, in place on ``h`` when asked (see :meth:`VGG16Conv._op`), with bitwise the values and gradients
+    of ``F.relu`` / ``F.relu_``; inside an optimisation loop on the CPU the new output (out of place) and the gradient
+    are written into pooled buffers (:mod:`hrinv.bufferpool`) instead of fresh activation-sized allocations."""
+
+    @staticmethod
+    def forward(ctx, h, inplace):
+        if inplace:
+            out = h.clamp_min_(0)  # what F.relu_ runs
+            ctx.mark_dirty(h)
+        else:
+            buf = pooled_like(h) if h.is_contiguous() else None  # keeps h's memory format
+            out = h.clamp_min(0) if buf is None else torch.clamp_min(h, 0, out=buf)  # what F.relu runs
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        (out,) = ctx.saved_tensors
+        buf = pooled_like(out) if grad.dtype == out.dtype and out.is_contiguous() else None
+        aten = torch.ops.aten
+        if buf is None:
+            return aten.threshold_backward(grad, out, 0), None
+        return aten.threshold_backward.grad_input(grad, out, 0, grad_input=buf), None
+
+
 class VGG16Conv(nn.Module):
     """The convolutional trunk of VGG16 (no batch norm), returning the outputs of chosen ops.
 
@@ -193,14 +222,17 @@ class VGG16Conv(nn.Module):
             h: [B, C, H, W] -> [B, C', H', W']
         """
         for i in range(start, stop + 1):
-            h = self._op(i, h)
+            h = self._op(i, h, inplace=i > start)  # the caller's h itself is never modified
         return h
 
-    def _op(self, i: int, h: torch.Tensor) -> torch.Tensor:
+    def _op(self, i: int, h: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+        """Op ``i`` on ``h``. ``inplace=True`` lets a ReLU overwrite ``h``: only for a conv output made inside this
+        trunk run that is not handed out (not a tap). A conv's backward needs its input and weight, not its output,
+        so autograd allows it."""
         if i in POOL_INDICES:
             return F.max_pool2d(h, 2, 2)
         if i in RELU_INDICES:
-            return F.relu(h)  # never in place: h may be a tap
+            return _ReLU.apply(h, inplace)
         conv = self.features[str(i)]
         return F.conv2d(h, conv.weight, conv.bias, padding=1)
 
@@ -225,7 +257,7 @@ class VGG16Conv(nn.Module):
         out = {}
         h = x
         for i in range(wanted[-1] + 1):
-            h = self._op(i, h)
+            h = self._op(i, h, inplace=i - 1 not in out)  # a tap is never overwritten (footnote 2)
             if i in wanted:
                 out[i] = h
         return out
