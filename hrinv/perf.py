@@ -17,6 +17,7 @@ Precision (``precision=`` of :class:`~hrinv.inversion.InversionConfig` / ``LSOCo
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import logging
 
@@ -24,9 +25,11 @@ import torch
 
 __all__ = [
     "PRECISIONS",
+    "ComputeWeights",
     "GradScaleGuard",
     "MemoryPlan",
     "PrecisionPlan",
+    "active_weights",
     "autocast",
     "cpu_supports_bf16",
     "free_memory_bytes",
@@ -94,6 +97,91 @@ def autocast(dtype: torch.dtype, device) -> contextlib.AbstractContextManager:
         return contextlib.nullcontext()
     dev = torch.device(device) if device is not None else torch.device("cpu")
     return torch.autocast(device_type=dev.type, dtype=dtype)
+
+_ACTIVE_WEIGHTS: contextvars.ContextVar = contextvars.ContextVar("hrinv_compute_weights", default=None)
+
+
+class ComputeWeights:
+    """The frozen weights of one loop in its compute dtype and memory layout, cast once instead of at every call.
+
+    ``torch.autocast`` keeps its casts only for leaf tensors that require grad; the frozen generator and VGG of an
+    inversion do not, so without this every convolution re-casts its fp32 weight to bf16 at every step (and
+    oneDNN, when the activations are channels_last, re-lays it out too). While :meth:`active` (the precision plan's
+    contexts do it), the ops ask :func:`active_weights` for a weight through :meth:`cast` and for quantities derived
+    from it (the demodulation's per-filter sum of squares) through :meth:`derived`; both are computed once per
+    frozen ``nn.Parameter`` and kept until the plan is dropped (the end of the loop). A tensor that requires grad
+    (fine-tuning), a temporary, or a parameter changed in place since (its version counter moved) is never served
+    from the cache.
+
+    Attributes:
+        dtype: the dtype the convolutions compute in (the autocast dtype; float32 = no cast, only the derived values
+            are cached).
+        channels_last: keep 4-D weights channels_last. oneDNN then runs the convolutions in NHWC, and their outputs
+            (and everything computed from them element-wise) stay NHWC: measured 3-5x faster for bf16 3x3
+            convolutions than NCHW on a CPU with AMX (docs/performance.md). Used for bf16 on the CPU.
+    """
+
+    def __init__(self, dtype: torch.dtype, channels_last: bool = False):
+        self.dtype, self.channels_last = dtype, bool(channels_last)
+        self._cache: dict = {}
+
+    @staticmethod
+    def _frozen(w) -> bool:
+        return isinstance(w, torch.nn.Parameter) and not w.requires_grad
+
+    def _get(self, w, key, make):
+        k = (id(w), key)
+        hit = self._cache.get(k)
+        if hit is not None and hit[0] is w and hit[1] == w._version:
+            return hit[2]
+        value = make(w.detach())
+        self._cache[k] = (w, w._version, value)  # holds w: its id cannot be reused while cached
+        return value
+
+    def serves(self, x: torch.Tensor) -> bool:
+        """True when a convolution of ``x`` computes in :attr:`dtype` (autocast to it is on for ``x``'s device, or
+        ``x`` is already in it without autocast): only then is the cached cast the one the op would make."""
+        dev = x.device.type
+        if torch.is_autocast_enabled(dev):
+            return torch.get_autocast_dtype(dev) == self.dtype
+        return x.dtype == self.dtype
+
+    def cast(self, w):
+        """``w`` in :attr:`dtype` (channels_last when asked and 4-D): cached for a frozen parameter, else
+        ``w.to(dtype)`` (differentiable). ``None`` stays ``None``."""
+        if w is None:
+            return None
+        if not self._frozen(w):
+            return w.to(self.dtype)
+        if w.dtype == self.dtype and not (self.channels_last and w.ndim == 4):
+            return w
+
+        def make(t):
+            t = t.to(self.dtype)
+            return t.contiguous(memory_format=torch.channels_last) if self.channels_last and t.ndim == 4 else t
+
+        return self._get(w, "cast", make)
+
+    def derived(self, w, key, fn):
+        """``fn(w)``, computed once for a frozen parameter (``key`` names the quantity), else at every call."""
+        if not self._frozen(w):
+            return fn(w)
+        return self._get(w, key, fn)
+
+    @contextlib.contextmanager
+    def active(self):
+        """Make this cache the one :func:`active_weights` returns (in this thread / context) while inside."""
+        token = _ACTIVE_WEIGHTS.set(self)
+        try:
+            yield self
+        finally:
+            _ACTIVE_WEIGHTS.reset(token)
+
+
+def active_weights() -> ComputeWeights | None:
+    """The :class:`ComputeWeights` of the loop running in this context (inside a precision plan's generator or loss
+    context), else None: the ops then cast as they always did."""
+    return _ACTIVE_WEIGHTS.get()
 
 
 class _ScaleGrad(torch.autograd.Function):
@@ -169,21 +257,30 @@ class PrecisionPlan:
         force_fp32: the ``force_fp32`` to pass to the synthesis (False for fp16: NVIDIA's per-block fp16, the
             ``num_fp16_res`` highest resolutions in fp16 with their pre-normalisation and ``conv_clamp``).
         guard: :class:`GradScaleGuard` (enabled for fp16 only).
+        weights: :class:`ComputeWeights`, the frozen weights cast once for this loop (channels_last for bf16 on
+            the CPU).
     """
 
     def __init__(self, name, dtype, device, force_fp32, guard):
         self.name, self.dtype, self.device, self.force_fp32, self.guard = name, dtype, device, force_fp32, guard
+        dev = torch.device(device) if device is not None else torch.device("cpu")
+        # bf16 on the CPU: weights (hence activations) channels_last, oneDNN's fast layout for bf16 (AMX/AVX512-BF16)
+        self.weights = ComputeWeights(dtype, channels_last=(dtype == torch.bfloat16 and dev.type == "cpu"))
+
+    @contextlib.contextmanager
+    def _context(self, amp: bool):
+        with (autocast(self.dtype, self.device) if amp else contextlib.nullcontext()), self.weights.active():
+            yield
 
     def generator_context(self):
         """Autocast for the synthesis: bf16 everywhere; fp16 is per-block (no autocast) when the generator has
-        ``num_fp16_res > 0`` blocks, else autocast fp16."""
-        if self.name == "fp16" and not self.force_fp32:
-            return contextlib.nullcontext()
-        return autocast(self.dtype, self.device)
+        ``num_fp16_res > 0`` blocks, else autocast fp16. The frozen weights are cast once per loop
+        (:attr:`weights`, a :class:`ComputeWeights`)."""
+        return self._context(not (self.name == "fp16" and not self.force_fp32))
 
     def loss_context(self):
-        """Autocast for the VGG loss."""
-        return autocast(self.dtype, self.device)
+        """Autocast for the VGG loss, with the same per-loop weight casts."""
+        return self._context(True)
 
     def __repr__(self):
         return f"PrecisionPlan({self.name}, force_fp32={self.force_fp32}, loss_scaling={self.guard.enabled})"

@@ -71,10 +71,22 @@ class TargetFeatures:
     feats: dict
     size: tuple
     config: tuple = field(repr=False)
+    _cast: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def batch(self) -> int:
         return next(iter(self.feats.values())).shape[0]
+
+    def feats_in(self, dtype: torch.dtype, channels_last: bool = False) -> dict:
+        """:attr:`feats` in ``dtype`` (and channels_last), cast once and kept: a bf16 loop compares its features
+        with these at every step, element-wise in the same layout."""
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        if all(v.dtype == dtype and v.is_contiguous(memory_format=fmt) for v in self.feats.values()):
+            return self.feats
+        key = (dtype, fmt)
+        if key not in self._cast:
+            self._cast[key] = {k: v.to(dtype).contiguous(memory_format=fmt) for k, v in self.feats.items()}
+        return self._cast[key]
 
     def to(self, *args, **kwargs) -> TargetFeatures:
         return TargetFeatures({k: v.to(*args, **kwargs) for k, v in self.feats.items()}, self.size, self.config)
@@ -286,6 +298,13 @@ class PerceptualLoss(nn.Module):
         return F.avg_pool2d(m, r) if r > 1 else m  # [Bm, 1, h, w]
 
     def _tap_distance(self, layer, f, t, mask):
+        if f.dtype == torch.bfloat16 and mask is None:
+            # bf16 (fp32's range): the difference and its square in bf16, in the features' layout, no fp32 copy of
+            # the features; per-channel sums accumulate in fp32 inside the kernel, the total over channels in fp32
+            d = f - t.to(f.dtype)  # [B, C, h, w]
+            if self.scales[layer] != 1:
+                d = d.mul_(self.scales[layer])
+            return d.square().sum(dim=(2, 3)).float().sum(dim=1)  # [B]
         d = (f.float() - t.float()).mul_(self.scales[layer])  # [B, C, h, w] (in place on a fresh tensor)
         if mask is None:
             return d.square().sum(dim=(1, 2, 3))  # [B]
@@ -369,10 +388,13 @@ class PerceptualLoss(nn.Module):
             return self._checkpointed_loss(x, target, m)
         feats = self.vgg(x, sorted(self.ops.values()))
         loss = pred.new_zeros(B, dtype=torch.float32)
+        f0 = next(iter(feats.values()))
+        tfeats = target.feats_in(f0.dtype, not f0.is_contiguous() and f0.is_contiguous(
+            memory_format=torch.channels_last)) if f0.dtype == torch.bfloat16 else target.feats
         for layer, op in self.ops.items():
             f = feats[op]
             mk = None if m is None else self._mask_at(m, op, f.shape[-2:])
-            loss = loss + self._tap_distance(layer, f, target.feats[op], mk)
+            loss = loss + self._tap_distance(layer, f, tfeats[op], mk)
         return loss  # [B]
 
     # ------------------------------------------------------------------------------------------------------------
