@@ -477,7 +477,7 @@ class _ModconvEpilogue(torch.autograd.Function):
         # kernel and rounds once at the end; the [N, O] pieces of the demodulation gradient are combined in fp32.
         alpha, gain, clamp = ctx.alpha, ctx.gain, ctx.clamp
         aten = torch.ops.aten
-        gc = aten.hardtanh_backward(grad, out, -clamp, clamp) if clamp is not None else grad
+        gc = aten.hardtanh_backward(grad, out, -clamp, clamp) if clamp is not None else grad  # fresh with a clamp
         g = aten.leaky_relu_backward(gc, out, alpha, True).mul_(gain) if alpha is not None else gc * gain
         grad_y = grad_d = grad_n = grad_b = None
         need_y, need_d, need_n, need_b = ctx.needs_input_grad[:4]
@@ -485,17 +485,21 @@ class _ModconvEpilogue(torch.autograd.Function):
         gs = g.sum(dim=(2, 3)).float() if (need_b or (want_d and b is not None)) else None  # [N, O]
         if need_b:
             grad_b = gs.sum(dim=0).to(b.dtype)
-        gn = None
-        if n is not None and (need_n or want_d):
-            gn = g.sum(dim=1, keepdim=True)  # [N, 1, H, W]
         if need_n:
-            grad_n = gn.sum_to_size(ctx.n_shape).to(n.dtype)
+            grad_n = g.sum(dim=1, keepdim=True).sum_to_size(ctx.n_shape).to(n.dtype)  # [N, 1, H, W] -> n's shape
         if want_d:
             # grad_d = sum_hw(g * y) with y * d = z - n - b and g * z = gc * out (the slope cancels, as in fp32)
-            acc = (gc * out).sum(dim=(2, 3)).float()  # [N, O]
-            if n is not None:
-                nb = n.to(g.dtype).expand(out.shape[0], 1, out.shape[2], out.shape[3])
-                acc = acc - (g * nb).sum(dim=(2, 3)).float()
+            prod = gc.mul_(out) if clamp is not None else gc * out  # gc is ours (and done with) when clamped
+            acc = prod.sum(dim=(2, 3)).float()  # [N, O]
+            del prod
+            if n is not None:  # sum_hw g * n for a map shared by the channels: a batched matrix-vector product
+                N, O, H, W = out.shape
+                nv = n.to(g.dtype).expand(N, 1, H, W).reshape(N, 1, H * W)
+                if not g.is_contiguous() and g.is_contiguous(memory_format=torch.channels_last):
+                    gn_d = torch.bmm(nv, g.permute(0, 2, 3, 1).reshape(N, H * W, O)).reshape(N, O)
+                else:
+                    gn_d = torch.bmm(g.reshape(N, O, H * W), nv.transpose(1, 2)).reshape(N, O)
+                acc = acc - gn_d.float()
             if b is not None:
                 acc = acc - gs * b.float().reshape(1, -1)
             grad_d = acc.div_(d.float()).to(d.dtype)
@@ -535,6 +539,8 @@ class _Modulate(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         x, s = ctx.saved_tensors
+        if grad.dtype == torch.bfloat16 and ctx.needs_input_grad[1]:
+            return _Modulate._backward_bf16(ctx, grad, x, s)
         grad_x = grad_s = None
         if ctx.needs_input_grad[0]:
             grad_x = grad * s.reshape(s.shape[0], -1, 1, 1)
@@ -543,10 +549,19 @@ class _Modulate(torch.autograd.Function):
             hw = x.shape[2] * x.shape[3]
             if grad.dtype in (torch.float32, torch.float64):
                 grad_s = torch.einsum("nck,nck->nc", grad.reshape(n, c, hw), x.reshape(n, c, hw))
-            elif grad.dtype == torch.bfloat16:  # the sum accumulates in fp32 inside the kernel, rounds once
-                grad_s = (grad * x).sum(dim=(2, 3)).to(s.dtype)
-            else:  # fp16: the sums in fp32 (an fp16 result could overflow)
+            else:  # reduced precision: accumulate in fp32 as autograd's sum would
                 grad_s = (grad * x).sum(dim=(2, 3), dtype=torch.float32).to(s.dtype)
+        return grad_x, grad_s
+
+
+    @staticmethod
+    def _backward_bf16(ctx, grad, x, s):
+        # bf16 (fp32's range): the style gradient from one bf16 product, summed with fp32 accumulation inside the
+        # kernel; the input gradient is then written into that product's buffer (one activation-sized allocation)
+        t = grad * x  # [N, C, H, W], in grad's layout
+        grad_s = t.sum(dim=(2, 3)).to(s.dtype)
+        grad_x = torch.mul(grad, s.to(grad.dtype).reshape(s.shape[0], -1, 1, 1), out=t) \
+            if ctx.needs_input_grad[0] else None
         return grad_x, grad_s
 
 
