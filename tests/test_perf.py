@@ -386,6 +386,15 @@ def test_bf16_tap_distance_close_to_fp32_and_target_cast_once():
     assert torch.allclose(d16.double(), exact, rtol=5e-3), (d16, exact)
     d32 = loss(a, feats)
     assert float((d16 - d32).abs().max() / d32.abs().max()) < 0.02
+    from hrinv.losses.perceptual import _SquaredDistanceBF16
+
+    f = torch.randn(2, 4, 8, 8, generator=g).to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    f.requires_grad_(True)
+    t = torch.randn(2, 4, 8, 8, generator=g).to(torch.bfloat16)
+    w = torch.rand(2, 4, generator=g)
+    (_SquaredDistanceBF16.apply(f, t) * w).sum().backward()
+    exact = 2 * (f.detach().double() - t.double()) * w.double()[:, :, None, None]
+    assert _rel(f.grad.double(), exact) < 1e-2
 
 
 def test_precision_setting_is_validated_and_resolved():

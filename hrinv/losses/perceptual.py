@@ -108,6 +108,27 @@ def tile_halo(last_op: int) -> int:
 _default_halo = tile_halo
 
 
+class _SquaredDistanceBF16(torch.autograd.Function):
+    """``sum_hw (f - t)^2`` per sample and channel, ``[B, C]`` float32, for bf16 features ``f`` (``t`` constant).
+
+    bf16 has fp32's range, so the difference and its square stay in bf16, in the features' layout (NHWC under
+    channels_last), with no fp32 copy of the features; the per-channel sums accumulate in fp32 inside the kernel and
+    the caller sums the channels in fp32. It keeps only the difference for backward, whose gradient ``2 g d`` is one
+    product (autograd's square and subtraction would allocate two or three activation-sized tensors).
+    """
+
+    @staticmethod
+    def forward(ctx, f, t):
+        d = f - t  # [B, C, h, w]
+        ctx.save_for_backward(d)
+        return d.square().sum(dim=(2, 3)).float()  # [B, C]
+
+    @staticmethod
+    def backward(ctx, grad):
+        (d,) = ctx.saved_tensors
+        return d * (2 * grad).to(d.dtype)[:, :, None, None], None
+
+
 class PerceptualLoss(nn.Module):
     """The HRInversion VGG16 conv-feature loss, per sample.
 
@@ -298,13 +319,8 @@ class PerceptualLoss(nn.Module):
         return F.avg_pool2d(m, r) if r > 1 else m  # [Bm, 1, h, w]
 
     def _tap_distance(self, layer, f, t, mask):
-        if f.dtype == torch.bfloat16 and mask is None:
-            # bf16 (fp32's range): the difference and its square in bf16, in the features' layout, no fp32 copy of
-            # the features; per-channel sums accumulate in fp32 inside the kernel, the total over channels in fp32
-            d = f - t.to(f.dtype)  # [B, C, h, w]
-            if self.scales[layer] != 1:
-                d = d.mul_(self.scales[layer])
-            return d.square().sum(dim=(2, 3)).float().sum(dim=1)  # [B]
+        if f.dtype == torch.bfloat16 and mask is None and not t.requires_grad:
+            return _SquaredDistanceBF16.apply(f, t.to(f.dtype)).sum(dim=1) * self.scales[layer] ** 2  # [B]
         d = (f.float() - t.float()).mul_(self.scales[layer])  # [B, C, h, w] (in place on a fresh tensor)
         if mask is None:
             return d.square().sum(dim=(1, 2, 3))  # [B]
