@@ -209,8 +209,9 @@ class SynthesisBlock(torch.nn.Module):
             x = self.const.to(dtype).unsqueeze(0).repeat([ws.shape[0], 1, 1, 1])  # [B, C, 4, 4]
             x = self.conv1(x, next(w_iter), noise=noise.get("conv1"), **kw)
         else:
-            if not (torch.is_autocast_enabled(x.device.type) and x.dtype == torch.get_autocast_dtype(x.device.type)):
-                x = x.to(dtype)  # under autocast the activations stay in its dtype (no round trip through fp32)
+            if not (x.dtype == torch.bfloat16 and torch.is_autocast_enabled(x.device.type)
+                    and torch.get_autocast_dtype(x.device.type) == torch.bfloat16):
+                x = x.to(dtype)  # under bf16 autocast the activations stay bf16 (no round trip through fp32)
             if self.architecture == "resnet":
                 y = self.skip(x, gain=math.sqrt(0.5))
                 x = self.conv0(x, next(w_iter), noise=noise.get("conv0"), **kw)
