@@ -7,8 +7,10 @@ Precision (``precision=`` of :class:`~hrinv.inversion.InversionConfig` / ``LSOCo
 
 * ``"fp32"``: everything in float32 (the reference; the default).
 * ``"bf16"``: the generator and the VGG loss run under ``torch.autocast(dtype=torch.bfloat16)`` (convolutions and
-  matmuls in bf16, reductions and the optimised variables in fp32). On CPUs with AVX512-BF16 / AMX this is about
-  2x faster; elsewhere it is emulated and far slower (about 90x measured on an AVX2-only CPU; a warning says so).
+  matmuls in bf16; the demodulation coefficients, the loss total and the optimised variables in fp32), with the
+  frozen weights cast once per loop (:class:`ComputeWeights`) and, on the CPU, channels_last convolutions. On a CPU
+  with AMX this measured 3-4x faster than fp32 per 256^2 inversion step (docs/performance.md); without
+  AVX512-BF16/AMX it is emulated and far slower (about 90x measured on an AVX2-only CPU; a warning says so).
 * ``"fp16"``: float16 autocast with gradient scaling (:class:`GradScaleGuard`); meant for CUDA GPUs.
 * ``"auto"``: bf16 on a CUDA GPU that supports it, else fp16 on CUDA; fp32 on the CPU (see :func:`resolve_precision`
   for why the CPU stays fp32).
@@ -71,9 +73,9 @@ def resolve_precision(precision: str, device) -> torch.dtype:
     """The compute dtype that ``precision`` means on ``device``.
 
     ``"auto"`` gives bf16 on CUDA devices that support it (fp16 on older ones) and fp32 on the CPU and other devices.
-    bf16 on the CPU is about 2x faster on AVX512-BF16 CPUs and stays within 0.3 dB PSNR of fp32 in our tests, but a
-    full 1000-step inversion could not be checked on this project's CPU machines in time, so the CPU default stays
-    exact; choose ``"bf16"`` explicitly (docs/performance.md).
+    bf16 on the CPU is 3-4x faster than fp32 on a CPU with AMX (256^2 step, docs/performance.md) and stays within
+    0.3 dB PSNR of fp32 in our tests, but the CPU default stays exact until the 1000-step quality experiment
+    (``benchmarks/bf16_quality.py``) decides otherwise; choose ``"bf16"`` explicitly.
 
     Returns:
         ``torch.float32``, ``torch.bfloat16`` or ``torch.float16``.
