@@ -33,6 +33,7 @@ __all__ = [
     "PrecisionPlan",
     "active_weights",
     "autocast",
+    "autocast_dtype",
     "cpu_supports_bf16",
     "free_memory_bytes",
     "frozen_on",
@@ -100,6 +101,20 @@ def autocast(dtype: torch.dtype, device) -> contextlib.AbstractContextManager:
     dev = torch.device(device) if device is not None else torch.device("cpu")
     return torch.autocast(device_type=dev.type, dtype=dtype)
 
+def autocast_dtype(device_type: str):
+    """The dtype autocast computes in on ``device_type`` ("cpu", "cuda", ...) right now, or None when it is off
+    (torch >= 2.4's per-device functions; the older CPU / GPU ones otherwise)."""
+    try:
+        on = torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch < 2.4
+        on = torch.is_autocast_cpu_enabled() if device_type == "cpu" else torch.is_autocast_enabled()
+    if not on:
+        return None
+    if hasattr(torch, "get_autocast_dtype"):
+        return torch.get_autocast_dtype(device_type)
+    return torch.get_autocast_cpu_dtype() if device_type == "cpu" else torch.get_autocast_gpu_dtype()
+
+
 _ACTIVE_WEIGHTS: contextvars.ContextVar = contextvars.ContextVar("hrinv_compute_weights", default=None)
 
 
@@ -143,10 +158,8 @@ class ComputeWeights:
     def serves(self, x: torch.Tensor) -> bool:
         """True when a convolution of ``x`` computes in :attr:`dtype` (autocast to it is on for ``x``'s device, or
         ``x`` is already in it without autocast): only then is the cached cast the one the op would make."""
-        dev = x.device.type
-        if torch.is_autocast_enabled(dev):
-            return torch.get_autocast_dtype(dev) == self.dtype
-        return x.dtype == self.dtype
+        amp = autocast_dtype(x.device.type)
+        return amp == self.dtype if amp is not None else x.dtype == self.dtype
 
     def cast(self, w):
         """``w`` in :attr:`dtype` (channels_last when asked and 4-D): cached for a frozen parameter, else

@@ -299,8 +299,9 @@ def test_compute_weights_casts_a_frozen_parameter_once():
     assert perf.active_weights() is None
     with cw.active():
         assert perf.active_weights() is cw
+        assert perf.autocast_dtype("cpu") is None
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            assert cw.serves(torch.randn(1))
+            assert cw.serves(torch.randn(1)) and perf.autocast_dtype("cpu") == torch.bfloat16
         assert not cw.serves(torch.randn(1)) and cw.serves(torch.randn(1, dtype=torch.bfloat16))
     assert perf.active_weights() is None
 
