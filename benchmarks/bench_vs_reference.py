@@ -40,6 +40,7 @@ import torch
 from hrinv import perf
 from hrinv.bufferpool import BufferPool
 from hrinv.generator.stylegan2 import Generator
+from hrinv.optim import precision_closure, prepare_loss, synthesis_renderer
 from hrinv.losses import PerceptualLoss
 from hrinv.losses.vgg import VGG16Conv
 
@@ -88,7 +89,8 @@ def build_loss(device, seed=1):
         for m in vgg.features.values():  # He init so the features neither vanish nor explode
             torch.nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
             torch.nn.init.zeros_(m.bias)
-    return PerceptualLoss(vgg.to(device), layers="conv", calibration="none")
+    # frozen, as invert() uses it (prepare_loss then takes it as it is, no copy); the reference loop shares it
+    return PerceptualLoss(vgg.to(device), layers="conv", calibration="none").eval().requires_grad_(False)
 
 
 def _sync(device):
@@ -97,21 +99,25 @@ def _sync(device):
 
 
 class Runner:
-    """One variant: owns its variables, optimiser and target features; ``run(n)`` returns per-step seconds."""
+    """One variant: owns its variables, optimiser and target features; ``run(n)`` returns per-step seconds.
+
+    Ours runs through the library's own loop pieces, as :func:`hrinv.invert` does: ``prepare_loss`` (target
+    features computed once in fp32), ``perf.precision_plan`` (autocast and the per-loop weight casts) and
+    ``precision_closure`` around ``synthesis_renderer`` (the fp32-fused variant alone renders with
+    ``fused_modconv=True``)."""
 
     def __init__(self, name, G, loss, target, batch, device, kind, precision="fp32", fused=None, num_fp16=False,
                  pool=True):
-        self.name, self.G, self.loss, self.device, self.kind = name, G, loss, device, kind
+        self.name, self.G, self.device, self.kind = name, G, device, kind
         # ours runs as hrinv.optim.optimize() does: a BufferPool current during every step, alive as long as the loop.
         # The reference's loop gets one too: NVIDIA's generator never asks it for anything, but the VGG loss that
         # both loops share does, so the shared loss costs the same in both and the ratio compares the generators.
         self.pool = BufferPool() if pool else None
-        self.dtype = perf.resolve_precision(precision, device) if kind == "ours" else torch.float32
-        with torch.no_grad(), perf.autocast(self.dtype, device):
-            self.feats = loss.target(target)
-        self.fused = fused
         self.force_fp32 = not num_fp16
         if kind == "loss":  # a fixed image as the only variable
+            self.loss = loss
+            with torch.no_grad():
+                self.feats = loss.target(target)
             self.img = torch.rand(target.shape, generator=torch.Generator().manual_seed(3)).mul(2).sub(1)
             self.img = self.img.to(device).requires_grad_(True)
             self.params, self.noise = [self.img], {}
@@ -121,15 +127,28 @@ class Runner:
         g = torch.Generator().manual_seed(7)  # every variant starts from the same point
         self.ws = torch.randn(batch, num_ws, 512, generator=g).mul_(0.1).to(device).requires_grad_(True)
         if kind == "ours":
+            self.loss = prepare_loss(loss, device)
+            self.feats = self.loss.target(target)
             names = G.synthesis.noise_names
             self.noise = {n: torch.randn(batch, 1, G.synthesis.noise_resolution(n), G.synthesis.noise_resolution(n),
                                          generator=g).to(device).requires_grad_(True) for n in names}
-            params = [self.ws] + list(self.noise.values())
+            self.vars = {"ws": self.ws, **{"noise." + n: t for n, t in self.noise.items()}}
+            plan = perf.precision_plan(precision, device, G, self.force_fp32)
+            if fused is None:
+                render = synthesis_renderer(G, self.vars, torch.float32, None, self.force_fp32)
+            else:
+                def render(v, force_fp32):
+                    return G.synthesis(v["ws"], noise={n: v["noise." + n] for n in names}, force_fp32=force_fp32,
+                                       fused_modconv=fused)
+            self.closure = precision_closure(plan, render, lambda img, v: self.loss(img, self.feats))
         else:
+            self.loss = loss
+            with torch.no_grad():
+                self.feats = loss.target(target)
             self.noise = {n: b for n, b in G.synthesis.named_buffers() if "noise_const" in n}
             for b in self.noise.values():
                 b.requires_grad_(True)
-            params = [self.ws] + list(self.noise.values())
+        params = [self.ws] + list(self.noise.values())
         self.params = params
         self.opt = torch.optim.Adam(params, lr=0.1, betas=(0.9, 0.999))
 
@@ -142,10 +161,7 @@ class Runner:
         if self.kind == "loss":  # the shared VGG loss alone (forward + backward to the image), for the split
             loss = self.loss(self.img, self.feats).sum()
         elif self.kind == "ours":
-            with perf.autocast(self.dtype, self.device):
-                img = self.G.synthesis(self.ws, noise=self.noise, force_fp32=self.force_fp32,
-                                       fused_modconv=self.fused)
-                loss = self.loss(img, self.feats).sum()
+            loss = self.closure(self.vars, 0, 1)[0].sum()
         else:
             img = self.G.synthesis(self.ws, noise_mode="const", force_fp32=self.force_fp32)
             loss = self.loss(img.float(), self.feats).sum()

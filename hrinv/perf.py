@@ -7,8 +7,10 @@ Precision (``precision=`` of :class:`~hrinv.inversion.InversionConfig` / ``LSOCo
 
 * ``"fp32"``: everything in float32 (the reference; the default).
 * ``"bf16"``: the generator and the VGG loss run under ``torch.autocast(dtype=torch.bfloat16)`` (convolutions and
-  matmuls in bf16, reductions and the optimised variables in fp32). On CPUs with AVX512-BF16 / AMX this is about
-  2x faster; elsewhere it is emulated and far slower (about 90x measured on an AVX2-only CPU; a warning says so).
+  matmuls in bf16; the demodulation coefficients, the loss total and the optimised variables in fp32), with the
+  frozen weights cast once per loop (:class:`ComputeWeights`) and, on the CPU, channels_last convolutions. On a CPU
+  with AMX this measured 3-4x faster than fp32 per 256^2 inversion step (docs/performance.md); without
+  AVX512-BF16/AMX it is emulated and far slower (about 90x measured on an AVX2-only CPU; a warning says so).
 * ``"fp16"``: float16 autocast with gradient scaling (:class:`GradScaleGuard`); meant for CUDA GPUs.
 * ``"auto"``: bf16 on a CUDA GPU that supports it, else fp16 on CUDA; fp32 on the CPU (see :func:`resolve_precision`
   for why the CPU stays fp32).
@@ -17,6 +19,7 @@ Precision (``precision=`` of :class:`~hrinv.inversion.InversionConfig` / ``LSOCo
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import logging
 
@@ -24,10 +27,13 @@ import torch
 
 __all__ = [
     "PRECISIONS",
+    "ComputeWeights",
     "GradScaleGuard",
     "MemoryPlan",
     "PrecisionPlan",
+    "active_weights",
     "autocast",
+    "autocast_dtype",
     "cpu_supports_bf16",
     "free_memory_bytes",
     "frozen_on",
@@ -68,9 +74,9 @@ def resolve_precision(precision: str, device) -> torch.dtype:
     """The compute dtype that ``precision`` means on ``device``.
 
     ``"auto"`` gives bf16 on CUDA devices that support it (fp16 on older ones) and fp32 on the CPU and other devices.
-    bf16 on the CPU is about 2x faster on AVX512-BF16 CPUs and stays within 0.3 dB PSNR of fp32 in our tests, but a
-    full 1000-step inversion could not be checked on this project's CPU machines in time, so the CPU default stays
-    exact; choose ``"bf16"`` explicitly (docs/performance.md).
+    bf16 on the CPU is 3-4x faster than fp32 on a CPU with AMX (256^2 step, docs/performance.md) and stays within
+    0.3 dB PSNR of fp32 in our tests, but the CPU default stays exact until the 1000-step quality experiment
+    (``benchmarks/bf16_quality.py``) decides otherwise; choose ``"bf16"`` explicitly.
 
     Returns:
         ``torch.float32``, ``torch.bfloat16`` or ``torch.float16``.
@@ -94,6 +100,103 @@ def autocast(dtype: torch.dtype, device) -> contextlib.AbstractContextManager:
         return contextlib.nullcontext()
     dev = torch.device(device) if device is not None else torch.device("cpu")
     return torch.autocast(device_type=dev.type, dtype=dtype)
+
+def autocast_dtype(device_type: str):
+    """The dtype autocast computes in on ``device_type`` ("cpu", "cuda", ...) right now, or None when it is off
+    (torch >= 2.4's per-device functions; the older CPU / GPU ones otherwise)."""
+    try:
+        on = torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch < 2.4
+        on = torch.is_autocast_cpu_enabled() if device_type == "cpu" else torch.is_autocast_enabled()
+    if not on:
+        return None
+    if hasattr(torch, "get_autocast_dtype"):
+        return torch.get_autocast_dtype(device_type)
+    return torch.get_autocast_cpu_dtype() if device_type == "cpu" else torch.get_autocast_gpu_dtype()
+
+
+_ACTIVE_WEIGHTS: contextvars.ContextVar = contextvars.ContextVar("hrinv_compute_weights", default=None)
+
+
+class ComputeWeights:
+    """The frozen weights of one loop in its compute dtype and memory layout, cast once instead of at every call.
+
+    ``torch.autocast`` keeps its casts only for leaf tensors that require grad; the frozen generator and VGG of an
+    inversion do not, so without this every convolution re-casts its fp32 weight to bf16 at every step (and
+    oneDNN, when the activations are channels_last, re-lays it out too). While :meth:`active` (the precision plan's
+    contexts do it), the ops ask :func:`active_weights` for a weight through :meth:`cast` and for quantities derived
+    from it (the demodulation's per-filter sum of squares) through :meth:`derived`; both are computed once per
+    frozen ``nn.Parameter`` and kept until the plan is dropped (the end of the loop). A tensor that requires grad
+    (fine-tuning), a temporary, or a parameter changed in place since (its version counter moved) is never served
+    from the cache.
+
+    Attributes:
+        dtype: the dtype the convolutions compute in (the autocast dtype; float32 = no cast, only the derived values
+            are cached).
+        channels_last: keep 4-D weights channels_last. oneDNN then runs the convolutions in NHWC, and their outputs
+            (and everything computed from them element-wise) stay NHWC: measured 3-5x faster for bf16 3x3
+            convolutions than NCHW on a CPU with AMX (docs/performance.md). Used for bf16 on the CPU.
+    """
+
+    def __init__(self, dtype: torch.dtype, channels_last: bool = False):
+        self.dtype, self.channels_last = dtype, bool(channels_last)
+        self._cache: dict = {}
+
+    @staticmethod
+    def _frozen(w) -> bool:
+        return isinstance(w, torch.nn.Parameter) and not w.requires_grad
+
+    def _get(self, w, key, make):
+        k = (id(w), key)
+        hit = self._cache.get(k)
+        if hit is not None and hit[0] is w and hit[1] == w._version:
+            return hit[2]
+        value = make(w.detach())
+        self._cache[k] = (w, w._version, value)  # holds w: its id cannot be reused while cached
+        return value
+
+    def serves(self, x: torch.Tensor) -> bool:
+        """True when a convolution of ``x`` computes in :attr:`dtype` (autocast to it is on for ``x``'s device, or
+        ``x`` is already in it without autocast): only then is the cached cast the one the op would make."""
+        amp = autocast_dtype(x.device.type)
+        return amp == self.dtype if amp is not None else x.dtype == self.dtype
+
+    def cast(self, w):
+        """``w`` in :attr:`dtype` (channels_last when asked and 4-D): cached for a frozen parameter, else
+        ``w.to(dtype)`` (differentiable). ``None`` stays ``None``."""
+        if w is None:
+            return None
+        if not self._frozen(w):
+            return w.to(self.dtype)
+        if w.dtype == self.dtype and not (self.channels_last and w.ndim == 4):
+            return w
+
+        def make(t):
+            t = t.to(self.dtype)
+            return t.contiguous(memory_format=torch.channels_last) if self.channels_last and t.ndim == 4 else t
+
+        return self._get(w, "cast", make)
+
+    def derived(self, w, key, fn):
+        """``fn(w)``, computed once for a frozen parameter (``key`` names the quantity), else at every call."""
+        if not self._frozen(w):
+            return fn(w)
+        return self._get(w, key, fn)
+
+    @contextlib.contextmanager
+    def active(self):
+        """Make this cache the one :func:`active_weights` returns (in this thread / context) while inside."""
+        token = _ACTIVE_WEIGHTS.set(self)
+        try:
+            yield self
+        finally:
+            _ACTIVE_WEIGHTS.reset(token)
+
+
+def active_weights() -> ComputeWeights | None:
+    """The :class:`ComputeWeights` of the loop running in this context (inside a precision plan's generator or loss
+    context), else None: the ops then cast as they always did."""
+    return _ACTIVE_WEIGHTS.get()
 
 
 class _ScaleGrad(torch.autograd.Function):
@@ -169,21 +272,30 @@ class PrecisionPlan:
         force_fp32: the ``force_fp32`` to pass to the synthesis (False for fp16: NVIDIA's per-block fp16, the
             ``num_fp16_res`` highest resolutions in fp16 with their pre-normalisation and ``conv_clamp``).
         guard: :class:`GradScaleGuard` (enabled for fp16 only).
+        weights: :class:`ComputeWeights`, the frozen weights cast once for this loop (channels_last for bf16 on
+            the CPU).
     """
 
     def __init__(self, name, dtype, device, force_fp32, guard):
         self.name, self.dtype, self.device, self.force_fp32, self.guard = name, dtype, device, force_fp32, guard
+        dev = torch.device(device) if device is not None else torch.device("cpu")
+        # bf16 on the CPU: weights (hence activations) channels_last, oneDNN's fast layout for bf16 (AMX/AVX512-BF16)
+        self.weights = ComputeWeights(dtype, channels_last=(dtype == torch.bfloat16 and dev.type == "cpu"))
+
+    @contextlib.contextmanager
+    def _context(self, amp: bool):
+        with (autocast(self.dtype, self.device) if amp else contextlib.nullcontext()), self.weights.active():
+            yield
 
     def generator_context(self):
         """Autocast for the synthesis: bf16 everywhere; fp16 is per-block (no autocast) when the generator has
-        ``num_fp16_res > 0`` blocks, else autocast fp16."""
-        if self.name == "fp16" and not self.force_fp32:
-            return contextlib.nullcontext()
-        return autocast(self.dtype, self.device)
+        ``num_fp16_res > 0`` blocks, else autocast fp16. The frozen weights are cast once per loop
+        (:attr:`weights`, a :class:`ComputeWeights`)."""
+        return self._context(not (self.name == "fp16" and not self.force_fp32))
 
     def loss_context(self):
-        """Autocast for the VGG loss."""
-        return autocast(self.dtype, self.device)
+        """Autocast for the VGG loss, with the same per-loop weight casts."""
+        return self._context(True)
 
     def __repr__(self):
         return f"PrecisionPlan({self.name}, force_fp32={self.force_fp32}, loss_scaling={self.guard.enabled})"

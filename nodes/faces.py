@@ -218,8 +218,8 @@ class StylizeFaces(io.ComfyNode):
                              tooltip="Seed of the inversions and LSO."),
                 io.Combo.Input("precision", options=list(PRECISIONS), default="fp32",
                                tooltip="Advanced: compute precision of the generators and the loss in the inversions "
-                                       "and LSO. fp32 = exact (default). bf16 = about 2x faster on GPUs and on CPUs "
-                                       "with AVX512-BF16/AMX (emulated and slower on other CPUs). fp16 = GPUs, with "
+                                       "and LSO. fp32 = exact (default). bf16 = 3-4x faster on CPUs with AMX (GPUs not "
+                                       "measured; emulated and slower on CPUs without it). fp16 = GPUs, with "
                                        "loss scaling. auto = bf16 (or fp16) on a GPU, fp32 on the CPU."),
                 # optional (added later): a saved API graph without it still validates and gets "auto", the
                 # behaviour before the input existed; the editor fills the default into older saved workflows

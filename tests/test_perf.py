@@ -223,6 +223,181 @@ def test_bf16_autocast_generator_and_loss_close_to_fp32():
     assert cos > 0.99, cos
 
 
+def _plan_step(G, loss, ws, noise, feats, plan):
+    """One step as the loops run it (hrinv.optim.precision_closure): synthesis under the plan's generator context,
+    the loss under its loss context. Returns the image, the loss and the gradient of every variable."""
+    from hrinv.optim import precision_closure
+
+    for t in [ws, *noise.values()]:
+        t.grad = None
+    closure = precision_closure(plan, lambda v, ff32: G.synthesis(v["ws"], noise={k[6:]: t for k, t in v.items()
+                                                                                 if k.startswith("noise.")},
+                                                                   force_fp32=ff32),
+                                lambda img, v: loss(img.float(), feats))
+    val, img = closure({"ws": ws, **{"noise." + k: t for k, t in noise.items()}}, 0, 1)
+    val.sum().backward()
+    return img.detach().float(), float(val.detach().sum()), torch.cat([ws.grad.flatten()] + [t.grad.flatten()
+                                                                                     for t in noise.values()])
+
+
+def test_bf16_plan_path_close_to_fp32_and_fp32_plan_path_unchanged():
+    """The loops' own path (precision plan: autocast + per-loop weight casts, channels_last bf16 convolutions on the
+    CPU, bf16 backward kernels, bf16 tap distances): bf16 within the stated tolerances of fp32 (image PSNR > 35 dB,
+    loss within 2 %, gradient cosine > 0.99), and the fp32 plan bitwise equal to running without any plan."""
+    G = _seeded_G(res=64).requires_grad_(False)
+    loss = PerceptualLoss(_seeded_vgg(), "conv", calibration="none").requires_grad_(False)
+    ws, noise, target = _inputs(G, batch=2)
+    feats = loss.target(target)
+    for t in [ws, *noise.values()]:
+        t.grad = None
+    img = G.synthesis(ws, noise=noise)
+    val = loss(img.float(), feats).sum()
+    val.backward()
+    img0, l0 = img.detach(), float(val.detach())
+    g0 = torch.cat([ws.grad.flatten()] + [t.grad.flatten() for t in noise.values()])
+
+    img32, l32, g32 = _plan_step(G, loss, ws, noise, feats, perf.precision_plan("fp32", "cpu", G))
+    assert torch.equal(img32, img0) and l32 == l0 and torch.equal(g32, g0)  # fp32: bitwise unchanged
+
+    plan = perf.precision_plan("bf16", "cpu", G)
+    assert plan.weights.channels_last and plan.weights.dtype == torch.bfloat16
+    img16, l16, g16 = _plan_step(G, loss, ws, noise, feats, plan)
+    cached = [v[2] for v in plan.weights._cache.values() if v[2].ndim == 4]
+    assert cached and all(t.dtype == torch.bfloat16 for t in cached)
+    assert all(t.is_contiguous(memory_format=torch.channels_last) for t in cached)
+    n_cached = len(plan.weights._cache)
+    img16b, l16b, g16b = _plan_step(G, loss, ws, noise, feats, plan)  # second step: served from the cache
+    assert len(plan.weights._cache) == n_cached and torch.equal(img16b, img16) and torch.equal(g16b, g16)
+    assert float(psnr(img16, img0).min()) > 35.0
+    assert abs(l16 - l0) / l0 < 0.02
+    cos = float(torch.nn.functional.cosine_similarity(g16, g0, dim=0))
+    assert cos > 0.99, cos
+    print(f"bf16 plan path vs fp32: PSNR {float(psnr(img16, img0).min()):.1f} dB, loss rel {abs(l16 - l0) / l0:.2e}, "
+          f"gradient cosine {cos:.5f}")
+
+
+def test_compute_weights_casts_a_frozen_parameter_once():
+    """Cached: a frozen nn.Parameter (cast + channels_last, and derived values), recomputed after an in-place change;
+    never cached: a parameter that requires grad (stays differentiable) or a temporary. active() sets and resets."""
+    cw = perf.ComputeWeights(torch.bfloat16, channels_last=True)
+    p = torch.nn.Parameter(torch.randn(8, 4, 3, 3), requires_grad=False)
+    a = cw.cast(p)
+    assert a.dtype == torch.bfloat16 and a.is_contiguous(memory_format=torch.channels_last) and cw.cast(p) is a
+    assert torch.equal(a.float(), p.to(torch.bfloat16).float())
+    calls = []
+    s1 = cw.derived(p, "sumsq", lambda w: calls.append(1) or w.square().sum())
+    assert cw.derived(p, "sumsq", lambda w: calls.append(1) or w.square().sum()) is s1 and len(calls) == 1
+    with torch.no_grad():
+        p.mul_(2)  # version bump: the cached cast is stale
+    b = cw.cast(p)
+    assert b is not a and torch.equal(b.float(), p.to(torch.bfloat16).float())
+    q = torch.nn.Parameter(torch.randn(8, 4, 3, 3))  # requires grad (fine-tuning)
+    assert cw.cast(q).grad_fn is not None and cw.cast(q) is not cw.cast(q)
+    t = torch.randn(8, 4, 3, 3)  # a temporary
+    assert cw.cast(t) is not cw.cast(t) and len(cw._cache) == 2  # p's cast and p's sumsq only
+    assert cw.cast(None) is None
+    assert perf.active_weights() is None
+    with cw.active():
+        assert perf.active_weights() is cw
+        assert perf.autocast_dtype("cpu") is None
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert cw.serves(torch.randn(1)) and perf.autocast_dtype("cpu") == torch.bfloat16
+        assert not cw.serves(torch.randn(1)) and cw.serves(torch.randn(1, dtype=torch.bfloat16))
+    assert perf.active_weights() is None
+
+
+@pytest.mark.parametrize("noise_shape", [(5, 5), (1, 1, 5, 5), (2, 1, 5, 5), None])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_epilogue_and_modulation_bf16_backward_close_to_exact(noise_shape, layout):
+    """The bf16 backward kernels (fused clamp / leaky-ReLU gradients, in place, bf16 reductions accumulated in fp32,
+    the noise term as a batched matrix-vector product) against float64 autograd of the plain op chain on the same
+    bf16-rounded values: every gradient within 2 % (relative norm), for both layouts."""
+    g = torch.Generator().manual_seed(1)
+    bf = torch.bfloat16
+    y = (torch.randn(2, 3, 5, 5, generator=g) * 3).to(bf).contiguous(memory_format=layout)
+    d = torch.rand(2, 3, generator=g).add_(0.5).to(bf).requires_grad_(True)
+    n = None if noise_shape is None else torch.randn(noise_shape, generator=g).to(bf).requires_grad_(True)
+    b = torch.randn(3, generator=g).requires_grad_(True)
+    w = torch.randn(2, 3, 5, 5, generator=g).to(bf)
+    x = torch.randn(2, 3, 5, 5, generator=g).to(bf).contiguous(memory_format=layout).requires_grad_(True)
+    s = torch.randn(2, 3, generator=g).to(bf).requires_grad_(True)
+    xm = ops._Modulate.apply(x, s)
+    out_o = ops.modconv_epilogue(xm * y, d, n, b, act="lrelu", gain=1.4, clamp=2.5)
+    inputs = [t for t in (x, s, d, n, b) if t is not None]
+    go = torch.autograd.grad((out_o.float() * w.float()).sum(), inputs)
+    ex = [t.detach().double().requires_grad_(True) for t in inputs]
+    xe, se, de = ex[0], ex[1], ex[2]
+    ne = ex[3] if n is not None else None
+    be = ex[-1]
+    z = (xe * se[:, :, None, None] * y.double()) * de[:, :, None, None] + (0 if ne is None else ne)
+    out_p = ops.bias_act(z, be, act="lrelu", gain=1.4, clamp=2.5)
+    assert (out_p.abs() >= 2.5).any() and (out_p < 0).any()  # the clamp and the negative slope both bite
+    gp = torch.autograd.grad((out_p * w.double()).sum(), ex)
+    for a, e in zip(go, gp):
+        assert a.shape == e.shape
+        assert _rel(a.double(), e) < 0.02, (_rel(a.double(), e), a.shape)
+
+
+def test_polyphase_in_channels_last_equals_the_transposed_convolution(monkeypatch):
+    """NHWC activations (bf16 on the CPU) take the polyphase up-convolution from 32^2 inputs: same values and
+    gradients as the transposed path (float32, channels_last), 1e-5."""
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(2, 8, 32, 32, generator=g).contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    w = torch.randn(6, 8, 3, 3, generator=g).requires_grad_(True)
+    f = ops.setup_filter([1, 3, 3, 1])
+    up = torch.randn(2, 6, 64, 64, generator=g)
+    calls = []
+    orig = ops._conv_transpose2x_polyphase
+    monkeypatch.setattr(ops, "_conv_transpose2x_polyphase", lambda *a, **k: calls.append(1) or orig(*a, **k))
+
+    def run():
+        y = ops.conv2d_resample(x, w, f=f, up=2, padding=1, flip_weight=False)
+        return (y,) + torch.autograd.grad((y * up).sum(), (x, w))
+
+    poly = run()
+    assert calls and poly[0].is_contiguous(memory_format=torch.channels_last)
+    monkeypatch.setattr(ops, "POLYPHASE_MIN_PIXELS_NHWC", 10 ** 9)
+    calls.clear()
+    ref = run()
+    assert not calls
+    for a, e in zip(poly, ref):
+        assert torch.allclose(a, e, atol=1e-5, rtol=1e-5), (a - e).abs().max()
+
+
+def test_bf16_tap_distance_close_to_fp32_and_target_cast_once():
+    """bf16 features: the per-sample distance (bf16 difference and square, fp32 sums) within 0.5 % of the fp32
+    distance of the same values; the target's features are cast to bf16 (and the prediction's layout) once."""
+    loss = PerceptualLoss(_seeded_vgg(), "conv", calibration="none")
+    g = torch.Generator().manual_seed(6)
+    a, b = torch.rand(2, 3, 64, 64, generator=g) * 2 - 1, torch.rand(2, 3, 64, 64, generator=g) * 2 - 1
+    feats = loss.target(b)
+    plan = perf.precision_plan("bf16", "cpu")
+    with plan.loss_context():
+        d16 = loss(a, feats)
+        cast = feats._cast
+        assert len(cast) == 1
+        d16b = loss(a, feats)
+        assert feats._cast is cast and len(cast) == 1 and torch.equal(d16, d16b)
+    assert d16.dtype == torch.float32 and d16.shape == (2,)
+    with plan.loss_context():
+        fa16 = loss.vgg(loss._network_input(a), sorted(loss.ops.values()))
+    t16 = next(iter(cast.values()))
+    exact = sum(((fa16[op].double() - t16[op].double()) * loss.scales[layer]).square().sum(dim=(1, 2, 3))
+                for layer, op in loss.ops.items())
+    assert torch.allclose(d16.double(), exact, rtol=5e-3), (d16, exact)
+    d32 = loss(a, feats)
+    assert float((d16 - d32).abs().max() / d32.abs().max()) < 0.02
+    from hrinv.losses.perceptual import _SquaredDistanceBF16
+
+    f = torch.randn(2, 4, 8, 8, generator=g).to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    f.requires_grad_(True)
+    t = torch.randn(2, 4, 8, 8, generator=g).to(torch.bfloat16)
+    w = torch.rand(2, 4, generator=g)
+    (_SquaredDistanceBF16.apply(f, t) * w).sum().backward()
+    exact = 2 * (f.detach().double() - t.double()) * w.double()[:, :, None, None]
+    assert _rel(f.grad.double(), exact) < 1e-2
+
+
 def test_precision_setting_is_validated_and_resolved():
     with pytest.raises(InvalidSettingError, match="precision"):
         perf.resolve_precision("half", "cpu")

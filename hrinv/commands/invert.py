@@ -68,8 +68,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_alignment_arguments(parser)
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     parser.add_argument("--precision", choices=["fp32", "bf16", "fp16", "auto"], default="fp32",
-                        help="compute precision of the generator and the loss: fp32 (exact, default), bf16 (about 2x "
-                             "faster on CPUs with AVX512-BF16/AMX and on GPUs), fp16 (GPU, with loss scaling), auto "
+                        help="compute precision of the generator and the loss: fp32 (exact, default), bf16 (3-4x "
+                             "faster on CPUs with AMX; GPUs not measured), fp16 (GPU, with loss scaling), auto "
                              "(bf16/fp16 on a GPU, fp32 on the CPU); see docs/performance.md")
     add_device_arguments(parser)
 

@@ -74,7 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of inversions and LSO (default 0)")
     parser.add_argument("--precision", choices=["fp32", "bf16", "fp16", "auto"], default="fp32",
                         help="compute precision of the generator and the loss in the inversions and LSO: fp32 (exact, "
-                             "default), bf16 (about 2x faster on CPUs with AVX512-BF16/AMX and on GPUs), fp16 (GPU, "
+                             "default), bf16 (3-4x faster on CPUs with AMX; GPUs not measured), fp16 (GPU, "
                              "with loss scaling), auto (bf16/fp16 on a GPU, fp32 on the CPU); see docs/performance.md")
     parser.add_argument("--calibration", choices=CALIBRATIONS, default="auto",
                         help="perceptual-loss calibration of the VGG taps (default auto: the authors' layer balance; "

@@ -8,6 +8,7 @@ import math
 import torch
 
 from ..errors import CheckpointFormatError
+from ..perf import autocast_dtype
 from . import ops
 
 __all__ = ["Conv2dLayer", "FullyConnectedLayer", "SynthesisBlock", "SynthesisLayer", "ToRGBLayer"]
@@ -209,7 +210,8 @@ class SynthesisBlock(torch.nn.Module):
             x = self.const.to(dtype).unsqueeze(0).repeat([ws.shape[0], 1, 1, 1])  # [B, C, 4, 4]
             x = self.conv1(x, next(w_iter), noise=noise.get("conv1"), **kw)
         else:
-            x = x.to(dtype)
+            if not (x.dtype == torch.bfloat16 and autocast_dtype(x.device.type) == torch.bfloat16):
+                x = x.to(dtype)  # under bf16 autocast the activations stay bf16 (no round trip through fp32)
             if self.architecture == "resnet":
                 y = self.skip(x, gain=math.sqrt(0.5))
                 x = self.conv0(x, next(w_iter), noise=noise.get("conv0"), **kw)

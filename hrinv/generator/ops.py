@@ -10,12 +10,14 @@ Conventions (as NVIDIA):
     * ``flip_weight=True`` means correlation (what ``F.conv2d`` does); ``False`` means true convolution.
 """
 
+import contextlib
 import math
 
 import torch
 import torch.nn.functional as F
 
 from ..bufferpool import pooled_like
+from ..perf import active_weights, autocast_dtype
 
 __all__ = [
     "ACT_GAIN",
@@ -182,6 +184,9 @@ def _conv(x, w, stride=1, padding=0, groups=1, transpose=False, flip_weight=True
 # pixels on: measured on a CPU (oneDNN, 1 thread, fp32, forward + backward) it is 1.4x faster for a 128 -> 64 channel
 # layer at 128^2 input and about even or slower for the small, wide layers (512 channels at 16^2 .. 64^2).
 POLYPHASE_MIN_PIXELS = 128 * 128
+# The same for channels_last (NHWC) activations, i.e. bf16 on the CPU: measured (bf16, AMX, 1 thread) 1.1-1.3x faster
+# from 32^2 inputs on (512 -> 256 channels), 2x slower at 8^2 and 16^2 (512 channels).
+POLYPHASE_MIN_PIXELS_NHWC = 32 * 32
 
 
 class _Interleave2x(torch.autograd.Function):
@@ -192,7 +197,9 @@ class _Interleave2x(torch.autograd.Function):
     def forward(ctx, p00, p01, p10, p11, border):
         n, c, h0, w0 = p00.shape
         full_h, full_w = h0 + p11.shape[2], w0 + p11.shape[3]  # 2 (H - 1) + k
-        out = p00.new_empty(n, c, full_h + 2 * border, full_w + 2 * border)
+        nhwc = not p00.is_contiguous() and p00.is_contiguous(memory_format=torch.channels_last)  # keep the layout
+        out = torch.empty(n, c, full_h + 2 * border, full_w + 2 * border, dtype=p00.dtype, device=p00.device,
+                          memory_format=torch.channels_last if nhwc else torch.contiguous_format)
         if border:
             out[:, :, :border].zero_()
             out[:, :, -border:].zero_()
@@ -275,8 +282,10 @@ def conv2d_resample(x, w, f=None, up=1, down=1, padding=0, groups=1, flip_weight
         pxt = max(min(-px0, -px1), 0)
         pyt = max(min(-py0, -py1), 0)
         border = px0 + pxt
+        nhwc = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
         if (up == 2 and groups == 1 and pxt == 0 and pyt == 0 and px1 == border and py0 == border
-                and py1 == border and border >= 0 and x.shape[2] * x.shape[3] >= POLYPHASE_MIN_PIXELS):
+                and py1 == border and border >= 0
+                and x.shape[2] * x.shape[3] >= (POLYPHASE_MIN_PIXELS_NHWC if nhwc else POLYPHASE_MIN_PIXELS)):
             # polyphase form of the stride-2 transposed convolution, written straight into the zero-padded buffer
             # the FIR filter needs (no separate pad copy); same values as the transposed path below
             x = _conv_transpose2x_polyphase(x, w if not flip_weight else w.flip([2, 3]), border)
@@ -448,7 +457,9 @@ class _ModconvEpilogue(torch.autograd.Function):
 
     @staticmethod
     def _backward_low_precision(ctx, grad, out, d, n, b):
-        # bf16/fp16: the reductions in fp32 from the pre-activation recovered in fp32
+        if out.dtype == torch.bfloat16:
+            return _ModconvEpilogue._backward_bf16(ctx, grad, out, d, n, b)
+        # fp16: the reductions in fp32 from the pre-activation recovered in fp32 (fp16 sums could overflow)
         alpha, gain, clamp = ctx.alpha, ctx.gain, ctx.clamp
         if alpha is not None:
             slope = torch.where(out > 0, gain, gain * alpha).to(grad.dtype)
@@ -473,6 +484,43 @@ class _ModconvEpilogue(torch.autograd.Function):
             if b is not None:
                 z = z.sub_(b.float().reshape(1, -1, 1, 1))
             grad_d = (z.mul_(g.float())).sum(dim=(2, 3)).div_(d.float()).to(d.dtype)
+        if need_y:
+            grad_y = g.mul_(d.to(g.dtype).reshape(d.shape[0], -1, 1, 1)) if d is not None else g
+        return grad_y, grad_d, grad_n, grad_b, None, None, None
+
+    @staticmethod
+    def _backward_bf16(ctx, grad, out, d, n, b):
+        # bf16 (fp32's range, so no overflow): the fp32 path's fused kernels in bf16, in the layout of `out` (NHWC
+        # under channels_last), no fp32 activation-sized temporary. Every sum accumulates in fp32 inside the
+        # kernel and rounds once at the end; the [N, O] pieces of the demodulation gradient are combined in fp32.
+        alpha, gain, clamp = ctx.alpha, ctx.gain, ctx.clamp
+        aten = torch.ops.aten
+        gc = aten.hardtanh_backward(grad, out, -clamp, clamp) if clamp is not None else grad  # fresh with a clamp
+        g = aten.leaky_relu_backward(gc, out, alpha, True).mul_(gain) if alpha is not None else gc * gain
+        grad_y = grad_d = grad_n = grad_b = None
+        need_y, need_d, need_n, need_b = ctx.needs_input_grad[:4]
+        want_d = need_d and d is not None
+        gs = g.sum(dim=(2, 3)).float() if (need_b or (want_d and b is not None)) else None  # [N, O]
+        if need_b:
+            grad_b = gs.sum(dim=0).to(b.dtype)
+        if need_n:
+            grad_n = g.sum(dim=1, keepdim=True).sum_to_size(ctx.n_shape).to(n.dtype)  # [N, 1, H, W] -> n's shape
+        if want_d:
+            # grad_d = sum_hw(g * y) with y * d = z - n - b and g * z = gc * out (the slope cancels, as in fp32)
+            prod = gc.mul_(out) if clamp is not None else gc * out  # gc is ours (and done with) when clamped
+            acc = prod.sum(dim=(2, 3)).float()  # [N, O]
+            del prod
+            if n is not None:  # sum_hw g * n for a map shared by the channels: a batched matrix-vector product
+                N, O, H, W = out.shape
+                nv = n.to(g.dtype).expand(N, 1, H, W).reshape(N, 1, H * W)
+                if not g.is_contiguous() and g.is_contiguous(memory_format=torch.channels_last):
+                    gn_d = torch.bmm(nv, g.permute(0, 2, 3, 1).reshape(N, H * W, O)).reshape(N, O)
+                else:
+                    gn_d = torch.bmm(g.reshape(N, O, H * W), nv.transpose(1, 2)).reshape(N, O)
+                acc = acc - gn_d.float()
+            if b is not None:
+                acc = acc - gs * b.float().reshape(1, -1)
+            grad_d = acc.div_(d.float()).to(d.dtype)
         if need_y:
             grad_y = g.mul_(d.to(g.dtype).reshape(d.shape[0], -1, 1, 1)) if d is not None else g
         return grad_y, grad_d, grad_n, grad_b, None, None, None
@@ -509,6 +557,8 @@ class _Modulate(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         x, s = ctx.saved_tensors
+        if grad.dtype == torch.bfloat16 and ctx.needs_input_grad[1]:
+            return _Modulate._backward_bf16(ctx, grad, x, s)
         grad_x = grad_s = None
         if ctx.needs_input_grad[0]:
             grad_x = _pooled_mul(grad, s.reshape(s.shape[0], -1, 1, 1))
@@ -519,6 +569,16 @@ class _Modulate(torch.autograd.Function):
                 grad_s = torch.einsum("nck,nck->nc", grad.reshape(n, c, hw), x.reshape(n, c, hw))
             else:  # reduced precision: accumulate in fp32 as autograd's sum would
                 grad_s = (grad * x).sum(dim=(2, 3), dtype=torch.float32).to(s.dtype)
+        return grad_x, grad_s
+
+    @staticmethod
+    def _backward_bf16(ctx, grad, x, s):
+        # bf16 (fp32's range): the style gradient from one bf16 product, summed with fp32 accumulation inside the
+        # kernel; the input gradient is then written into that product's buffer (one activation-sized allocation)
+        t = grad * x  # [N, C, H, W], in grad's layout
+        grad_s = t.sum(dim=(2, 3)).to(s.dtype)
+        grad_x = torch.mul(grad, s.to(grad.dtype).reshape(s.shape[0], -1, 1, 1), out=t) \
+            if ctx.needs_input_grad[0] else None
         return grad_x, grad_s
 
 
@@ -537,14 +597,35 @@ def modulated_conv2d_unfused(x, weight, styles, noise=None, bias=None, up=1, pad
     if x.dtype == torch.float16 and demodulate:
         weight = weight * (1 / math.sqrt(in_c * kh * kw) / weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True))
         styles = styles / styles.norm(float("inf"), dim=1, keepdim=True)
+    cw = active_weights()  # a loop's per-loop weight casts (hrinv.perf.ComputeWeights), if any serves this conv
+    cw = cw if cw is not None and cw.serves(x) else None
     dcoefs = None
     if demodulate:  # sum_i,k (w_oik s_ni)^2 = (s_n^2) @ (sum_k w_oik^2)^T  -- no [N, O, I, k, k] tensor
         acc = torch.promote_types(weight.dtype, torch.float32)  # at least fp32 (float64 stays float64)
-        wsq = weight.to(acc).square().sum(dim=[2, 3])  # [O, I]
-        dcoefs = (styles.to(acc).square() @ wsq.t() + 1e-8).rsqrt()  # [N, O]
+
+        def sumsq(w):
+            return w.to(acc).square().sum(dim=[2, 3])  # [O, I]
+
+        wsq = cw.derived(weight, "demod_sumsq", sumsq) if cw is not None else sumsq(weight)
+        with _exact(x):  # in fp32 even under autocast
+            dcoefs = (styles.to(acc).square() @ wsq.t() + 1e-8).rsqrt()  # [N, O]
     xm = _Modulate.apply(x, styles.to(x.dtype))  # [N, I, H, W]
-    y = conv2d_resample(xm, weight.to(x.dtype), f=resample_filter, up=up, padding=padding, flip_weight=flip_weight)
+    if cw is not None and cw.channels_last and up > 1:
+        # the up-sampling conv takes the weight as [I, O, k, k]: cache it channels_last in that shape (oneDNN's
+        # transposed convolution is 1.3-2x faster with it) and pass a view that conv2d_resample transposes back
+        w = cw.derived(weight, "up_conv_nhwc", lambda t: t.to(cw.dtype).transpose(0, 1).contiguous(
+            memory_format=torch.channels_last)).transpose(0, 1)
+    else:
+        w = cw.cast(weight) if cw is not None else weight.to(x.dtype)
+    y = conv2d_resample(xm, w, f=resample_filter, up=up, padding=padding, flip_weight=flip_weight)
     return modconv_epilogue(y, dcoefs, noise, bias, act=act, gain=gain, clamp=clamp)
+
+
+def _exact(x):
+    """Autocast off on ``x``'s device while inside, when it is on (else a no-op): for the small reductions that
+    should stay in fp32 under bf16/fp16 autocast."""
+    dev = x.device.type
+    return torch.autocast(dev, enabled=False) if autocast_dtype(dev) is not None else contextlib.nullcontext()
 
 
 def normalize_2nd_moment(x, dim=1, eps=1e-8):

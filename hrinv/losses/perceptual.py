@@ -106,10 +106,22 @@ class TargetFeatures:
     feats: dict
     size: tuple
     config: tuple = field(repr=False)
+    _cast: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def batch(self) -> int:
         return next(iter(self.feats.values())).shape[0]
+
+    def feats_in(self, dtype: torch.dtype, channels_last: bool = False) -> dict:
+        """:attr:`feats` in ``dtype`` (and channels_last), cast once and kept: a bf16 loop compares its features
+        with these at every step, element-wise in the same layout."""
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        if all(v.dtype == dtype and v.is_contiguous(memory_format=fmt) for v in self.feats.values()):
+            return self.feats
+        key = (dtype, fmt)
+        if key not in self._cast:
+            self._cast[key] = {k: v.to(dtype).contiguous(memory_format=fmt) for k, v in self.feats.items()}
+        return self._cast[key]
 
     def to(self, *args, **kwargs) -> TargetFeatures:
         return TargetFeatures({k: v.to(*args, **kwargs) for k, v in self.feats.items()}, self.size, self.config)
@@ -129,6 +141,27 @@ def tile_halo(last_op: int) -> int:
 
 
 _default_halo = tile_halo
+
+
+class _SquaredDistanceBF16(torch.autograd.Function):
+    """``sum_hw (f - t)^2`` per sample and channel, ``[B, C]`` float32, for bf16 features ``f`` (``t`` constant).
+
+    bf16 has fp32's range, so the difference and its square stay in bf16, in the features' layout (NHWC under
+    channels_last), with no fp32 copy of the features; the per-channel sums accumulate in fp32 inside the kernel and
+    the caller sums the channels in fp32. It keeps only the difference for backward, whose gradient ``2 g d`` is one
+    product (autograd's square and subtraction would allocate two or three activation-sized tensors).
+    """
+
+    @staticmethod
+    def forward(ctx, f, t):
+        d = f - t  # [B, C, h, w]
+        ctx.save_for_backward(d)
+        return d.square().sum(dim=(2, 3)).float()  # [B, C]
+
+    @staticmethod
+    def backward(ctx, grad):
+        (d,) = ctx.saved_tensors
+        return d * (2 * grad).to(d.dtype)[:, :, None, None], None
 
 
 class PerceptualLoss(nn.Module):
@@ -321,6 +354,8 @@ class PerceptualLoss(nn.Module):
         return F.avg_pool2d(m, r) if r > 1 else m  # [Bm, 1, h, w]
 
     def _tap_distance(self, layer, f, t, mask):
+        if f.dtype == torch.bfloat16 and mask is None and not t.requires_grad:
+            return _SquaredDistanceBF16.apply(f, t.to(f.dtype)).sum(dim=1) * self.scales[layer] ** 2  # [B]
         if mask is None:
             return _SquaredDistance.apply(f, t, self.scales[layer])  # [B]
         d = (f.float() - t.float()).mul_(self.scales[layer])  # [B, C, h, w] (in place on a fresh tensor)
@@ -404,10 +439,13 @@ class PerceptualLoss(nn.Module):
             return self._checkpointed_loss(x, target, m)
         feats = self.vgg(x, sorted(self.ops.values()))
         loss = pred.new_zeros(B, dtype=torch.float32)
+        f0 = next(iter(feats.values()))
+        tfeats = target.feats_in(f0.dtype, not f0.is_contiguous() and f0.is_contiguous(
+            memory_format=torch.channels_last)) if f0.dtype == torch.bfloat16 else target.feats
         for layer, op in self.ops.items():
             f = feats[op]
             mk = None if m is None else self._mask_at(m, op, f.shape[-2:])
-            loss = loss + self._tap_distance(layer, f, target.feats[op], mk)
+            loss = loss + self._tap_distance(layer, f, tfeats[op], mk)
         return loss  # [B]
 
     # ------------------------------------------------------------------------------------------------------------

@@ -39,6 +39,7 @@ from hrinv.errors import (
     InvalidSettingError,
     WeightsNotFoundError,
 )
+from hrinv.perf import active_weights
 
 __all__ = [
     "CAFFE",
@@ -234,6 +235,9 @@ class VGG16Conv(nn.Module):
         if i in RELU_INDICES:
             return _ReLU.apply(h, inplace)
         conv = self.features[str(i)]
+        cw = active_weights()  # a loop's per-loop weight casts (bf16: cast once, channels_last on the CPU)
+        if cw is not None and cw.serves(h):
+            return F.conv2d(h, cw.cast(conv.weight), cw.cast(conv.bias), padding=1)
         return F.conv2d(h, conv.weight, conv.bias, padding=1)
 
     def forward(self, x: torch.Tensor, taps: Iterable[int] = (2, 7, 14, 21, 28)) -> dict:
