@@ -838,11 +838,11 @@ class StylizeJob:
         from .losses import PerceptualLoss
 
         ref_cfg = config.inversion_configs()[1]
-        key = (path, _dumps(ref_cfg.to_dict()))
+        key = (path, _dumps(ref_cfg.to_dict()), str(config.calibration))
         if key not in self._refs:
             img = load_image(path, self._G_s.img_resolution)  # [1, 3, res, res]
-            inv = invert(self._G_t, img.to(device), PerceptualLoss(self._vgg, layers="conv"), ref_cfg, device=device,
-                         dtype=self.dtype or torch.float32)
+            d_conv = PerceptualLoss(self._vgg, layers="conv", calibration=config.calibration)  # as stylize()'s
+            inv = invert(self._G_t, img.to(device), d_conv, ref_cfg, device=device, dtype=self.dtype or torch.float32)
             self.reference_inversions += 1
             if len(self._refs) >= self._MAX_REFERENCES:
                 self._refs.pop(next(iter(self._refs)))
@@ -918,7 +918,7 @@ class StylizeJob:
 
 
 def finetune_target(source, style_paths, vgg, config, out, *, device=None, dtype=None, ctx=None, refit=False,
-                    callback=None) -> Path:
+                    callback=None, calibration="auto") -> Path:
     """The finetune-then-stylise stage: fit G_t once for the whole job and return its file.
 
     Rank 0 fine-tunes ``source`` on ``style_paths`` (:func:`hrinv.finetune`, one process) and writes
@@ -945,7 +945,7 @@ def finetune_target(source, style_paths, vgg, config, out, *, device=None, dtype
                 if isinstance(source, (str, Path)) else source
             net = load_vgg16(vgg, device=dev) if isinstance(vgg, (str, Path)) else vgg
             styles = torch.cat([load_image(p, G_s.img_resolution) for p in style_paths])  # [K, 3, R, R]
-            G_t = finetune(G_s, styles, PerceptualLoss(net, layers=config.loss_layers), config, device=dev,
+            G_t = finetune(G_s, styles, PerceptualLoss(net, layers=config.loss_layers, calibration=calibration), config, device=dev,
                            dtype=dtype, callback=callback, distributed=False)  # rank 0 alone
             with atomic_write(path) as tmp:
                 save_generator(G_t, tmp, extra_meta={"finetune_styles": [str(p) for p in style_paths]})

@@ -455,3 +455,34 @@ def test_batch_size_inverts_several_items_together(data, reference_run, tmp_path
         assert np.abs(ia - ib).max() <= 1  # 8-bit PNGs: at most one level apart
     assert json.loads((out / "im1_one_step.json").read_text())["settings"]["inversion"]["steps"] == 1
     assert json.loads((out / "im3.json").read_text())["inverted_with_items"] == 4
+
+
+def test_stylize_job_reference_inversion_uses_the_jobs_calibration(data, tmp_path, monkeypatch):
+    """`hrinv batch stylize --calibration X` (StylizeConfig.calibration) reaches the reference's inversion too, not only
+    the content's: every perceptual loss the job builds is built with the job's calibration."""
+    import hrinv.losses
+    from hrinv.batch import StylizeJob, run_batch
+    from hrinv.io.checkpoints import load_generator
+    from hrinv.losses import load_vgg16
+    from hrinv.pipeline import StylizeConfig
+    from nodes_harness import tiny_generators
+
+    _, G_t = tiny_generators()
+    G_s = load_generator(data / "g.safetensors")
+    vgg = load_vgg16(data / "vgg.safetensors")
+    style = tmp_path / "style.png"
+    Image.open(data / "imgs" / "im5.png").save(style)
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(json.dumps({"content": str(data / "imgs" / "im1.png"), "reference": str(style)}) + "\n")
+    seen, Real = [], hrinv.losses.PerceptualLoss
+
+    class Recording(Real):
+        def __init__(self, *a, **k):
+            seen.append(k.get("calibration", "auto"))
+            super().__init__(*a, **k)
+
+    monkeypatch.setattr(hrinv.losses, "PerceptualLoss", Recording)
+    job = StylizeJob(G_s, G_t, vgg, StylizeConfig(steps=1, lso_steps=0, calibration="none", seed=5), align=False)
+    summary = run_batch(job, collect_items(manifest, base_seed=5, needs_reference=True), tmp_path / "out")
+    assert summary.ok == 1 and job.reference_inversions == 1
+    assert seen and set(seen) == {"none"}, seen  # the reference's loss was built with "auto" before the fix

@@ -250,6 +250,7 @@ def _run(args, job):
             styles, ft_config = job.finetune
             job.target_src = finetune_target(job.source_src, styles, job.vgg_src, ft_config, args.out, ctx=ctx,
                                              dtype=resolve_dtype(args.dtype), refit=args.overwrite,
+                                             calibration=getattr(job.config, "calibration", "auto"),
                                              callback=_StepBar("finetune G_t", args.quiet or not ctx.is_main))
         if ctx.is_main and not args.quiet:
             print(f"hrinv batch {args.job}: {len(items)} item(s) from {args.input} -> {args.out}; "
