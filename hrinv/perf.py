@@ -74,9 +74,9 @@ def resolve_precision(precision: str, device) -> torch.dtype:
     """The compute dtype that ``precision`` means on ``device``.
 
     ``"auto"`` gives bf16 on CUDA devices that support it (fp16 on older ones) and fp32 on the CPU and other devices.
-    bf16 on the CPU is 3-4x faster than fp32 on a CPU with AMX (256^2 step, docs/performance.md) and stays within
-    0.3 dB PSNR of fp32 in our tests, but the CPU default stays exact until the 1000-step quality experiment
-    (``benchmarks/bf16_quality.py``) decides otherwise; choose ``"bf16"`` explicitly.
+    bf16 on the CPU is 3-4x faster than fp32 on a CPU with AMX (256^2 step, docs/performance.md) and keeps the
+    identity, but the 1000-step quality experiment (``benchmarks/bf16_quality.py``, real faces) ended 0.53 dB PSNR
+    under fp32 on average (criterion 0.3 dB), so the CPU default stays exact; choose ``"bf16"`` explicitly.
 
     Returns:
         ``torch.float32``, ``torch.bfloat16`` or ``torch.float16``.
