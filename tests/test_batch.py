@@ -376,22 +376,26 @@ def test_finetune_then_stylize(data, tmp_path):
                 + args[args.index("--vgg"):] + ["--finetune-style", str(style)]) == 2  # both: refused
 
 
+def _stylize_inputs(data, tmp_path):
+    """A stylize job's inputs: the test-data G_s and VGG, a tiny G_t and a style image file."""
+    from hrinv.io.checkpoints import load_generator
+    from hrinv.losses import load_vgg16
+    from nodes_harness import tiny_generators
+
+    style = tmp_path / "style.png"
+    Image.open(data / "imgs" / "im5.png").save(style)
+    return load_generator(data / "g.safetensors"), tiny_generators()[1], load_vgg16(data / "vgg.safetensors"), style
+
+
 def test_stylize_job_inverts_each_reference_once(data, tmp_path, monkeypatch):
     """3 contents x 1 reference: the reference is inverted once (with the job's seed) and reused; an item whose seed
     is the job's seed gives exactly what one `hrinv.stylize` call (which inverts the reference itself) gives."""
     import hrinv.inversion
     from hrinv.batch import StylizeJob, run_batch
-    from hrinv.io.checkpoints import load_generator
     from hrinv.latent import Latent
-    from hrinv.losses import load_vgg16
     from hrinv.pipeline import StylizeConfig, stylize
-    from nodes_harness import tiny_generators
 
-    _, G_t = tiny_generators()
-    G_s = load_generator(data / "g.safetensors")
-    vgg = load_vgg16(data / "vgg.safetensors")
-    style = tmp_path / "style.png"
-    Image.open(data / "imgs" / "im5.png").save(style)
+    G_s, G_t, vgg, style = _stylize_inputs(data, tmp_path)
     manifest = tmp_path / "m.jsonl"
     manifest.write_text("".join(json.dumps({"content": str(data / "imgs" / f"im{i}.png"), "reference": str(style),
                                             "seed": 5}) + "\n" for i in (1, 2, 4)))
@@ -462,16 +466,9 @@ def test_stylize_job_reference_inversion_uses_the_jobs_calibration(data, tmp_pat
     the content's: every perceptual loss the job builds is built with the job's calibration."""
     import hrinv.losses
     from hrinv.batch import StylizeJob, run_batch
-    from hrinv.io.checkpoints import load_generator
-    from hrinv.losses import load_vgg16
     from hrinv.pipeline import StylizeConfig
-    from nodes_harness import tiny_generators
 
-    _, G_t = tiny_generators()
-    G_s = load_generator(data / "g.safetensors")
-    vgg = load_vgg16(data / "vgg.safetensors")
-    style = tmp_path / "style.png"
-    Image.open(data / "imgs" / "im5.png").save(style)
+    G_s, G_t, vgg, style = _stylize_inputs(data, tmp_path)
     manifest = tmp_path / "m.jsonl"
     manifest.write_text(json.dumps({"content": str(data / "imgs" / "im1.png"), "reference": str(style)}) + "\n")
     seen, Real = [], hrinv.losses.PerceptualLoss
