@@ -108,7 +108,7 @@ class Runner:
 
     def __init__(self, name, G, loss, target, batch, device, kind, precision="fp32", fused=None, num_fp16=False,
                  pool=True):
-        self.name, self.G, self.device, self.kind = name, G, device, kind
+        self.name, self.G, self.device, self.kind, self.precision = name, G, device, kind, precision
         # ours runs as hrinv.optim.optimize() does: a BufferPool current during every step, alive as long as the loop.
         # The reference's loop gets one too: NVIDIA's generator never asks it for anything, but the VGG loss that
         # both loops share does, so the shared loss costs the same in both and the ratio compares the generators.
@@ -253,8 +253,8 @@ def main(argv=None):
             # the generator's part: step time minus the shared loss's time (min - min, median - median)
             lmin, lmed = min(times["loss alone"][k]), statistics.median(times["loss alone"][k])
             for r in runners:
-                if r.kind == "loss":
-                    continue
+                if r.kind == "loss" or r.precision != "fp32":
+                    continue  # the loss alone is timed in fp32: subtracting it from a bf16/fp16 step means nothing
                 t = times[r.name][k]
                 gmn, gmd = min(t) - lmin, statistics.median(t) - lmed
                 rows[clock + "-gen"].append((r.name, batch, gmn, gmd, f"{gmn / (ref_min - lmin):.2f}",
