@@ -216,7 +216,7 @@ class StylizeFaces(io.ComfyNode):
                                tooltip="Match each stylised face's colours to the original face (0 = off)."),
                 io.Int.Input("seed", default=0, min=0, max=2**31 - 1, control_after_generate=False,
                              tooltip="Seed of the inversions and LSO."),
-                io.Combo.Input("precision", options=list(PRECISIONS), default="fp32",
+                io.Combo.Input("precision", options=list(PRECISIONS), default="fp32", optional=True,
                                tooltip="Advanced: compute precision of the generators and the loss in the inversions "
                                        "and LSO. fp32 = exact (default). bf16 = 3-4x faster on CPUs with AMX (GPUs not "
                                        "measured; emulated and slower on CPUs without it). fp16 = GPUs, with "
@@ -245,7 +245,7 @@ class StylizeFaces(io.ComfyNode):
     @guarded("HRInversion: Stylise Every Face in a Photo")
     def execute(cls, photo, reference, source, target, vgg, steps=1000, lso_steps=50, lambdas="paper", faces="all",
                 min_face=32, if_no_face="error", feather=0.1, color_match=0.0, seed=0,
-                precision="fp32", calibration=None) -> io.NodeOutput:
+                precision=None, calibration=None) -> io.NodeOutput:
         from hrinv.errors import NoFaceFoundError
         from hrinv.face import align_faces, whole_image_alignment
         from hrinv.pipeline import StylizeConfig, stylize

@@ -88,7 +88,7 @@ class HRInvert(io.ComfyNode):
                                tooltip="Advanced: images that are not generator-sized are centre-cropped to a "
                                        "square and resized (crop & resize), stretched (resize), or passed as they "
                                        "are (as is: a Style-INR-GAN head or padding handles other sizes)."),
-                io.Combo.Input("precision", options=list(PRECISIONS), default="fp32",
+                io.Combo.Input("precision", options=list(PRECISIONS), default="fp32", optional=True,
                                tooltip="Advanced: compute precision of the generator and the loss. fp32 = exact "
                                        "(default). bf16 = 3-4x faster on CPUs with AMX (GPUs not measured; emulated "
                                        "and slower on CPUs without it), about 0.5 dB under fp32 after 1000 "
@@ -125,7 +125,7 @@ class HRInvert(io.ComfyNode):
     @guarded("HRInversion: Invert Image")
     def execute(cls, generator, image, vgg, steps=1000, latent_space="W+", noise_maps=True, lambda_mse=0.0, seed=0,
                 lr=0.1, loss_layers="conv", downsample=0, noise_regularize=0.0, fit=FIT_MODES[0],
-                precision="fp32", mask=None) -> io.NodeOutput:
+                precision=None, mask=None) -> io.NodeOutput:
         from hrinv.inversion import InversionConfig, invert
 
         G = generator.model

@@ -149,12 +149,17 @@ def test_invert_precision_widget_reaches_the_library(h, gens, monkeypatch):
 
     widget = next(i for i in h.nodes["HRInv_Invert"].GET_SCHEMA().inputs if i.id == "precision")
     assert tuple(widget.options) == perf.PRECISIONS and widget.default == "fp32"
+    assert widget.optional  # an API graph saved before the input existed still validates (and runs in fp32)
+    stylize = next(i for i in h.nodes["HRInv_StylizeFaces"].GET_SCHEMA().inputs if i.id == "precision")
+    assert stylize.optional and stylize.default == "fp32"
     seen, real = [], hrinv.inversion.invert
     monkeypatch.setattr(hrinv.inversion, "invert", lambda *a, **k: seen.append(a[3].precision) or real(*a, **k))
     img = face_images(1)
     outs = [run_node(h.nodes["HRInv_Invert"], generator=gens[0], image=img, vgg=h.vgg, steps=2, seed=1,
                      precision=p) for p in ("fp32", "bf16")]
     assert seen == ["fp32", "bf16"]
+    run_node(h.nodes["HRInv_Invert"], generator=gens[0], image=img, vgg=h.vgg, steps=1, seed=1)  # no precision given
+    assert seen[-1] == "fp32"
     # (the latents themselves are not compared: Adam's first steps are lr * sign(gradient), and a gradient element
     # near 0 may change sign between precisions). Mean |difference| measured on a CPU with native bf16 (AMX): 0.014
     # before the bf16 work of docs/performance.md's third round, 0.011 after (the 0.01 bound had been set where bf16
